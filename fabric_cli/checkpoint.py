@@ -1,0 +1,256 @@
+"""Checkpoints: safetensors weights with JSON metadata, atomic writes, checks on load, upgrades.
+
+A weights file is enough to rebuild the model: its metadata holds the format version, the model
+config, the step, tokens seen and the tokenizer's sha256. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from fabric_cli.config import ModelConfig
+from fabric_cli.errors import CheckpointError
+from fabric_cli.files import atomic_path
+from fabric_cli.model import GPT
+
+FORMAT = "fabric-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CheckpointInfo:
+    """The metadata of a weights file."""
+
+    config: ModelConfig
+    step: int = 0
+    tokens_seen: int = 0
+    tokenizer_sha256: str | None = None
+    extra: dict = field(default_factory=dict)  # e.g. last losses, train settings
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "config": self.config.to_json(),
+            "step": str(self.step),
+            "tokens_seen": str(self.tokens_seen),
+            "tokenizer_sha256": self.tokenizer_sha256 or "",
+            "extra": json.dumps(self.extra, sort_keys=True),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def save_weights(path: str | os.PathLike, model: GPT, info: CheckpointInfo) -> None:
+    """Write the model's weights and metadata atomically (temp file, fsync, os.replace)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+    model = getattr(model, "module", model)  # so does DistributedDataParallel
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=info.to_metadata())
+
+
+def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:
+    """Bring an older format's metadata to the current version. Version 1 is the first one."""
+    return meta
+
+
+def read_info(path: str | os.PathLike) -> CheckpointInfo:
+    """Read only the metadata of a weights file (fast: no tensor is loaded)."""
+    meta = _metadata(path)
+    try:
+        return CheckpointInfo(
+            config=ModelConfig.from_dict(json.loads(meta["config"])),
+            step=int(meta.get("step", 0)),
+            tokens_seen=int(meta.get("tokens_seen", 0)),
+            tokenizer_sha256=meta.get("tokenizer_sha256") or None,
+            extra=json.loads(meta.get("extra") or "{}"),
+        )
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
+
+
+def _metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run `fabric train` first or pass --checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is not a safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, this fabric reads up to {FORMAT_VERSION}; upgrade fabric"
+        )
+    return upgrade_metadata(meta)
+
+
+def load_weights(path: str | os.PathLike, model: GPT) -> None:
+    """Load weights into `model`, checking every tensor's name and shape first."""
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        found = set(f.keys())
+        missing, unexpected = sorted(set(expected) - found), sorted(found - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        state = {}
+        for k in expected:
+            t = f.get_tensor(k)
+            if tuple(t.shape) != tuple(expected[k].shape):
+                raise CheckpointError(
+                    f"checkpoint {path}: tensor {k} has shape {tuple(t.shape)}, the model expects {tuple(expected[k].shape)}"
+                )
+            state[k] = t
+    model.load_state_dict(state)
+
+
+def load_model(
+    path: str | os.PathLike, device: str = "cpu", tokenizer_sha256: str | None = None
+) -> tuple[GPT, CheckpointInfo]:
+    """Rebuild a model from one weights file, in eval mode.
+
+    If `tokenizer_sha256` is given it must match the checkpoint's; a mismatch names both sides.
+
+    Example:
+        >>> model, info = load_model("fabric-run/checkpoints/latest.safetensors")  # doctest: +SKIP
+    """
+    info = read_info(path)
+    check_tokenizer(path, info, tokenizer_sha256)
+    model = GPT(info.config)
+    load_weights(path, model)
+    return model.to(device).eval(), info
+
+
+def check_tokenizer(path, info: CheckpointInfo, tokenizer_sha256: str | None) -> None:
+    if tokenizer_sha256 and info.tokenizer_sha256 and tokenizer_sha256 != info.tokenizer_sha256:
+        raise CheckpointError(
+            f"tokenizer mismatch: checkpoint {path} was trained with tokenizer sha256 "
+            f"{info.tokenizer_sha256[:12]}, the tokenizer given has {tokenizer_sha256[:12]}; "
+            f"pass the run's own tokenizer.json with --tokenizer"
+        )
+
+
+def load_tensor_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file (used for training state)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+# --------------------------------------------------------------------------- training state
+
+STATE_FORMAT = "fabric-train-state"
+STATE_FORMAT_VERSION = 1
+
+
+def save_checkpoint_pair(
+    weights_path: str | os.PathLike,
+    state_path: str | os.PathLike,
+    model: GPT,
+    info: CheckpointInfo,
+    state: dict[str, torch.Tensor],
+    state_meta: dict[str, str],
+) -> None:
+    """Write the weights and the training state together.
+
+    Both go to temporary files first and are moved into place one after the other, the state
+    first; both carry the step, and `load_train_state` refuses a pair whose steps differ (a kill
+    in the instant between the two moves), so a resume never mixes two moments of a run.
+    """
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": STATE_FORMAT, "format_version": str(STATE_FORMAT_VERSION), "step": str(info.step), **state_meta}
+    with atomic_path(weights_path) as tmp_w:
+        with atomic_path(state_path) as tmp_s:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp_s), metadata=meta)
+            save_file(tensors, str(tmp_w), metadata=info.to_metadata())
+
+
+def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The training state's tensors and metadata, checked against the weights file beside it."""
+    state_path = Path(state_path)
+    if not state_path.is_file():
+        raise CheckpointError(
+            f"{state_path} is missing: {weights_path} has no training state to resume from; "
+            f"use --restart to start over"
+        )
+    tensors, meta = load_tensor_file(state_path)
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{state_path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+    if int(meta.get("format_version", "0")) > STATE_FORMAT_VERSION:
+        raise CheckpointError(f"{state_path} has a newer format version {meta['format_version']}; upgrade fabric")
+    info = read_info(weights_path)
+    if int(meta.get("step", -1)) != info.step:
+        raise CheckpointError(
+            f"{weights_path} is at step {info.step} but {state_path} is at step {meta.get('step')} "
+            f"(the run was killed while saving?); use --restart, or start from a snapshot"
+        )
+    return tensors, meta
+
+
+def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state (AdamW: step, exp_avg, exp_avg_sq), keyed by parameter name."""
+    out = {}
+    for name, p in model.named_parameters():
+        for key, value in optimizer.state.get(p, {}).items():
+            if torch.is_tensor(value):
+                out[f"optim.{name}.{key}"] = value
+            else:  # a plain number (older optimizers keep `step` as an int)
+                out[f"optim.{name}.{key}"] = torch.tensor(float(value), dtype=torch.float32)
+    return out
+
+
+def restore_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put per-parameter state saved by `optimizer_tensors` back, on each parameter's device."""
+    fused = any(g.get("fused") or g.get("capturable") for g in optimizer.param_groups)
+    names = dict(model.named_parameters())
+    found = {k[len("optim.") :].rsplit(".", 1)[0] for k in tensors if k.startswith("optim.")}
+    if found and found != set(names):
+        raise CheckpointError(
+            f"the training state's optimizer covers {len(found)} parameters, the model has {len(names)}; "
+            f"the state belongs to another model: use --restart"
+        )
+    for name, p in names.items():
+        state = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            t = tensors.get(f"optim.{name}.{key}")
+            if t is None:
+                continue
+            # AdamW keeps `step` on the CPU unless fused/capturable, the moments beside the parameter
+            on = p.device if (key != "step" or fused) else torch.device("cpu")
+            state[key] = t.to(on).clone()
+        if state:
+            optimizer.state[p] = state
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """Every torch RNG state as uint8 tensors (the CPU one, and each CUDA device's if in use)."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    n = sum(k.startswith("rng.cuda.") for k in tensors)
+    if n and torch.cuda.is_available() and n == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensors[f"rng.cuda.{i}"] for i in range(n)])

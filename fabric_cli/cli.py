@@ -1,0 +1,356 @@
+"""The `fabric` command line: parse, call one library function, render. No ML logic here.
+
+Results go to stdout; progress and logs to stderr. Library errors (FabricError) become one
+line on stderr and exit code 1. torch is imported inside commands so `fabric --help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import click
+import typer
+import typer.core
+
+from fabric_cli import __version__
+from fabric_cli.config import ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
+from fabric_cli.errors import FabricError, InputError
+
+
+class _FabricGroup(typer.core.TyperGroup):
+    """Turns a FabricError raised anywhere below into one line on stderr and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # lifecycle order, not alphabetical
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FabricError as e:
+            click.echo(f"fabric: error: {e}", err=True)
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=_FabricGroup,
+    help="Neural Fabric: a small GPT's whole life: tokenize, train, probe its pronoun heads, generate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fabric {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    run: Annotated[
+        Optional[Path],
+        typer.Option("--run", envvar="FABRIC_RUN", help="Run directory (default ./fabric-run).", show_default=False),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = {"run": run}
+
+
+# Shared options, defined once. A subcommand's --run wins over the global one.
+RunOpt = Annotated[
+    Optional[Path],
+    typer.Option("--run", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
+    return RunPaths.resolve(run or (ctx.obj or {}).get("run"))
+
+
+def echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+def err(msg: str = "") -> None:
+    """A line for the person at the terminal (stderr)."""
+    typer.echo(msg, err=True)
+
+
+# ----------------------------------------------------------------------- commands
+# Each command: build the config, call one library function, render. Lifecycle order.
+
+_TOK = TokenizeConfig()
+
+
+@app.command()
+def tokenize(
+    ctx: typer.Context,
+    files: Annotated[Optional[list[str]], typer.Argument(
+        help="Text files, folders (their .txt files) or - for standard input; none: the bundled corpus.",
+        show_default=False)] = None,
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Tokens in the vocabulary (256 bytes + specials + merges).")] = _TOK.vocab_size,
+    min_frequency: Annotated[int, typer.Option("--min-frequency", help="Merge only pairs seen at least this often.")] = _TOK.min_frequency,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of documents held out in val.bin.")] = _TOK.val_fraction,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json instead of training one.", show_default=False)] = None,
+    errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
+    show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.")] = False,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a byte-level BPE tokenizer and write the corpus as token ids (train.bin, val.bin)."""
+    from fabric_cli import tokenizer as tk
+
+    paths = run_paths(ctx, run)
+    if show is not None:
+        if files:
+            raise InputError("--show only displays how a text splits and takes no FILES; tokenize first, then --show")
+        split = tk.show_split(tk.load_tokenizer(tokenizer or paths.tokenizer), show)
+        if json_out:
+            return echo_json(split)
+        return typer.echo(f"{split['display']}\n{split['count']} tokens: {' '.join(map(str, split['ids']))}")
+    cfg = TokenizeConfig(vocab_size=vocab_size, min_frequency=min_frequency, val_fraction=val_fraction, errors=errors)
+    summary = tk.tokenize_corpus(files or [], paths, cfg, tokenizer=tokenizer, force=force)
+    if json_out:
+        return echo_json(summary.to_dict())
+    typer.echo("\n".join(summary.lines()))
+
+
+from fabric_cli.corpus import CorpusConfig  # noqa: E402  (no torch; its defaults are the options' defaults)
+
+_CORPUS = CorpusConfig()
+
+
+@app.command()
+def corpus(
+    out: Annotated[Optional[Path], typer.Argument(
+        metavar="[OUT]", help="Corpus file to write: one story a paragraph, a blank line between stories.", show_default=False)] = None,
+    size: Annotated[str, typer.Option("--size", help="Characters to write: 4MB, 500KB, 20000 (KB/MB/GB decimal, KiB/MiB binary).")] = _CORPUS.size,
+    stories: Annotated[Optional[int], typer.Option("--stories", help="Write exactly this many stories (instead of --size).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same corpus.")] = _CORPUS.seed,
+    suites: Annotated[Optional[Path], typer.Option("--suites", help="Also write the probe suites (gender, number, long_distance, referent_first, referent_second) as DIR/<suite>.jsonl.", show_default=False)] = None,
+    suite_size: Annotated[int, typer.Option("--suite-size", help="Items per probe suite.")] = _CORPUS.suite_size,
+    suite_seed: Annotated[int, typer.Option("--suite-seed", help="Random seed of the probe suites.")] = _CORPUS.suite_seed,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate the Chronicles: short stories whose pronouns a model must resolve, and probe suites with ground truth."""
+    from fabric_cli import corpus as cp
+
+    if out is None and suites is None:
+        raise InputError("nothing to write: give a corpus file (fabric corpus stories.txt) and/or --suites DIR")
+    result: dict = {}
+    if out is not None:
+        n_chars = None if stories is not None else cp.parse_size(size)
+        big = (n_chars or 0) >= 1_000_000 or (stories or 0) >= 2_000
+        result["corpus"] = cp.write_corpus(out, n_stories=stories, n_chars=n_chars, seed=seed, progress=big).to_dict()
+    if suites is not None:
+        result["suites"] = cp.write_suites(suites, suite_size, suite_seed)
+    if json_out:
+        return echo_json(result)
+    if "corpus" in result:
+        typer.echo(cp.CorpusSummary(**result["corpus"]).lines()[0])
+    for s in result.get("suites", []):
+        typer.echo(f"wrote {s['path']}: {s['items']} items (referent is the nearest candidate in "
+                   f"{s['nearest']:.0%}, the first in {s['first']:.0%})")
+
+
+_TRAIN = TrainConfig()
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, cpu, small or gpt2.")] = _TRAIN.preset,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="Transformer blocks (default: the preset's).", show_default=False)] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads per block (default: the preset's).", show_default=False)] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Model width n_embd (default: the preset's).", show_default=False)] = None,
+    context: Annotated[Optional[int], typer.Option("--context", help="Context length in tokens (default: the preset's).", show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout rate (default: the preset's).", show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps; the LR schedule spans them.")] = _TRAIN.steps,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Budget in tokens instead of --steps.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per micro-step PER RANK (under torchrun the global batch is this x ranks).")] = _TRAIN.batch_size,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps accumulated into one optimizer step.")] = _TRAIN.grad_accum,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = _TRAIN.lr,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="Learning rate at the end of the cosine decay.")] = _TRAIN.min_lr,
+    warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear warm-up.")] = _TRAIN.warmup,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decay on weight matrices (not biases, norms, embeddings).")] = _TRAIN.weight_decay,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm to this; 0 is off.")] = _TRAIN.grad_clip,
+    eval_interval: Annotated[int, typer.Option("--eval-interval", help="Steps between evaluations (each also saves the checkpoint).")] = _TRAIN.eval_interval,
+    eval_batches: Annotated[int, typer.Option("--eval-batches", help="Batches per split in each evaluation.")] = _TRAIN.eval_batches,
+    log_interval: Annotated[int, typer.Option("--log-interval", help="Steps between metrics.jsonl lines (and bar updates).")] = _TRAIN.log_interval,
+    snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps (and at step 0) for emergence studies; 0 is off.")] = _TRAIN.snapshot_every,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, batches and dropout.")] = _TRAIN.seed,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _TRAIN.device,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster steps after a slow start).")] = _TRAIN.compile,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.")] = False,
+    stop_at: Annotated[Optional[int], typer.Option("--stop-at", help="Save and stop at this step (the schedule still spans the budget); continue with --resume.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Folder with train.bin, val.bin, meta.json (default: the run's tokens/).", show_default=False)] = None,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train the GPT on the run's tokens; checkpoints, snapshots and metrics.jsonl go to the run directory.
+
+    Under `torchrun --nproc_per_node=N -m fabric_cli train ...` it trains with DistributedDataParallel.
+    """
+    from fabric_cli.train import train as train_model
+
+    fields = {k: v for k, v in ctx.params.items() if k in _TRAIN.__dataclass_fields__}
+    given = {k for k in fields if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE'}  # typed, not defaults
+    paths = run_paths(ctx, run)
+    result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
+                         explicit=given, stop_at=stop_at)
+    if not result.is_main:
+        return  # under torchrun only rank 0 reports
+    echo_json(result.to_dict()) if json_out else typer.echo(result.summary())
+    if result.stopped_by:
+        again = "fabric train --resume" + ("" if paths.root == RunPaths.resolve().root else f" --run {paths.root}")
+        err(f"fabric: stopped by {result.stopped_by} at step {result.step}; checkpoint saved. Continue with `{again}`.")
+        if result.stopped_by in _SIGNAL_EXIT:
+            raise typer.Exit(_SIGNAL_EXIT[result.stopped_by])
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.jsonl with the gradient norms (default: the one beside the checkpoint's run).", show_default=False)] = None,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a checkpoint: config, parameters per component, step, losses, and gradient flow per layer."""
+    from fabric_cli.inspection import format_report, inspect_checkpoint
+
+    report = inspect_checkpoint(checkpoint or run_paths(ctx, run).latest, metrics)
+    echo_json(report) if json_out else typer.echo(format_report(report))
+
+_PROBE = ProbeConfig()
+
+
+@app.command()
+def probe(
+    ctx: typer.Context,
+    head: Annotated[Optional[str], typer.Option("--head", help="Show this head (4.7 or L4H7) prompt by prompt; also the head --ablate and --over-checkpoints study.", show_default=False)] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="A suite in data/probes by name (repeatable); default: every suite there.", show_default=False)] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Your own prompts: a .jsonl suite, or a text file in the [referent] {pronoun} <distractor> markup.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
+    top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
+    ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
+    random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison.")] = _PROBE.random_heads,
+    seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
+    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
+    threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find the attention heads that tie a pronoun to its referent; writes probe/report.json."""
+    from fabric_cli import probe as pr
+
+    cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
+                      top=top, ablate=ablate, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
+                      threshold=threshold, batch_size=batch_size, device=device)
+    if plot:
+        pr.require_matplotlib()  # before the work, not after
+    paths = run_paths(ctx, run)
+    result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer)
+    if plot:
+        result.report["plots"] = pr.write_plots(result, paths.probe)
+    saved = pr.save_report(result.report, paths.probe)
+    echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
+    err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
+
+# [generate]
+_SAMPLE = SampleConfig()
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[Optional[str], typer.Argument(help="Text to continue; - reads it from standard input (less one final newline); none starts from end-of-text.", show_default=False)] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most tokens to make per sample.")] = _SAMPLE.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Randomness; 0 is greedy and deterministic.")] = _SAMPLE.temperature,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample only from the k most likely tokens; 0 is off.")] = _SAMPLE.top_k,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus: sample from the fewest tokens holding this much probability; 1 is off.")] = _SAMPLE.top_p,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (default: a fresh seed each run).", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", help="Completions of the prompt, made as one batch.")] = _SAMPLE.num_samples,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a completion before this text (repeatable).", show_default=False)] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.")] = _SAMPLE.use_cache,
+    slide: Annotated[int, typer.Option("--slide", help="Tokens kept when the context fills; 0 is half the context.")] = _SAMPLE.slide,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.")] = False,
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.")] = False,
+    as_json: JsonOpt = False,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    run: RunOpt = None,
+) -> None:
+    """Continue a prompt with the trained model, streaming the text as it is made."""
+    from fabric_cli.generate import load_engine
+
+    cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       num_samples=num_samples, stop=tuple(stop or ()), use_cache=cache, slide=slide)
+    if interactive and (as_json or prompt is not None):
+        raise InputError("--interactive reads its prompts line by line; give no PROMPT and no --json with it")
+    paths = run_paths(ctx, run)
+    engine = load_engine(checkpoint or paths.latest, tokenizer or paths.tokenizer, device)
+    if interactive:
+        return _generate_interactive(engine, cfg, quiet)
+    text = sys.stdin.read().removesuffix("\n") if prompt == "-" else prompt or ""  # echo's newline is not prompt
+    result = _generate_once(engine, text, cfg, stream=not as_json, echo=echo, quiet=quiet)
+    if as_json:
+        echo_json({**result.to_dict(), "checkpoint": str(checkpoint or paths.latest), "step": engine.info.step})
+
+
+def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: bool, quiet: bool):
+    """One prompt: stream one sample to stdout, or print several under headers; speed on stderr."""
+    from fabric_cli.generate import complete
+
+    live = stream and cfg.num_samples == 1
+    if live and echo:
+        typer.echo(text, nl=False)
+    result = complete(engine, text, cfg, on_text=(lambda _row, piece: typer.echo(piece, nl=False)) if live else None, on_notice=err)
+    if live:
+        typer.echo()
+    elif stream:
+        for i, completion in enumerate(result.completions, 1):
+            typer.echo(f"--- sample {i} ---\n{text if echo else ''}{completion}")
+    if not quiet:
+        err(f"{result.new_tokens} tokens in {result.seconds:.2f} s: first after {result.time_to_first_token_s * 1000:.0f} ms, "
+            f"{result.tokens_per_s:.1f} tokens/s ({'kv cache' if cfg.use_cache else 'no cache'}, {result.device}, seed {result.seed})")
+    return result
+
+
+def _generate_interactive(engine, cfg: SampleConfig, quiet: bool) -> None:
+    err("fabric generate: one prompt a line; Ctrl-C stops a completion, Ctrl-D leaves.")
+    while True:
+        typer.echo("> ", err=True, nl=False)
+        line = sys.stdin.readline()
+        if not line:  # end of input: Ctrl-D
+            return
+        if not line.strip():
+            continue  # a blank line asks again rather than starting 200 tokens from nothing
+        try:
+            _generate_once(engine, line.rstrip("\r\n"), cfg, stream=True, echo=False, quiet=quiet)
+        except KeyboardInterrupt:
+            typer.echo()
+
+
+# [demo]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,359 @@
+"""Configuration dataclasses, presets, run-directory layout and head names. No torch here.
+
+Dataclass defaults are the CLI defaults, so `--help` shows the real values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from fabric_cli.errors import InputError
+
+DEFAULT_RUN = "fabric-run"
+EOT = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """A GPT-2 style decoder. Head width is n_embd // n_head."""
+
+    vocab_size: int = 4096
+    block_size: int = 128  # context length in tokens
+    n_layer: int = 5
+    n_head: int = 8
+    n_embd: int = 128
+    n_ff: int = 0  # feed-forward width; 0 means 4 * n_embd
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_ff == 0:
+            self.n_ff = 4 * self.n_embd
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_ff"):
+            if getattr(self, name) < 1:
+                raise InputError(f"model {name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise InputError(
+                f"model width n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"choose a width that is a multiple of the head count"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown model config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+# Presets: vocab_size is taken from the tokenizer at train time.
+PRESETS: dict[str, ModelConfig] = {
+    # tests: a model of a few thousand parameters
+    "tiny": ModelConfig(block_size=16, n_layer=2, n_head=2, n_embd=16, vocab_size=512),
+    # the demo: trains in minutes on a 2-core CPU; 5 layers x 8 heads so head 4.7 exists
+    "cpu": ModelConfig(block_size=128, n_layer=5, n_head=8, n_embd=128, vocab_size=4096),
+    # a laptop GPU or a patient CPU
+    "small": ModelConfig(block_size=256, n_layer=6, n_head=8, n_embd=256, vocab_size=8192),
+    # GPT-2 small (124M with a 50257 vocabulary)
+    "gpt2": ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, vocab_size=50257),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A copy of a named preset with some fields replaced (None values are ignored)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    fields = PRESETS[name].to_dict()
+    if overrides.get("n_embd") is not None and overrides.get("n_ff") is None:
+        fields["n_ff"] = 0  # keep the 4x ratio when only the width changes
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelConfig(**fields)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainConfig:
+    """How `fabric train` trains. Field defaults are the CLI defaults; None means "from the preset"."""
+
+    preset: str = "cpu"
+    layers: int | None = None
+    heads: int | None = None
+    width: int | None = None
+    context: int | None = None
+    dropout: float | None = None
+    steps: int = 1000  # optimizer steps; the LR schedule spans them
+    tokens: int | None = None  # a budget in tokens instead of --steps
+    batch_size: int = 16  # sequences per micro-step, per rank
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 turns clipping off
+    eval_interval: int = 100  # also when the latest checkpoint is written
+    eval_batches: int = 20
+    log_interval: int = 10
+    snapshot_every: int = 0  # 0: no snapshots
+    seed: int = 1337
+    device: str = "auto"
+    compile: bool = False
+
+    # Changing these on --resume would change the model's shape.
+    SHAPE_FIELDS = ("preset", "layers", "heads", "width", "context")
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("tokens", "layers", "heads", "width", "context"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name} must be a positive integer, got {value}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "warmup", "snapshot_every"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The preset with the command line's overrides; vocab_size comes from the tokenizer."""
+        return preset(
+            self.preset, n_layer=self.layers, n_head=self.heads, n_embd=self.width,
+            block_size=self.context, dropout=self.dropout, vocab_size=vocab_size,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})  # a newer file's extra keys are ignored
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+@dataclass
+class TokenizeConfig:
+    """`fabric tokenize` settings; checked by fabric_cli.tokenizer.tokenize_corpus."""
+
+    vocab_size: int = 4096  # byte alphabet (256) + specials + merges
+    min_frequency: int = 2  # a pair seen fewer times is never merged
+    val_fraction: float = 0.05  # share of documents held out for validation
+    errors: str = "strict"  # "strict": refuse non-UTF-8 input; "replace": use U+FFFD
+
+
+# --------------------------------------------------------------------------- probing
+
+
+@dataclass
+class ProbeConfig:
+    """How `fabric probe` scores heads. Defaults are the CLI defaults; see fabric_cli/probe."""
+
+    suites: tuple[str, ...] = ()  # names in data/probes (gender, number, ...); () means every suite
+    prompts: str | None = None  # a user's file: .jsonl, or the [referent] {pronoun} <distractor> markup
+    head: str | None = None  # "4.7" or "L4H7": show this head prompt by prompt
+    limit: int = 20  # prompts shown by --head
+    top: int = 10  # heads in the ranking
+    ablate: bool = False
+    random_heads: int = 10  # other heads ablated for comparison
+    seed: int = 0  # picks the random heads
+    over_checkpoints: bool = False
+    threshold: float = 0.8  # accuracy a head must keep, from some snapshot on, to have emerged
+    batch_size: int = 64  # prompts per forward pass
+    device: str = "auto"
+    alpha: float = 0.05  # family-wise error rate for naming a head (Bonferroni over all heads)
+
+    def __post_init__(self) -> None:
+        self.suites = tuple(self.suites)
+        for name in ("limit", "top", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.random_heads < 0:
+            raise InputError(f"--random-heads must be 0 or more, got {self.random_heads}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise InputError(f"--threshold is an accuracy in (0, 1], got {self.threshold}")
+        if not 0.0 < self.alpha < 1.0:
+            raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+# --------------------------------------------------------------------------- heads
+
+
+class Head(NamedTuple):
+    """An attention head, zero-based: Head(4, 7) is written 4.7."""
+
+    layer: int
+    head: int
+
+    def __str__(self) -> str:
+        return f"{self.layer}.{self.head}"
+
+
+_HEAD_RE = re.compile(r"^\s*(?:(\d+)\.(\d+)|[Ll](\d+)[Hh](\d+))\s*$")
+
+
+def parse_head(text: str) -> Head:
+    """Parse `4.7` or `L4H7` into Head(4, 7).
+
+    Example:
+        >>> parse_head("4.7"), parse_head("L4H7")
+        (Head(layer=4, head=7), Head(layer=4, head=7))
+    """
+    m = _HEAD_RE.match(text)
+    if not m:
+        raise InputError(f"head {text!r} is not of the form LAYER.HEAD (like 4.7) or L4H7")
+    a, b, c, d = m.groups()
+    return Head(int(a if a is not None else c), int(b if b is not None else d))
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one model's life is kept. See the README's 'Run directory' section."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, run: str | os.PathLike | None = None) -> "RunPaths":
+        """--run, else $FABRIC_RUN, else ./fabric-run."""
+        return cls(Path(run or os.environ.get("FABRIC_RUN") or DEFAULT_RUN))
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer.json"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens"
+
+    @property
+    def train_bin(self) -> Path:
+        return self.tokens / "train.bin"
+
+    @property
+    def val_bin(self) -> Path:
+        return self.tokens / "val.bin"
+
+    @property
+    def meta(self) -> Path:
+        return self.tokens / "meta.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.safetensors"
+
+    @property
+    def latest_state(self) -> Path:
+        return self.checkpoints / "latest.state.safetensors"
+
+    def snapshot(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}.safetensors"
+
+    def snapshots(self) -> list[Path]:
+        """Snapshots sorted by step."""
+        return sorted(self.checkpoints.glob("step-*.safetensors"))
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
+
+
+# --------------------------------------------------------------------------- bundled data
+
+
+def data_dir() -> Path:
+    """The bundled data folder: `fabric_cli/data` in an installed wheel, `data/` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "data", here.parent / "data"):
+        if candidate.is_dir():
+            return candidate
+    raise InputError("the bundled data folder is missing from this install; reinstall neural-fabric")
+
+
+def bundled_corpus() -> Path:
+    """The Chronicles corpus that ships with the package (a blank line separates stories)."""
+    return data_dir() / "chronicles.txt"
+
+
+def probes_dir() -> Path:
+    return data_dir() / "probes"
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class SampleConfig:
+    """How `fabric generate` picks each next token. Defaults are the CLI defaults."""
+
+    max_new_tokens: int = 200  # per sample
+    temperature: float = 0.8  # 0 is greedy: always the most likely token, deterministic
+    top_k: int = 0  # keep only the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # nucleus: the fewest tokens whose probability sums to at least top_p
+    seed: int | None = None  # same seed, same text; None draws a fresh one
+    num_samples: int = 1  # completions of the same prompt, run as one batch
+    stop: tuple[str, ...] = ()  # a completion ends before the first of these strings
+    use_cache: bool = True  # False recomputes the whole window every step (for comparison)
+    slide: int = 0  # tokens kept when the context fills; 0 means block_size // 2
+
+    def __post_init__(self) -> None:
+        self.stop = tuple(self.stop)
+        if self.max_new_tokens < 0:
+            raise InputError(f"--max-new-tokens must be 0 or more, got {self.max_new_tokens}")
+        if not self.temperature >= 0.0:  # `not >=` also refuses NaN
+            raise InputError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if self.top_k < 0:
+            raise InputError(f"--top-k must be 0 (off) or a positive number of tokens, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError(f"--top-p must be in (0, 1] (1 turns nucleus sampling off), got {self.top_p}")
+        if self.num_samples < 1:
+            raise InputError(f"--num-samples must be 1 or more, got {self.num_samples}")
+        if self.slide < 0:
+            raise InputError(f"--slide must be 0 (half the context) or a positive number of tokens, got {self.slide}")
+        if any(s == "" for s in self.stop):
+            raise InputError("--stop got an empty string; give the text that should end a completion")
+
+    def slide_for(self, block_size: int) -> int:
+        """Tokens kept when the window slides: --slide, or half the context, and always < block_size."""
+        keep = self.slide or block_size // 2
+        if not 1 <= keep < block_size:
+            raise InputError(f"--slide {keep} must be between 1 and the context length minus one ({block_size - 1})")
+        return keep

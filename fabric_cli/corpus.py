@@ -1,0 +1,295 @@
+"""The Chronicles corpus: short stories from a seeded grammar, and probe suites with ground truth.
+
+People and creatures meet, act and are referred to again by pronouns. Every story's characters
+differ in agreement class (she, he, it, they), so each pronoun has exactly one referent, and in
+category, so the word after a pronoun ("she ruled", "his plough", "gave them rope") can be predicted
+only by finding who the pronoun means. That is what teaches an attention head to look from a pronoun
+to its referent. The lexicon is in lexicon.py, the sentence shapes in grammar.py,
+the engine that renders them in story.py.
+
+Held-out pairs: the unordered pair of two characters' nouns is hashed; a quarter of all pairs
+(`is_heldout_pair`) never meet in a training story, whatever the seed, and the probe suites use only
+those, so a probe item is never a pairing the model has seen.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from fabric_cli import grammar as G
+from fabric_cli.errors import InputError
+from fabric_cli.files import atomic_path
+from fabric_cli.lexicon import CLASSES
+from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
+
+__all__ = ["CorpusConfig", "SUITES", "HELDOUT_PERCENT", "is_heldout_pair", "generate_corpus", "write_corpus",
+           "parse_size", "generate_suite", "write_suites", "baselines"]
+
+SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
+SEPARATOR = "\n\n"  # a blank line between stories: the tokenizer's document boundary
+
+
+@dataclass
+class CorpusConfig:
+    """`fabric corpus` settings; these defaults are the command's defaults."""
+
+    size: str = "4MB"  # characters: 4MB, 500KB, 20000 (decimal units; KiB, MiB are binary)
+    seed: int = 0
+    suite_size: int = 400  # items per probe suite
+    suite_seed: int = 1  # suites come from a different seed than the bundled corpus (seed 0)
+
+
+def _story(rng: random.Random) -> tuple[str, list[str]]:
+    """One training story and its characters' nouns."""
+    chars = cast(rng, story_classes(rng, rng.choices((2, 3, 4), weights=(50, 35, 15))[0]), heldout=False)
+    w = Writer(rng, chars)
+    a, b = chars[0], chars[1]
+    roles = {"a": a, "b": b, "x": rng.choice((a, b))}
+    if rng.random() < 0.3:
+        w.sentence(pick(rng, G.INTROS_THEN, w, roles), roles)
+    else:
+        w.sentence(pick(rng, G.INTROS, w, roles), roles)
+    present, waiting = [a, b], chars[2:]
+    n_events = rng.randint(3, 6)
+    joins = sorted(rng.sample(range(n_events), len(waiting)))
+    for i in range(n_events):
+        if joins and joins[0] == i:
+            joins.pop(0)
+            c = waiting.pop(0)
+            roles = {"a": rng.choice(present), "c": c}
+            w.sentence(pick(rng, G.JOINS, w, roles), roles)
+            present.append(c)
+        if rng.random() < G.SCENE_PROBABILITY:
+            w.sentence(rng.choice(G.SCENES), {})
+            continue
+        x = rng.choice(present)
+        roles = {"x": x, "y": rng.choice([c for c in present if c is not x])}
+        w.sentence(pick(rng, G.EVENTS, w, roles), roles)
+    if rng.random() < 0.4:
+        w.sentence(rng.choice(G.CLOSINGS), {})
+    return w.text(), [c.noun for c in chars]
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+def generate_corpus(n_stories: int | None = None, n_chars: int | None = None, seed: int = 0) -> Iterator[str]:
+    """Stories, one paragraph each; the same seed gives the same stories.
+
+    Give n_stories, or n_chars (stories are made until the file they make, a blank line between
+    stories, holds at least that many characters).
+
+    Example:
+        >>> stories = list(generate_corpus(n_stories=2, seed=0))
+        >>> len(stories), stories == list(generate_corpus(n_stories=2, seed=0))
+        (2, True)
+    """
+    return (text for text, _ in _stories(n_stories, n_chars, seed))
+
+
+def _stories(n_stories: int | None, n_chars: int | None, seed: int) -> Iterator[tuple[str, list[str]]]:
+    """(story, its characters' nouns) pairs; the arguments are checked before the first story is made."""
+    if (n_stories is None) == (n_chars is None):
+        raise InputError("give the corpus size as a number of stories or a number of characters, not both")
+    limit = n_stories if n_stories is not None else n_chars
+    if limit < 1:
+        raise InputError(f"corpus size must be at least 1, got {limit}")
+
+    def stories() -> Iterator[tuple[str, list[str]]]:
+        rng, made, chars = random.Random(seed), 0, 0
+        while (made < n_stories) if n_stories is not None else (chars < n_chars):
+            story = _story(rng)
+            made, chars = made + 1, chars + len(story[0]) + (len(SEPARATOR) if made else 0)
+            yield story
+
+    return stories()
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'4MB' -> 4000000 characters (KB, MB, GB are decimal; KiB, MiB, GiB binary; a bare number counts characters).
+
+    Example:
+        >>> parse_size("4MB"), parse_size("1.5k"), parse_size("2KiB"), parse_size("300")
+        (4000000, 1500, 2048, 300)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m and m.group(2).lower()
+    if not m or unit not in _UNITS:
+        raise InputError(f"size {text!r} is not a number of characters like 4MB, 500KB or 20000")
+    n = int(float(m.group(1)) * _UNITS[unit])
+    if n < 1:
+        raise InputError(f"size {text!r} is less than one character; give a positive size like 4MB")
+    return n
+
+
+@dataclass
+class CorpusSummary:
+    path: str
+    seed: int
+    stories: int
+    characters: int
+    words: int
+    nouns: int  # distinct nouns (named people count by their role)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [f"wrote {self.path}: {self.stories:,} stories, {self.characters:,} characters, "
+                f"{self.words:,} words, {self.nouns} distinct nouns (seed {self.seed})"]
+
+
+def write_corpus(path: str | Path, n_stories: int | None = None, n_chars: int | None = None, seed: int = 0,
+                 progress: bool = False) -> CorpusSummary:
+    """Write a corpus file atomically (a blank line between stories) and return what it holds.
+
+    progress draws a bar on stderr.
+    """
+    from tqdm import tqdm
+
+    if Path(path).is_dir():
+        raise InputError(f"{path} is a folder; give a file name, such as {Path(path) / 'chronicles.txt'}")
+    made = _stories(n_stories, n_chars, seed)  # checks the size before anything is written
+    bar = tqdm(total=n_chars if n_stories is None else n_stories, unit="char" if n_stories is None else "story",
+               unit_scale=True, desc="corpus", disable=not progress, file=sys.stderr)
+    stories = chars = words = 0
+    nouns: set[str] = set()
+    try:
+        with atomic_path(path) as tmp, bar, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for text, keys in made:
+                if stories:
+                    f.write(SEPARATOR)
+                    chars += len(SEPARATOR)
+                f.write(text)
+                stories, chars, words = stories + 1, chars + len(text), words + len(text.split())
+                nouns.update(keys)
+                bar.update(1 if n_stories is not None else len(text) + len(SEPARATOR))
+            f.write("\n")
+    except OSError as e:
+        raise InputError(f"cannot write the corpus to {path}: {e.strerror or e}") from None
+    return CorpusSummary(str(path), seed, stories, chars + 1, words, len(nouns))
+
+
+# --------------------------------------------------------------------------- probe suites
+
+_FINALS = {  # the sentence that ends at the pronoun; x is the referent
+    "subj": ("{adv} {x.subj}", "{x.subj}"),
+    "poss": ("{x.poss}", "{adv} {x.poss}"),
+    "obj": ("{giver} {give} {x.obj}",),
+}
+_FINALS_Y = {  # the same, with the distractor y named just before (long_distance only)
+    "subj": ("{y} {y.watch} {x.subj}", "When {y} {y.arrive}, {x.subj}"),
+    "poss": ("{y} {y.see} {x.poss}",),
+    "obj": ("{y} {y.give} {x.obj}",),
+}
+_FILLERS = (("{y} {y.vp}.", ()), ("{adv} {y} {y.vp}.", ()), ("{y} had {y.have}.", ()),
+            ('"{line}," said {y}.', ("person:y",)))
+
+
+def _suite_item(rng: random.Random, kind: str) -> dict:
+    """One probe item: two characters of a held-out pair, text ending right after the pronoun."""
+    if kind == "gender":
+        classes = ["f", "m"]
+    elif kind == "number":
+        classes = [rng.choice(("f", "m", "n")), "pl"]
+    else:
+        classes = rng.sample(CLASSES, 2)
+    rng.shuffle(classes)
+    x, y = cast(rng, classes, heldout=True)  # x: the referent, y: the distractor
+    first = {"referent_first": x, "referent_second": y}.get(kind) or rng.choice((x, y))
+    a, b = (x, y) if first is x else (y, x)
+    w = Writer(rng, [x, y], suite=True)
+    slots = ["subj", "subj", "poss"] + (["obj"] if x.cat.gifts and y.cat.gifts else [])
+    slot = rng.choice(slots)
+    roles = {"a": a, "b": b, "x": x, "y": y}
+    if kind != "long_distance" and slot == "subj" and rng.random() < 0.35:
+        span = w.sentence(pick(rng, G.INTROS_THEN, w, roles), roles, stop="x.subj")
+    else:
+        w.sentence(pick(rng, G.INTROS, w, roles), roles)
+        finals = _FINALS[slot]
+        if kind == "long_distance":  # 2-4 sentences between; in half the items the distractor is named again
+            fillers = [(s, {}) for s in rng.sample(G.SCENES, rng.randint(2, 4))]
+            if rng.random() < 0.5:
+                shapes = [t for t, cond in _FILLERS if w.allowed(cond, roles)]
+                fillers[rng.randrange(len(fillers))] = (rng.choice(shapes), roles)
+                if y.kind != "vessel" and rng.random() < 0.4:
+                    finals = _FINALS_Y[slot]
+            for template, who in fillers:
+                w.sentence(template, who)
+        span = w.sentence(rng.choice(finals), roles, stop=f"x.{slot}")
+    if slot == "subj":
+        conts = [rng.choice(c.cat.verbs).split()[0] for c in (x, y)]
+    elif slot == "poss":
+        conts = [x.item, y.item]
+    else:
+        conts = [rng.choice(c.cat.gifts) for c in (x, y)]
+    return {"text": w.text(), "pronoun": list(span), "referent": list(w.mentions[x][0]),
+            "distractors": [list(s) for s in w.mentions[y]], "continuations": [" " + c for c in conts],
+            "ambiguous": False}
+
+
+def generate_suite(kind: str, n: int = 400, seed: int = 1) -> list[dict]:
+    """n probe items of one kind (see SUITES), in the JSONL schema the probe reads; deterministic for a seed.
+
+    Every item pairs two nouns that never meet in a training story. Spans are [start, end)
+    character offsets; the referent and distractor spans cover a mention's head ("queen",
+    "sailors", "Ada the professor"; "Ada" when a named person is mentioned again); the text ends
+    right after the pronoun. continuations[0] follows the pronoun when it means the referent,
+    continuations[1] when it means the distractor.
+
+    Example:
+        >>> item = generate_suite("gender", n=1)[0]
+        >>> item["text"][slice(*item["pronoun"])].lower() in {"he", "she", "him", "her", "his"}
+        True
+    """
+    if kind not in SUITES:
+        raise InputError(f"unknown probe suite {kind!r}; choose one of {', '.join(SUITES)}")
+    if n < 1:
+        raise InputError(f"a suite needs at least 1 item, got {n}")
+    rng = random.Random(f"{kind}:{seed}")  # a str seed is hashed with sha512: stable across runs
+    items, seen = [], set()
+    while len(items) < n:
+        item = _suite_item(rng, kind)
+        if item["text"] not in seen:
+            seen.add(item["text"])
+            items.append({"id": f"{kind}-{len(items) + 1:04d}", **item})
+    return items
+
+
+def baselines(items: list[dict]) -> dict[str, float]:
+    """How often the nearest earlier candidate, and the first, is the referent."""
+    nearest = first = 0
+    for it in items:
+        cands = [it["referent"]] + [d for d in it["distractors"] if d[1] <= it["pronoun"][0]]
+        nearest += max(cands, key=lambda s: s[1]) is cands[0]
+        first += min(cands, key=lambda s: s[0]) is cands[0]
+    return {"nearest": nearest / len(items), "first": first / len(items)}
+
+
+def write_suites(folder: str | Path, n: int = 400, seed: int = 1) -> list[dict]:
+    """Write every suite to FOLDER/<kind>.jsonl atomically; return per suite its path, size and baselines."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise InputError(f"--suites {folder} is a file; give a folder (it is made if missing)")
+    out = []
+    for kind in SUITES:
+        items = generate_suite(kind, n, seed)
+        path = Path(folder) / f"{kind}.jsonl"
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write the probe suite {path}: {e.strerror or e}") from None
+        out.append({"suite": kind, "path": str(path), "items": len(items), **baselines(items)})
+    return out

@@ -1,0 +1,115 @@
+"""Token files and batches.
+
+`fabric tokenize` writes tokens/train.bin and val.bin (little-endian uint16, or uint32 when the
+vocabulary passes 65535) and tokens/meta.json. Batches are random windows of context+1 tokens.
+
+The sampler keeps no state: the windows of a step are drawn from a generator seeded by
+(seed, split, step, micro-step), so the data cursor of a run is simply its step, and resuming
+at step k draws exactly what an unbroken run would have drawn. Under DistributedDataParallel the
+step's global batch (batch_size x world_size windows) is drawn once and rank r takes slice r, so
+N ranks of B sequences see the same data as one process of N*B sequences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fabric_cli.errors import InputError
+
+_SPLITS = {"train": 0, "val": 1}
+_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+EVAL_STREAM = 1 << 30  # keeps evaluation windows apart from training steps' windows
+
+
+@dataclass
+class TokenData:
+    """The train and validation token arrays (memory-mapped) and their meta.json."""
+
+    folder: Path
+    meta: dict
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def tokenizer_sha256(self) -> str | None:
+        return self.meta.get("tokenizer_sha256") or None
+
+    def check_context(self, block_size: int) -> None:
+        for split, arr in (("train", self.train), ("val", self.val)):
+            if len(arr) < block_size + 2:
+                raise InputError(
+                    f"{self.folder / (split + '.bin')} holds {len(arr)} tokens, fewer than one window of "
+                    f"context {block_size} + 1; tokenize a bigger corpus or pass a smaller --context"
+                )
+
+    def batch(
+        self, split: str, step: int, micro: int, batch_size: int, block_size: int,
+        seed: int, rank: int = 0, world_size: int = 1, device: str = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets, each (batch_size, block_size) int64, for one micro-step.
+
+        Example:
+            >>> d = TokenData(Path("."), {"vocab_size": 10}, np.arange(100) % 10, np.arange(50) % 10)
+            >>> x, y = d.batch("train", step=0, micro=0, batch_size=2, block_size=4, seed=0)
+            >>> bool((y[:, :-1] == x[:, 1:]).all()), tuple(x.shape)
+            (True, (2, 4))
+        """
+        arr = self.train if split == "train" else self.val
+        rng = np.random.default_rng([seed, _SPLITS[split], step, micro])
+        starts = rng.integers(0, len(arr) - block_size, size=batch_size * world_size)  # the global batch
+        starts = starts[rank * batch_size : (rank + 1) * batch_size]  # this rank's slice
+        windows = arr[starts[:, None] + np.arange(block_size + 1)]  # (B, T+1)
+        xy = torch.from_numpy(windows.astype(np.int64))
+        x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()  # (B, T) each: y is x shifted by one
+        if device.startswith("cuda"):
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+
+def load_tokens(folder: str | os.PathLike) -> TokenData:
+    """Open train.bin, val.bin and meta.json of a tokens folder, checking what can go wrong."""
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    missing = [p.name for p in (meta_path, folder / "train.bin", folder / "val.bin") if not p.is_file()]
+    if missing:
+        raise InputError(
+            f"no tokens to train on: {folder} lacks {', '.join(missing)}; "
+            f"run `fabric tokenize CORPUS` first (or pass --data DIR with train.bin, val.bin, meta.json)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        vocab_size, dtype_name = int(meta["vocab_size"]), str(meta.get("dtype", "uint16"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{meta_path} is not a token meta file ({e}); run `fabric tokenize` again") from None
+    if dtype_name not in _DTYPES:
+        raise InputError(f"{meta_path}: dtype {dtype_name!r} is not one of {', '.join(_DTYPES)}")
+    dtype = _DTYPES[dtype_name]
+    arrays = []
+    for split in ("train", "val"):
+        path = folder / f"{split}.bin"
+        size = path.stat().st_size
+        if size % dtype.itemsize:
+            raise InputError(f"{path} has {size} bytes, not a whole number of {dtype_name} tokens; tokenize again")
+        arr = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
+        if len(arr) and int(_max_token(arr)) >= vocab_size:
+            raise InputError(
+                f"{path} holds token id {int(_max_token(arr))}, but meta.json says the vocabulary has "
+                f"{vocab_size} tokens; the tokens and meta.json come from different tokenizers, tokenize again"
+            )
+        arrays.append(arr)
+    return TokenData(folder, meta, arrays[0], arrays[1])
+
+
+def _max_token(arr: np.ndarray, chunk: int = 1 << 24) -> int:
+    """The largest id, read in chunks so a large file is not pulled into memory at once."""
+    return max(int(arr[i : i + chunk].max()) for i in range(0, len(arr), chunk))

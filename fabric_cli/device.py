@@ -1,0 +1,50 @@
+"""Device and dtype choice, with the reason for it."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from fabric_cli.errors import InputError
+
+
+class DeviceChoice(NamedTuple):
+    device: str  # "cuda", "cuda:1", "mps" or "cpu"
+    dtype: str  # autocast dtype: "bfloat16" on CUDA, "float32" elsewhere
+    reason: str
+
+
+def choose_device(requested: str = "auto") -> DeviceChoice:
+    """Pick a device: `auto` takes cuda, then mps, then cpu.
+
+    Example:
+        >>> choose_device("cpu").dtype
+        'float32'
+    """
+    import torch
+
+    req = (requested or "auto").lower()
+    if req == "auto":
+        if torch.cuda.is_available():
+            return _cuda("cuda", "auto: CUDA is available")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return DeviceChoice("mps", "float32", "auto: Apple MPS is available, no CUDA")
+        return DeviceChoice("cpu", "float32", "auto: no CUDA or MPS found; fp32 on the CPU")
+    if req.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {requested}: CUDA is not available here; use --device cpu or auto")
+        return _cuda(req, "asked for")
+    if req == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError("--device mps: MPS is not available here; use --device cpu or auto")
+        return DeviceChoice("mps", "float32", "asked for")
+    if req == "cpu":
+        return DeviceChoice("cpu", "float32", "asked for; fp32 (bf16 is slow on most CPUs)")
+    raise InputError(f"--device {requested!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+
+def _cuda(dev: str, why: str) -> DeviceChoice:
+    import torch
+
+    bf16 = torch.cuda.is_bf16_supported()
+    dtype = "bfloat16" if bf16 else "float32"  # fp16 would need loss scaling
+    return DeviceChoice(dev, dtype, f"{why}; {dtype} autocast")

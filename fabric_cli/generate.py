@@ -1,0 +1,321 @@
+"""Sampling: temperature, top-k and nucleus filtering, a key/value-cached loop, streaming text.
+
+- `sample_next(logits, cfg, generator)`: one next token per row of a (B, V) logits tensor.
+- `generate(model, ids, cfg, ...)`: an iterator yielding each step's new tokens, (B,), so a caller
+  can stream; with the cache each step costs one position. When the context fills, the window
+  slides: the last `cfg.slide_for(block_size)` tokens are kept, the cache is rebuilt from them
+  (positions are learned and absolute, so cached keys cannot simply be shifted), and it goes on.
+- `StreamDecoder`: token ids in, only final text out (no half characters, no stop strings).
+- `load_engine` and `complete`: what `fabric generate` calls.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info
+from fabric_cli.config import SampleConfig
+from fabric_cli.device import choose_device
+from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.model import GPT, KVCache
+from fabric_cli.tokenizer import eot_id, load_tokenizer, tokenizer_sha256
+
+# Cumulative sums of float probabilities land a hair either side of a hand-made boundary (0.5 + 0.3
+# may come out as 0.79999995): a token whose predecessors already hold top_p, within this, is dropped.
+_TOP_P_TOLERANCE = 1e-6
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
+    """Scale (B, V) logits by 1/temperature and set tokens outside top-k / the nucleus to -inf.
+
+    Example:
+        >>> probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+        >>> kept = filter_logits(probs.log(), SampleConfig(temperature=1.0, top_p=0.8)).isfinite()
+        >>> kept.tolist()
+        [[True, True, False, False]]
+    """
+    logits = logits.float() / max(cfg.temperature, 1e-8)  # (B, V)
+    if 0 < cfg.top_k < logits.size(-1):
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
+        probs = sorted_logits.softmax(dim=-1).double()  # float64: the boundary test below is exact enough
+        before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = before >= cfg.top_p - _TOP_P_TOLERANCE  # the first token always stays (before = 0)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, cfg: SampleConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token of every row: (B, V) logits -> (B,) ids. Temperature 0 is argmax.
+
+    Example:
+        >>> sample_next(torch.tensor([[0.1, 2.0, 0.3]]), SampleConfig(temperature=0)).tolist()
+        [1]
+    """
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits, cfg).softmax(dim=-1)  # (B, V), zeros outside the kept set
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)  # (B,)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _last_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    logits, _ = model(idx, cache=cache)  # (B, T, V)
+    return logits[:, -1, :].float()  # (B, V): only the last position predicts the next token
+
+
+@torch.inference_mode()  # wraps each resumption of the generator, not the caller's code between steps
+def generate(
+    model: GPT,
+    ids: torch.Tensor,
+    cfg: SampleConfig,
+    generator: torch.Generator | None = None,
+    eot_id: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the new token of every row, (B,), step by step, from prompt ids (B, T).
+
+    Stops after cfg.max_new_tokens steps, or once every row has made `eot_id`. A caller may stop
+    earlier by leaving the loop. Runs past the context length by sliding the window (see module doc);
+    with cfg.use_cache False the same window is recomputed in full at every step, so both ways give
+    the same tokens.
+
+    Example:
+        >>> from fabric_cli.config import preset
+        >>> m = GPT(preset("tiny", vocab_size=50)).eval()
+        >>> steps = list(generate(m, torch.zeros(2, 3, dtype=torch.long), SampleConfig(max_new_tokens=40)))
+        >>> len(steps), tuple(steps[0].shape)
+        (40, (2,))
+    """
+    if ids.dim() != 2 or ids.size(1) == 0:
+        raise InputError(f"generate needs prompt ids of shape (batch, tokens) with at least one token, got {tuple(ids.shape)}")
+    block = model.config.block_size
+    keep = cfg.slide_for(block)
+    window = ids[:, -block:]  # (B, T): the tokens the model sees; positions 0..T-1
+    cache = None
+    if cfg.use_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache(model.config, ids.size(0), device=ids.device, dtype=dtype)
+    logits = _last_logits(model, window, cache)  # prefill
+    finished = torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)  # (B,)
+    for step in range(cfg.max_new_tokens):
+        nxt = sample_next(logits, cfg, generator)  # (B,)
+        yield nxt
+        if eot_id is not None:
+            finished |= nxt == eot_id
+            if bool(finished.all()):
+                return
+        if step + 1 == cfg.max_new_tokens:
+            return  # no forward pass for a token nobody will sample
+        window = torch.cat([window, nxt[:, None]], dim=1)  # (B, T+1)
+        if window.size(1) > block:
+            # The context is full. Keep the last `keep` tokens at positions 0..keep-1 and rebuild.
+            window = window[:, -keep:]  # (B, keep)
+            if cache is not None:
+                cache.reset()
+            logits = _last_logits(model, window, cache)
+        elif cache is not None:
+            logits = _last_logits(model, nxt[:, None], cache)  # one position: (B, 1)
+        else:
+            logits = _last_logits(model, window, None)
+
+
+# --------------------------------------------------------------------------- text
+
+
+class StreamDecoder:
+    """Token ids in, final text out: nothing that a later token could still change is returned.
+
+    Decodes the whole id list each time and returns only the new suffix. It holds back while the
+    text ends in U+FFFD (a character whose bytes are split across tokens) and while its tail could
+    be the start of a stop string; at a stop string it cuts the text there and sets `stopped`.
+
+    Example:
+        >>> class Bytes:  # a stand-in tokenizer: one token per UTF-8 byte
+        ...     def decode(self, ids): return bytes(ids).decode("utf-8", errors="replace")
+        >>> d = StreamDecoder(Bytes(), stop=["!"])
+        >>> [d.push([b]) for b in "é!".encode()]
+        ['', 'é', '']
+        >>> d.text, d.stopped
+        ('é', True)
+    """
+
+    def __init__(self, tokenizer, stop: tuple[str, ...] | list[str] = ()):
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.ids: list[int] = []
+        self.text = ""  # what has been handed out so far
+        self.stopped = False
+
+    def push(self, ids: list[int]) -> str:
+        """Add token ids; return the text that became final (possibly '')."""
+        if self.stopped:
+            return ""
+        self.ids.extend(ids)
+        full = self.tokenizer.decode(self.ids)
+        cut = self._stop_index(full)
+        if cut is not None:
+            self.stopped = True
+            return self._emit(full[:cut])
+        if full.endswith("\ufffd"):
+            return ""  # the next token may complete the character
+        return self._emit(full[: len(full) - self._could_start_stop(full)])
+
+    def finish(self) -> str:
+        """The rest of the text at the end of generation (held-back tails included)."""
+        if self.stopped:
+            return ""
+        return self._emit(self.tokenizer.decode(self.ids))
+
+    def _emit(self, upto: str) -> str:
+        new = upto[len(self.text) :]
+        self.text = upto
+        return new
+
+    def _stop_index(self, full: str) -> int | None:
+        hits = [i for i in (full.find(s) for s in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _could_start_stop(self, full: str) -> int:
+        """Length of the longest tail of `full` that is a proper prefix of a stop string."""
+        for n in range(min(max(map(len, self.stop), default=1) - 1, len(full)), 0, -1):
+            if any(s.startswith(full[-n:]) for s in self.stop):
+                return n
+        return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@dataclass
+class Engine:
+    """A model and its tokenizer, loaded and checked against each other."""
+
+    model: GPT
+    tokenizer: object  # tokenizers.Tokenizer
+    info: CheckpointInfo
+    eot_id: int | None
+    device: str
+
+
+def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike, device: str = "auto") -> Engine:
+    """Load a checkpoint and its tokenizer; refuse a tokenizer the model was not trained with."""
+    read_info(checkpoint)  # a missing checkpoint is the first thing to report: run `fabric train`
+    tok = load_tokenizer(tokenizer)  # a missing one: run `fabric tokenize`
+    choice = choose_device(device)
+    model, info = load_model(checkpoint, choice.device, tokenizer_sha256=tokenizer_sha256(tokenizer))
+    if tok.get_vocab_size() > info.config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer {tokenizer} has {tok.get_vocab_size()} tokens but checkpoint {checkpoint} has a "
+            f"vocabulary of {info.config.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)"
+        )
+    if choice.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)  # inference needs no fp32 master weights
+    # None when the tokenizer has none: then only an empty prompt fails (encode_prompt says so)
+    return Engine(model, tok, info, eot_id(tok), choice.device)
+
+
+def encode_prompt(tokenizer, prompt: str, block_size: int, eot_id: int | None) -> tuple[list[int], int]:
+    """Prompt ids (the last `block_size` if longer) and how many were dropped from the front.
+
+    An empty prompt starts from the end-of-text token, as a new document does in training.
+    """
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []  # as training encodes
+    if not ids:
+        if eot_id is None:
+            raise InputError("the prompt is empty and the tokenizer has no end-of-text token to start from; give a prompt")
+        return [eot_id], 0
+    dropped = max(0, len(ids) - block_size)
+    return ids[dropped:], dropped
+
+
+@dataclass
+class GenerationResult:
+    prompt: str
+    completions: list[str]
+    finish_reasons: list[str]  # per completion: "length", "eot" or "stop"
+    prompt_tokens: int  # as fed to the model (after dropping what did not fit)
+    new_tokens: int  # sampled, over all completions, up to and including the one that ended each
+    time_to_first_token_s: float
+    seconds: float
+    tokens_per_s: float
+    seed: int
+    device: str
+    cache: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def complete(
+    engine: Engine,
+    prompt: str,
+    cfg: SampleConfig,
+    on_text: Callable[[int, str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    """Complete `prompt` cfg.num_samples times in one batch.
+
+    `on_text(sample, text)` receives each piece of final text as it is made (to stream it);
+    `on_notice(message)` receives remarks for the person at the terminal (a prompt cut to fit).
+    """
+    block = engine.model.config.block_size
+    ids, dropped = encode_prompt(engine.tokenizer, prompt, block, engine.eot_id)
+    if dropped and on_notice:
+        on_notice(f"the prompt has {len(ids) + dropped} tokens, the context holds {block}: keeping the last {block}")
+    n = cfg.num_samples
+    x = torch.tensor([ids] * n, dtype=torch.long, device=engine.device)  # (N, T): one row per sample
+    seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
+    generator = torch.Generator(device=engine.device).manual_seed(seed)
+    decoders = [StreamDecoder(engine.tokenizer, cfg.stop) for _ in range(n)]
+    reasons: list[str | None] = [None] * n
+    made, first = 0, None
+    start = time.perf_counter()
+    for step in generate(engine.model, x, cfg, generator, engine.eot_id):
+        tokens = step.tolist()  # waits for the device: the timings below are real
+        first = first if first is not None else time.perf_counter() - start
+        for row, token in enumerate(tokens):
+            if reasons[row]:
+                continue
+            made += 1
+            if token == engine.eot_id:
+                reasons[row] = "eot"
+                continue
+            piece = decoders[row].push([token])
+            if decoders[row].stopped:
+                reasons[row] = "stop"
+            if piece and on_text:
+                on_text(row, piece)
+        if all(reasons):
+            break
+    for row, dec in enumerate(decoders):
+        piece = dec.finish()
+        if piece and on_text:
+            on_text(row, piece)
+    seconds = time.perf_counter() - start
+    return GenerationResult(
+        prompt=prompt,
+        completions=[d.text for d in decoders],
+        finish_reasons=[r or "length" for r in reasons],
+        prompt_tokens=len(ids),
+        new_tokens=made,
+        time_to_first_token_s=round(first or 0.0, 6),
+        seconds=round(seconds, 6),
+        tokens_per_s=round(made / seconds, 2) if seconds > 0 else 0.0,
+        seed=seed,
+        device=engine.device,
+        cache=cfg.use_cache,
+    )

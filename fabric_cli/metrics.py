@@ -1,0 +1,118 @@
+"""metrics.jsonl (one JSON object per logged step) and the per-layer gradient norms it records.
+
+Records: {"kind": "train", "step", "loss", "lr", "tokens_per_s", "tokens_seen", "grad_norm",
+"grad_norm_layers"} and {"kind": "eval", "step", "val_loss", "train_loss"}. `grad_norm_layers`
+has one entry for the embeddings, then one per transformer block (LAYER_LABELS below).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import torch
+
+from fabric_cli.files import write_text_atomic
+
+VANISHING = 1e-3  # a layer's grad norm below this fraction of the median is flagged
+EXPLODING = 100.0  # and above this multiple
+
+
+class MetricsLog:
+    """Appends records to metrics.jsonl; a no-op on ranks other than 0."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def keep_until(self, step: int) -> None:
+        """Drop records after `step`: a resumed run redoes those steps and logs them again."""
+        if self.enabled and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Every well-formed record; a line cut short by a kill is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def layer_labels(n_layer: int) -> list[str]:
+    return ["emb"] + [str(i) for i in range(n_layer)]
+
+
+class LayerGroups:
+    """Which entry of `grad_norm_layers` each parameter belongs to: embeddings, then each block.
+
+    The final LayerNorm belongs to no block; it counts in the total norm only.
+    """
+
+    def __init__(self, model: torch.nn.Module, n_layer: int):
+        self.params, index = [], []
+        for name, p in model.named_parameters():
+            parts = name.split(".")
+            if parts[1] in ("wte", "wpe"):
+                group = 0
+            elif parts[1] == "h":
+                group = 1 + int(parts[2])
+            else:
+                group = n_layer + 1  # ln_f: dropped below
+            self.params.append(p)
+            index.append(group)
+        self.n = n_layer + 1
+        self.index = torch.tensor(index)
+
+    def norms(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total norm, per-group norms (n,)) as tensors: no host sync here."""
+        # one fused kernel for every parameter's norm (what clip_grad_norm_ uses inside)
+        per_param = torch.stack(torch._foreach_norm(grads)).float()  # (P,)
+        sq = per_param.square()
+        groups = torch.zeros(self.n + 1, device=sq.device).index_add_(0, self.index.to(sq.device), sq)
+        return sq.sum().sqrt(), groups[: self.n].sqrt()
+
+
+def gradient_flow(records: list[dict], n_points: int = 3) -> dict | None:
+    """Per-layer grad norms at a few logged steps (first, middle, last) with flagged layers.
+
+    Example:
+        >>> recs = [{"kind": "train", "step": s, "grad_norm_layers": [1.0, 1.0, 1e-6]} for s in (1, 2, 3)]
+        >>> gradient_flow(recs)["flags"][0]["flag"]
+        'vanishing'
+    """
+    train = [r for r in records if r.get("kind") == "train" and r.get("grad_norm_layers")]
+    if not train:
+        return None
+    picks = sorted({0, len(train) // 2, len(train) - 1})[:n_points]
+    steps, columns, flags = [], [], []
+    labels = layer_labels(len(train[-1]["grad_norm_layers"]) - 1)
+    for i in picks:
+        rec = train[i]
+        norms = rec["grad_norm_layers"]
+        steps.append(rec["step"])
+        columns.append(norms)
+        med = statistics.median(norms)
+        for label, value in zip(labels, norms):
+            if med > 0 and value < VANISHING * med:
+                flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "vanishing"})
+            elif med > 0 and value > EXPLODING * med:
+                flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "exploding"})
+    return {"layers": labels, "steps": steps, "norms": columns, "flags": flags}

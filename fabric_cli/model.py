@@ -1,0 +1,221 @@
+"""The GPT: a GPT-2 style pre-LayerNorm decoder with three paths through the same weights.
+
+- `forward(idx, targets)`: training and scoring, fused `scaled_dot_product_attention`.
+- `forward(idx, probe=Probe(...))`: the same attention computed explicitly so every head's pattern
+  (and output) can be read, and any head ablated (zeroed or replaced by a given vector).
+- `forward(idx, cache=KVCache(...))`: generation; each new token costs one position.
+Tests hold the three to the same numbers. Parameter names follow GPT-2 / nanoGPT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fabric_cli.config import Head, ModelConfig
+
+
+@dataclass
+class Probe:
+    """What the probing path records and changes. Filled in by the forward pass.
+
+    ablate: head -> None (zero its output) or a tensor broadcastable to (B, T, hs) to put in its place
+    (for mean ablation). Heads are zero-based `Head(layer, head)`.
+    """
+
+    capture_attention: bool = True
+    capture_head_outputs: bool = False
+    ablate: dict[Head, torch.Tensor | None] = field(default_factory=dict)
+    attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, T, T)
+    head_outputs: list[torch.Tensor] = field(default_factory=list)  # per layer (B, T, nh, hs)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer; `pos` is how many positions are filled."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, device=None, dtype=torch.float32, max_len: int | None = None):
+        self.max_len = max_len or config.block_size
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v together
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, probe: Probe | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+        if probe is not None:
+            y = self._explicit(q, k, v, probe)
+        elif cache is not None:
+            y = self._cached(q, k, v, cache)
+        else:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _explicit(self, q, k, v, probe: Probe) -> torch.Tensor:
+        """Attention written out, so patterns can be read and heads ablated (eval only: no dropout)."""
+        T, hs = q.size(2), q.size(3)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = att @ v  # (B, nh, T, hs)
+        if probe.capture_attention:
+            probe.attention.append(att)
+        if probe.capture_head_outputs:
+            probe.head_outputs.append(y.transpose(1, 2))  # (B, T, nh, hs)
+        heads = [(h.head, r) for h, r in probe.ablate.items() if h.layer == self.layer]
+        if heads:
+            y = y.clone()
+            for h, replacement in heads:
+                y[:, h] = 0.0 if replacement is None else replacement.to(y.dtype).expand_as(y[:, h])
+        return y
+
+    def _cached(self, q, k, v, cache: KVCache) -> torch.Tensor:
+        T, start = q.size(2), cache.pos
+        end = start + T
+        if end > cache.max_len:
+            raise ValueError(f"KV cache full: {end} positions > {cache.max_len}")  # caller slides first
+        cache.k[self.layer, :, :, start:end] = k
+        cache.v[self.layer, :, :, start:end] = v
+        k_all, v_all = cache.k[self.layer, :, :, :end], cache.v[self.layer, :, :, :end]  # (B, nh, end, hs)
+        if T == 1:
+            return F.scaled_dot_product_attention(q, k_all, v_all)  # one query sees every cached key
+        if start == 0:
+            return F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
+        # a chunk after a prefix: query i (absolute start+i) sees keys 0..start+i
+        mask = torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+
+
+class MLP(nn.Module):
+    """The Feed-Forward filter: widen, GELU, narrow."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.n_ff, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.c_proj = nn.Linear(config.n_ff, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, probe: Probe | None = None, cache: KVCache | None = None):
+        x = x + self.attn(self.ln_1(x), probe=probe, cache=cache)  # residual: the gradient's highway
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        # The LM head is tied to the token embedding (F.linear with wte.weight): one matrix reads
+        # and writes the vocabulary, fewer parameters, and one tensor in the checkpoint.
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual writes by depth
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        probe: Probe | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, vocab) and the mean cross-entropy if targets given.
+
+        With `cache`, positions continue from cache.pos and the cache advances by T.
+        """
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens > context length {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, probe=probe, cache=cache)
+        x = self.transformer.ln_f(x)
+        if cache is not None:
+            cache.pos += T
+        logits = F.linear(x, self.transformer.wte.weight)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    # ------------------------------------------------------------------ accounting
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6N plus attention (PaLM appendix B)."""
+        cfg, T = self.config, seq_len or self.config.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * T
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay on matrices of Linear layers; none on biases, norms, embeddings."""
+        decay, no_decay = [], []
+        for mname, module in self.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                (decay if isinstance(module, nn.Linear) and pname == "weight" else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]

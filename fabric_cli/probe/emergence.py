@@ -1,0 +1,51 @@
+"""Emergence: one head's scores on every snapshot, and the step from which it stays above threshold.
+
+"Crossed" is read strictly: a head that reaches the threshold once and falls back has not emerged
+yet; `emerged_at` is the first step from which every later snapshot stays at or above it. The first
+step at which it was reached at all is reported beside it (`first_reached`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fabric_cli.checkpoint import read_info
+from fabric_cli.config import Head
+from fabric_cli.probe.score import HeadScores
+
+
+def snapshot_steps(paths: list[Path]) -> list[tuple[int, Path]]:
+    """(step, path) for each snapshot, the step read from its metadata (not its file name)."""
+    return sorted(((read_info(p).step, p) for p in paths), key=lambda sp: sp[0])
+
+
+def crossing(steps: list[int], values: list[float | None], threshold: float) -> tuple[int | None, int | None]:
+    """(first step at or above threshold, first step from which it stays there).
+
+    Example:
+        >>> crossing([100, 200, 300, 400], [0.2, 0.95, 0.7, 0.92], 0.9)
+        (200, 400)
+    """
+    above = [v is not None and v >= threshold for v in values]
+    first = next((s for s, a in zip(steps, above) if a), None)
+    stays = None
+    for s, a in zip(reversed(steps), reversed(above)):
+        if not a:
+            break
+        stays = s
+    return first, stays
+
+
+def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, threshold: float) -> dict:
+    """rows: (step, checkpoint path, sha256, scores) sorted by step -> the report's emergence section."""
+    table = []
+    for step, path, sha, scores in rows:
+        best = scores.ranking[0]
+        table.append({
+            "step": step, "checkpoint": path, "sha256": sha, **scores.head(head),
+            "best_head": str(best), "best_accuracy": scores.head(best)["accuracy"],
+            "named": str(scores.named) if scores.named else None,
+        })
+    first, stays = crossing([r["step"] for r in table], [r["accuracy"] for r in table], threshold)
+    return {"head": str(head), "metric": "accuracy", "threshold": threshold,
+            "first_reached": first, "emerged_at": stays, "rows": table}

@@ -1,0 +1,115 @@
+"""--plot: PNG pictures of a probe (matplotlib, the `plot` extra; no display needed).
+
+heads.png: the layers-by-heads accuracy grid as a heatmap; head-L.H.png: the chosen head's attention
+from the pronoun on a few prompts; emergence.png: the chosen head's accuracy by training step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fabric_cli.errors import InputError
+from fabric_cli.files import atomic_path
+
+INSTALL = "pip install 'neural-fabric[plot]'"
+
+
+def require_matplotlib() -> None:
+    """Fail before any work is done when --plot cannot be honoured."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(f"--plot needs matplotlib, which is not installed; install it with: {INSTALL}") from None
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def write_plots(result, folder: Path, examples: int = 4) -> list[str]:
+    """Write the pictures into `folder`; returns their paths."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # the Figure API draws with Agg, no pyplot state
+
+    folder = Path(folder)
+    r = result.report
+    paths = [_heads(Figure, r, folder / "heads.png")]
+    paths.append(_attention(Figure, result, folder / f"head-{result.chosen}.png", examples))
+    if r.get("emergence"):
+        paths.append(_emergence(Figure, r["emergence"], folder / "emergence.png"))
+    return [str(p) for p in paths]
+
+
+def _heads(Figure, r: dict, path: Path) -> Path:
+    import numpy as np
+
+    acc = np.array([[np.nan if v is None else 100 * v for v in row] for row in r["grid"]["accuracy"]])
+    L, nh = acc.shape
+    fig = Figure(figsize=(1.0 + 0.6 * nh, 1.0 + 0.5 * L))
+    ax = fig.add_subplot()
+    im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    sig = {h["head"] for h in r["heads"] if h["significant"]}
+    for layer in range(L):
+        for h in range(nh):
+            if not np.isnan(acc[layer, h]):
+                mark = "*" if f"{layer}.{h}" in sig else ""
+                ax.text(h, layer, f"{acc[layer, h]:.0f}{mark}", ha="center", va="center", fontsize=7,
+                        color="black" if acc[layer, h] > 60 else "white")
+    best = r["ranking"][0].split(".")
+    ax.add_patch(_box(int(best[1]), int(best[0])))
+    ax.set_xticks(range(nh))
+    ax.set_yticks(range(L))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    named = r["named_head"] or "none"
+    ax.set_title(f"pronoun -> referent accuracy, step {r['checkpoint']['step']} (named: {named})", fontsize=9)
+    return _save(fig, path)
+
+
+def _box(x: int, y: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
+
+
+def _attention(Figure, result, path: Path, examples: int) -> Path:
+    h = result.chosen
+    picks = [i for i, e in enumerate(result.encoded) if not e.item.ambiguous][:examples] or [0]
+    fig = Figure(figsize=(8, 1.9 * len(picks)))
+    for k, i in enumerate(picks):
+        e, row = result.encoded[i], result.items.rows[i][h].tolist()  # (T_i,)
+        ax = fig.add_subplot(len(picks), 1, k + 1)
+        colors = ["lightgray"] * len(row)
+        for c, positions in enumerate(e.candidates):
+            for p in positions:
+                colors[p] = "tab:green" if c == 0 else "tab:red"
+        colors[e.pronoun] = "tab:blue"
+        ax.bar(range(len(row)), row, color=colors)
+        ax.set_xticks(range(len(row)))
+        ax.set_xticklabels([e.token_text(p).strip() or "␣" for p in range(len(row))], rotation=45, fontsize=7, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("attention", fontsize=7)
+        ax.set_title(f"{e.item.id}: {e.item.show(e.item.pronoun)} (blue) -> referent (green), distractors (red)",
+                     fontsize=8)
+    fig.suptitle(f"head {h}: attention from the pronoun", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _emergence(Figure, em: dict, path: Path) -> Path:
+    steps = [row["step"] for row in em["rows"]]
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    ax.plot(steps, [row["accuracy"] for row in em["rows"]], marker="o", label=f"head {em['head']}")
+    ax.plot(steps, [row["best_accuracy"] for row in em["rows"]], linestyle=":", label="best head at that step")
+    ax.axhline(em["threshold"], color="gray", linestyle="--", label=f"threshold {em['threshold']:.0%}")
+    if em["emerged_at"] is not None:
+        ax.axvline(em["emerged_at"], color="red", alpha=0.5, label=f"emerged at step {em['emerged_at']}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,259 @@
+"""The probe's report: a JSON-ready dict (probe/report.json) and its rendering for the terminal.
+
+render_text reads only the report, so what the terminal shows and what --json prints agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from fabric_cli.config import Head, ProbeConfig
+from fabric_cli.probe.encode import Encoded, Skipped
+from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
+from fabric_cli.probe.suites import ProbeItem
+
+FORMAT, VERSION = "fabric-probe-report", 1
+CRITERION = ("named only if the one-sided {conf:.0%} Wilson lower bound of its accuracy, Bonferroni-corrected "
+             "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance)")
+
+
+def _grid(t: torch.Tensor) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else round(v, 6) for v in row] for row in t.tolist()]
+
+
+def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded: list[Encoded],
+                 skipped: list[Skipped], scores: ItemScores, heads: HeadScores, chosen: Head, bos: bool) -> dict:
+    L, nh = heads.accuracy.shape
+    every = [Head(a, b) for a in range(L) for b in range(nh)]
+    named = heads.named
+    best_name, best_value = heads.best_baseline
+    return {
+        "format": FORMAT, "version": VERSION,
+        "checkpoint": source,
+        "settings": {**dataclasses.asdict(cfg), "bos": bos,
+                     "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh)},
+        "prompts": {"total": len(items), "probed": len(encoded), "scored": heads.n_all, "scored_accuracy": heads.n,
+                    "ambiguous": sum(e.item.ambiguous for e in encoded), "skipped": len(skipped)},
+        "shape": {"n_layer": L, "n_head": nh},
+        "baselines": {k: (None if math.isnan(v) else round(v, 6)) for k, v in heads.baselines.items()},
+        "best_baseline": {"name": best_name, "accuracy": None if math.isnan(best_value) else round(best_value, 6)},
+        "named_head": str(named) if named else None,
+        "example": _example(encoded, scores, named) if named else None,
+        "significant_heads": [str(h) for h in heads.ranking if heads.significant[h]],
+        "ranking": [str(h) for h in heads.ranking],
+        "heads": [heads.head(h) for h in every],
+        "grid": {k: _grid(getattr(heads, k)) for k in ("accuracy", "argmax_accuracy", "mass", "lower_bound")},
+        "chosen_head": str(chosen),
+        "suites": _suites(cfg, items, encoded, skipped, scores, chosen),
+        "ambiguous": _ambiguous(encoded, scores, chosen),
+        "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit) if cfg.head else None,
+        "skipped": [s.to_json() for s in skipped],
+        "ablation": None,
+        "emergence": None,
+    }
+
+
+def _example(encoded: list[Encoded], scores: ItemScores, h: Head) -> str | None:
+    """'her -> professor': the first unambiguous prompt the head got right."""
+    for i, e in enumerate(encoded):
+        if not e.item.ambiguous and scores.correct[i][h]:
+            return f"{e.item.show(e.item.pronoun)} -> {e.item.show(e.item.referent)}"
+    return None
+
+
+def _suites(cfg, items, encoded, skipped, scores, chosen) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(it.suite for it in items):
+        rows = [i for i, e in enumerate(encoded) if e.item.suite == name and not e.item.ambiguous]
+        hs = head_scores(scores, encoded, cfg.alpha, only=rows)
+        out.append({
+            "suite": name, "items": sum(it.suite == name for it in items),
+            "skipped": sum(s.suite == name for s in skipped),
+            "ambiguous": sum(e.item.suite == name and e.item.ambiguous for e in encoded),
+            "n": hs.n, "head": str(chosen), "accuracy": hs.head(chosen)["accuracy"],
+            "baselines": {k: (None if math.isnan(v) else round(v, 6)) for k, v in hs.baselines.items()},
+        })
+    return out
+
+
+def _candidates(e: Encoded, row: torch.Tensor) -> list[dict]:
+    names = [e.item.referent] + [d for d in e.item.distractors if d[1] <= e.item.pronoun[0]]
+    return [{"text": e.item.show(span), "mass": round(float(row[pos].sum()), 6)} for span, pos in zip(names, e.candidates)]
+
+
+def _ambiguous(encoded: list[Encoded], scores: ItemScores, h: Head) -> dict:
+    """Ambiguous prompts are not scored; here is where the chosen head looked on each."""
+    out = []
+    for i, e in enumerate(encoded):
+        if e.item.ambiguous:
+            cands = _candidates(e, scores.rows[i][h])
+            out.append({"id": e.item.id, "text": e.item.text, "pronoun": e.item.show(e.item.pronoun),
+                        "candidates": cands, "picked": max(cands, key=lambda c: c["mass"])["text"]})
+    return {"n": len(out), "head": str(h), "items": out}
+
+
+def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int) -> dict:
+    """The chosen head prompt by prompt: where the pronoun looked, and whether it was right."""
+    shown = []
+    for i, e in enumerate(encoded[:limit]):
+        row = scores.rows[i][h]  # (T_i,)
+        w, pos = row.topk(min(3, row.numel()))
+        shown.append({
+            "id": e.item.id, "text": e.item.text, "pronoun": e.item.show(e.item.pronoun),
+            "referent": e.item.show(e.item.referent), "ambiguous": e.item.ambiguous,
+            "candidates": len(e.candidates),
+            "correct": bool(scores.correct[i][h]) if len(e.candidates) > 1 else None,
+            "argmax_hit": bool(scores.argmax_hit[i][h]), "mass": round(float(scores.mass[i][h]), 6),
+            "top": [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())],
+        })
+    return {"head": str(h), "shown": len(shown), "of": len(encoded), "prompts": shown, "totals": heads.head(h)}
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def bar(weight: float, width: int = 10) -> str:
+    """A unicode bar: 1.0 is `width` full blocks, with eighths at the end.
+
+    Example:
+        >>> bar(0.55, 4)
+        '██▏'
+    """
+    eighths = int(round(max(0.0, min(1.0, weight)) * width * 8))
+    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+def _pct(x: float | None) -> str:
+    return "  n/a" if x is None else f"{100 * x:5.1f}%"
+
+
+def render_text(r: dict, top: int = 10) -> str:
+    """The report as the terminal shows it."""
+    c, p, out = r["checkpoint"], r["prompts"], []
+    shape = r["shape"]
+    out.append(f"checkpoint {c['path']} (step {c['step']}; {shape['n_layer']} layers x {shape['n_head']} heads)")
+    line = (f"prompts: {p['total']} from {', '.join(s['suite'] for s in r['suites'])}; {p['scored']} scored "
+            f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (apart)")
+    if p["skipped"]:
+        kinds: dict[str, int] = {}
+        for s in r["skipped"]:
+            kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+        line += f", {p['skipped']} skipped (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "; see report.json)"
+    out += [line, ""]
+    heads = {h["head"]: h for h in r["heads"]}
+    n = p["scored_accuracy"]
+    out.append(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier candidate (n={n})")
+    out.append("  rank  head  accuracy   95% CI          argmax    mass")
+    for rank, name in enumerate(r["ranking"][:top], start=1):
+        h = heads[name]
+        lo, hi = h["accuracy_ci95"]
+        ci = "" if h["accuracy"] is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
+        mass = "n/a" if h["mass"] is None else f"{h['mass']:.2f}"
+        out.append(f"  {rank:>4}  {name:>4}  {_pct(h['accuracy'])}   {ci:<13}  {_pct(h['argmax_accuracy'])}  {mass:>6}"
+                   + ("  *" if h["significant"] else ""))
+    b = r["baselines"]
+    out.append(f"  baselines: nearest candidate {_pct(b['nearest']).strip()}, first candidate "
+               f"{_pct(b['first']).strip()}, chance {_pct(b['chance']).strip()}")
+    out.append(f"  * {r['settings']['criterion']}")
+    out += ["", *_grid_lines(r), ""]
+    out.append(_verdict(r, heads))
+    if len(r["suites"]) > 1:
+        out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(
+            f"{s['suite']} {_pct(s['accuracy']).strip()} of {s['n']} (best baseline "
+            f"{_pct(max((v for v in s['baselines'].values() if v is not None), default=None)).strip()})"
+            for s in r["suites"]))
+    if r["ambiguous"]["n"]:
+        a = r["ambiguous"]
+        out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']} looked most at: "
+                   + "; ".join(f"{it['pronoun']} -> {it['picked']}" for it in a["items"][:5]))
+    for section in (_detail_lines(r["head_detail"]), _ablation_lines(r["ablation"]), _emergence_lines(r["emergence"])):
+        if section:
+            out += ["", *section]
+    return "\n".join(out)
+
+
+def _grid_lines(r: dict) -> list[str]:
+    acc = r["grid"]["accuracy"]
+    sig = {h["head"] for h in r["heads"] if h["significant"]}
+    best = r["ranking"][0]
+    lines = ["Accuracy (%) by layer (rows) and head (columns); [best], * named-worthy:",
+             "      " + "".join(f"{h:>6}" for h in range(len(acc[0])))]
+    for layer, row in enumerate(acc):
+        cells = []
+        for h, v in enumerate(row):
+            name, text = f"{layer}.{h}", "  -" if v is None else f"{100 * v:3.0f}"
+            text = f"[{text.strip()}]" if name == best and v is not None else text
+            cells.append(f"{text + ('*' if name in sig else ''):>6}")
+        lines.append(f"  L{layer:<3}" + "".join(cells))
+    return lines
+
+
+def _verdict(r: dict, heads: dict) -> str:
+    bb = r["best_baseline"]
+    base = f"{_pct(bb['accuracy']).strip()} ({bb['name']})" if bb["accuracy"] is not None else "n/a"
+    if r["named_head"]:
+        h = heads[r["named_head"]]
+        return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {h['n']} prompts; "
+                f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}")
+    top = heads[r["ranking"][0]]
+    if top["accuracy"] is None:
+        return "No pronoun head found: no prompt has a distractor before its pronoun, so there is nothing to choose between."
+    return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {top['n']} prompts, "
+            f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}.")
+
+
+def _detail_lines(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']} of {d['of']}):"]
+    for it in d["prompts"]:
+        mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
+        looked = "  ".join(f"{tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}" for tok, w in it["top"])
+        lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked}")
+    t = d["totals"]
+    lo, hi = t["accuracy_ci95"]
+    lines.append(f"  totals: accuracy {_pct(t['accuracy']).strip()} of {t['n']} (95% CI {_pct(lo).strip()}-"
+                 f"{_pct(hi).strip()}), argmax {_pct(t['argmax_accuracy']).strip()} of {t['n_all']}, "
+                 f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}")
+    lines.append("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored)")
+    return lines
+
+
+def _ablation_lines(a: dict | None) -> list[str]:
+    if not a:
+        return []
+    if not a["n"]:
+        return [f"Ablation of {a['head']}: {a['note']}"]
+    rz, rm = a["random"]["zero_drop"], a["random"]["mean_drop"]
+    k = len(a["random"]["heads"])
+    return [
+        f"Ablation of head {a['head']} on {a['n']} prompts: preference = log p(referent's continuation) "
+        f"- log p(distractor's), at the pronoun",
+        f"  intact {a['clean']:+.3f}",
+        f"  zero ablation {a['zero']:+.3f} (drop {a['zero_drop']:+.3f});  mean ablation {a['mean']:+.3f} "
+        f"(drop {a['mean_drop']:+.3f})",
+        (f"  {k} random other heads: zero drop mean {rz['mean']:+.3f}, max {rz['max']:+.3f}; "
+         f"mean drop mean {rm['mean']:+.3f}, max {rm['max']:+.3f}") if k else "  no other head to compare with",
+    ]
+
+
+def _emergence_lines(em: dict | None) -> list[str]:
+    if not em:
+        return []
+    lines = [f"Head {em['head']} over training ({em['metric']}; threshold {em['threshold']:.0%}):",
+             "      step  accuracy  argmax    mass  best head"]
+    for row in em["rows"]:
+        mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
+        lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}  {_pct(row['argmax_accuracy'])}  {mass:>6}  "
+                     f"{row['best_head']} ({_pct(row['best_accuracy']).strip()})")
+    if em["emerged_at"] is not None:
+        lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "
+                     f"(first reached at step {em['first_reached']})")
+    elif em["first_reached"] is not None:
+        lines.append(f"  head {em['head']} reached {em['threshold']:.0%} at step {em['first_reached']} but fell back below it")
+    else:
+        lines.append(f"  head {em['head']} never reached {em['threshold']:.0%}")
+    return lines

@@ -1,0 +1,121 @@
+"""`fabric probe` as one function: load, encode, score every head, and optionally ablate and scan snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fabric_cli.checkpoint import load_model
+from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
+from fabric_cli.device import choose_device
+from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.files import write_json_atomic
+from fabric_cli.probe.ablate import ablation_study
+from fabric_cli.probe.emergence import emergence_table, snapshot_steps
+from fabric_cli.probe.encode import Encoded, encode_items
+from fabric_cli.probe.report import build_report
+from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
+from fabric_cli.probe.suites import load_suites
+from fabric_cli.tokenizer import eot_id, load_tokenizer, tokenizer_sha256
+
+
+@dataclass
+class ProbeResult:
+    """Everything `fabric probe` found; `report` is what report.json holds."""
+
+    report: dict
+    encoded: list[Encoded]
+    items: ItemScores
+    heads: HeadScores
+    chosen: Head  # --head, else the best-ranked head
+
+
+def check_head(text: str, config: ModelConfig) -> Head:
+    """Parse a head and check that the model has it; the error states the model's shape."""
+    h = parse_head(text)
+    if not (h.layer < config.n_layer and h.head < config.n_head):
+        raise InputError(
+            f"head {h} does not exist: the model has {config.n_layer} layers (0-{config.n_layer - 1}) "
+            f"and {config.n_head} heads (0-{config.n_head - 1})"
+        )
+    return h
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
+              tokenizer: Path | None = None, progress: bool | None = None) -> ProbeResult:
+    """Score every head of a checkpoint on the suites; see fabric_cli/probe/__init__.py."""
+    tok_path, ckpt = Path(tokenizer or paths.tokenizer), Path(checkpoint or paths.latest)
+    tok = load_tokenizer(tok_path)
+    tok_sha = tokenizer_sha256(tok_path)
+    device = choose_device(cfg.device).device
+    model, info = load_model(ckpt, device, tok_sha)
+    chosen = check_head(cfg.head, info.config) if cfg.head else None
+    if tok.get_vocab_size() > info.config.vocab_size:
+        raise CheckpointError(f"tokenizer {tok_path} has {tok.get_vocab_size()} tokens, the model in {ckpt} only "
+                              f"{info.config.vocab_size}; pass the run's own tokenizer with --tokenizer")
+    items = load_suites(cfg.suites, cfg.prompts)
+    bos = eot_id(tok)
+    encoded, skipped = encode_items(items, tok, info.config.block_size, bos)
+    if not encoded:
+        raise InputError(f"none of the {len(items)} prompts can be probed; the first: {skipped[0].reason}")
+    batches = make_batches(encoded, cfg.batch_size, device)
+    scores = score_items(model, batches, len(encoded))
+    heads = head_scores(scores, encoded, cfg.alpha)
+    chosen = chosen or heads.ranking[0]
+    source = {"path": str(ckpt), "sha256": file_sha256(ckpt), "step": info.step,
+              "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
+    report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
+    if cfg.ablate:
+        usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+        report["ablation"] = ablation_study(model, make_batches(usable, cfg.batch_size, device), chosen,
+                                            cfg.random_heads, cfg.seed)
+        report["ablation"]["without_continuations"] = sum(not e.item.ambiguous for e in encoded) - len(usable)
+    if cfg.over_checkpoints:
+        def score(m) -> HeadScores:
+            return head_scores(score_items(m, batches, len(encoded)), encoded, cfg.alpha)
+
+        current = (info.step, str(ckpt), source["sha256"], heads)
+        snaps = _snapshot_scores(paths, ckpt, current, score, device, tok_sha, info.config, progress)
+        report["emergence"] = emergence_table(snaps, chosen, cfg.threshold)
+    return ProbeResult(report, encoded, scores, heads, chosen)
+
+
+def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progress) -> list[tuple]:
+    """(step, path, sha256, HeadScores) for every snapshot and the probed checkpoint, by step."""
+    snaps = snapshot_steps(paths.snapshots())
+    if not snaps:
+        raise InputError(f"--over-checkpoints: no snapshots (step-*.safetensors) in {paths.checkpoints}; "
+                         f"train with --snapshot-every N to keep them")
+    rows = []
+    for s, path in tqdm(snaps, desc="snapshots", file=sys.stderr, disable=None if progress is None else not progress):
+        if path.resolve() == ckpt.resolve():
+            rows.append(current)
+            continue
+        model, info = load_model(path, device, tok_sha)
+        shape = (info.config.n_layer, info.config.n_head, info.config.block_size)
+        if shape != (config.n_layer, config.n_head, config.block_size):
+            raise CheckpointError(f"snapshot {path} has layers, heads, context {shape}; the probed checkpoint "
+                                  f"{(config.n_layer, config.n_head, config.block_size)}: they are not one run")
+        rows.append((s, str(path), file_sha256(path), score(model)))
+    if current[0] not in [r[0] for r in rows]:
+        rows.append(current)  # the probed checkpoint, when it is not one of the snapshots
+    return sorted(rows, key=lambda r: r[0])
+
+
+def save_report(report: dict, folder: Path) -> Path:
+    """probe/report.json, written atomically."""
+    path = Path(folder) / "report.json"
+    write_json_atomic(path, report)
+    return path

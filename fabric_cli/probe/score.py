@@ -1,0 +1,201 @@
+"""Head scores: one batched forward pass with attention capture, then tensor arithmetic per head.
+
+For every item and head the attention row of the pronoun's token is read (B, L, nh, T), and:
+- accuracy: the attention summed over the referent's tokens is larger than over every other earlier
+  candidate's (items with one candidate are left out: there is nothing to choose between);
+- argmax accuracy: the largest attention over the earlier words (a word split into several tokens
+  counts as the sum of its pieces) lands on a word of the referent;
+- mass: the attention summed over the referent's tokens.
+Scores come back as [n_layer, n_head] tensors. A head is named only when the lower bound of its
+accuracy (Wilson score interval, one-sided, Bonferroni-corrected over all heads) beats the best
+baseline: nearest earlier candidate, first candidate, or chance (mean of 1 / candidates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import torch
+
+from fabric_cli.config import Head
+from fabric_cli.model import Probe
+from fabric_cli.probe.encode import Encoded
+
+
+@dataclass
+class Batch:
+    """Prompts padded on the right to the batch's longest (padding is never attended: causal)."""
+
+    rows: list[int]  # which encoded items, in order
+    idx: torch.Tensor  # (B, T) token ids
+    pron: torch.Tensor  # (B,) position of the pronoun
+    valid: torch.Tensor  # (B, T) True on real tokens
+    cand: torch.Tensor  # (B, M, T) 1.0 on each candidate's tokens; candidate 0 is the referent
+    cand_ok: torch.Tensor  # (B, M) the candidate exists
+    words: torch.Tensor  # (B, T) word index of each earlier position; W (a spare slot) otherwise
+    ref_word: torch.Tensor  # (B, W + 1) the word is inside the referent
+    conts: torch.Tensor  # (B, 2) first token of each continuation (0 when none)
+    cont_ok: torch.Tensor  # (B,) the item has two distinct continuations
+
+
+def make_batches(encoded: list[Encoded], batch_size: int, device="cpu") -> list[Batch]:
+    """Group items of similar length (less padding); `rows` maps back to the original order."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
+    return [_batch([encoded[i] for i in order[s : s + batch_size]], order[s : s + batch_size], device)
+            for s in range(0, len(order), batch_size)]
+
+
+def _batch(items: list[Encoded], rows: list[int], device) -> Batch:
+    B, T = len(items), max(len(e.ids) for e in items)
+    M, W = max(len(e.candidates) for e in items), max(e.n_words for e in items)
+    idx = torch.zeros(B, T, dtype=torch.long)
+    valid = torch.zeros(B, T, dtype=torch.bool)
+    cand = torch.zeros(B, M, T)
+    cand_ok = torch.zeros(B, M, dtype=torch.bool)
+    words = torch.full((B, T), W, dtype=torch.long)
+    ref_word = torch.zeros(B, W + 1, dtype=torch.bool)
+    conts = torch.zeros(B, 2, dtype=torch.long)
+    for b, e in enumerate(items):
+        n = len(e.ids)
+        idx[b, :n] = torch.tensor(e.ids)
+        valid[b, :n] = True
+        for m, positions in enumerate(e.candidates):
+            cand[b, m, positions] = 1.0
+            cand_ok[b, m] = True
+        w = torch.tensor(e.words, dtype=torch.long)
+        words[b, : len(e.words)] = torch.where(w >= 0, w, W)
+        ref_word[b, e.referent_words] = True
+        if e.continuations:
+            conts[b] = torch.tensor(e.continuations)
+    cont_ok = torch.tensor([e.continuations is not None for e in items])
+    pron = torch.tensor([e.pronoun for e in items])
+    return Batch(rows, *(t.to(device) for t in (idx, pron, valid, cand, cand_ok, words, ref_word, conts, cont_ok)))
+
+
+@dataclass
+class ItemScores:
+    """Per item and head, in the order of the encoded items."""
+
+    correct: torch.Tensor  # (N, L, nh) bool: referent beats every other earlier candidate
+    argmax_hit: torch.Tensor  # (N, L, nh) bool: the most attended earlier word is in the referent
+    mass: torch.Tensor  # (N, L, nh) attention on the referent's tokens
+    rows: list[torch.Tensor]  # per item (L, nh, T_i): the pronoun's attention row, for --head and plots
+
+
+def pronoun_rows(probe: Probe, pron: torch.Tensor) -> torch.Tensor:
+    """Every layer's attention row at the pronoun: (B, L, nh, T)."""
+    b = torch.arange(pron.numel(), device=pron.device)
+    return torch.stack([att[b, :, pron, :] for att in probe.attention], dim=1)  # per layer (B, nh, T)
+
+
+@torch.inference_mode()
+def score_items(model, batches: list[Batch], n_items: int) -> ItemScores:
+    """One forward pass per batch with attention capture; no Python loop over heads or prompts."""
+    L, nh = model.config.n_layer, model.config.n_head
+    correct = torch.zeros(n_items, L, nh, dtype=torch.bool)
+    hit = torch.zeros(n_items, L, nh, dtype=torch.bool)
+    mass = torch.zeros(n_items, L, nh)
+    rows: list[torch.Tensor | None] = [None] * n_items
+    for batch in batches:
+        probe = Probe(capture_attention=True)
+        model(batch.idx, probe=probe)
+        att = pronoun_rows(probe, batch.pron).float()  # (B, L, nh, T)
+        per_cand = torch.einsum("blht,bmt->blhm", att, batch.cand)  # (B, L, nh, M)
+        others = per_cand[..., 1:].masked_fill(~batch.cand_ok[:, None, None, 1:], float("-inf"))
+        best_other = others.amax(-1) if others.size(-1) else torch.full_like(per_cand[..., 0], float("-inf"))
+        B, _, _, T = att.shape
+        W1 = batch.ref_word.size(1)
+        by_word = att.new_zeros(B, L, nh, W1).scatter_add_(-1, batch.words[:, None, None, :].expand(B, L, nh, T), att)
+        top_word = by_word[..., :-1].argmax(-1)  # (B, L, nh); the spare slot W collects non-words
+        idx = torch.tensor(batch.rows)
+        correct[idx] = (per_cand[..., 0] > best_other).cpu()
+        hit[idx] = batch.ref_word[:, None, None, :].expand(B, L, nh, W1).gather(-1, top_word[..., None])[..., 0].cpu()
+        mass[idx] = per_cand[..., 0].cpu()
+        lengths = batch.valid.sum(1).tolist()
+        att = att.cpu()
+        for b, i in enumerate(batch.rows):
+            rows[i] = att[b, :, :, : lengths[b]]
+    return ItemScores(correct, hit, mass, rows)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson(k: torch.Tensor, n: int, z: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wilson score interval for k successes in n trials (works elementwise on a tensor of k)."""
+    if n == 0:
+        return torch.zeros_like(k, dtype=torch.float), torch.ones_like(k, dtype=torch.float)
+    p = k.float() / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (centre - half).clamp(0, 1), (centre + half).clamp(0, 1)
+
+
+@dataclass
+class HeadScores:
+    """Every head's scores as [n_layer, n_head] tensors, the baselines, and the verdict."""
+
+    n: int  # items scored for accuracy (two or more earlier candidates)
+    n_all: int  # items scored for argmax accuracy and mass
+    accuracy: torch.Tensor
+    argmax_accuracy: torch.Tensor
+    mass: torch.Tensor
+    ci_low: torch.Tensor  # 95% Wilson interval of the accuracy
+    ci_high: torch.Tensor
+    lower_bound: torch.Tensor  # one-sided, Bonferroni over all heads: what naming compares
+    baselines: dict[str, float]  # nearest, first, chance accuracies over the same n items
+    significant: torch.Tensor  # bool: lower_bound beats the best baseline
+    ranking: list[Head]  # all heads, best first
+    alpha: float
+
+    @property
+    def best_baseline(self) -> tuple[str, float]:
+        name = max(self.baselines, key=lambda k: self.baselines[k])
+        return name, self.baselines[name]
+
+    @property
+    def named(self) -> Head | None:
+        """The best-ranked significant head, or None: a pronoun head is named only on evidence."""
+        return next((h for h in self.ranking if self.significant[h]), None)
+
+    def head(self, h: Head) -> dict:
+        return {
+            "head": str(h), "layer": h.layer, "index": h.head, "n": self.n, "n_all": self.n_all,
+            "accuracy": _num(self.accuracy[h]), "accuracy_ci95": [_num(self.ci_low[h]), _num(self.ci_high[h])],
+            "lower_bound": _num(self.lower_bound[h]), "argmax_accuracy": _num(self.argmax_accuracy[h]),
+            "mass": _num(self.mass[h]), "significant": bool(self.significant[h]),
+        }
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
+                only: list[int] | None = None) -> HeadScores:
+    """Aggregate per-item results over the unambiguous items (or the `only` rows given)."""
+    rows = only if only is not None else [i for i, e in enumerate(encoded) if not e.item.ambiguous]
+    choice = [i for i in rows if len(encoded[i].candidates) > 1]
+    L, nh = scores.correct.shape[1:]
+    n, n_all = len(choice), len(rows)
+    nan = torch.full((L, nh), float("nan"))
+    k = scores.correct[choice].sum(0) if n else torch.zeros(L, nh, dtype=torch.long)
+    accuracy = k.float() / n if n else nan
+    argmax_acc = scores.argmax_hit[rows].float().mean(0) if n_all else nan
+    mass = scores.mass[rows].mean(0) if n_all else nan
+    lo, hi = wilson(k, n, NormalDist().inv_cdf(0.975))
+    bound, _ = wilson(k, n, NormalDist().inv_cdf(1 - alpha / (L * nh)))
+    baselines = {
+        "nearest": sum(encoded[i].nearest_is_referent for i in choice) / n if n else float("nan"),
+        "first": sum(encoded[i].first_is_referent for i in choice) / n if n else float("nan"),
+        "chance": sum(1 / len(encoded[i].candidates) for i in choice) / n if n else float("nan"),
+    }
+    best = max(baselines.values()) if n else 1.0
+    significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
+    keys = torch.stack([torch.nan_to_num(t, nan=-1.0) for t in (accuracy, argmax_acc, mass)], -1).tolist()
+    ranking = sorted((Head(a, b) for a in range(L) for b in range(nh)), key=lambda h: [-x for x in keys[h.layer][h.head]])
+    return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha)

@@ -1,0 +1,244 @@
+"""Probe suites: JSONL files and the hand-written markup, read into items with character spans.
+
+A JSONL line (spans are character offsets [start, end) into "text"):
+
+    {"id": "gender-0001", "text": "The queen met the farmer before he ploughed.",
+     "pronoun": [32, 34], "referent": [14, 24], "distractors": [[0, 9]],
+     "continuations": [" ploughed", " ruled"], "ambiguous": false}
+
+"distractor": [s, e] (one span) is accepted too. continuations[0] is what follows the pronoun if it
+means the referent, continuations[1] if it means the distractor; they are optional.
+
+The markup, one prompt a line (a .txt file for `--prompts`):
+
+    [The professor] finished {her} lecture while <the janitor> waited. || lecture | mop
+    ? [The cat] chased <the dog> because {it} was fast.
+
+[referent] (exactly one), {pronoun} (exactly one), <distractor> (any number); after ` || ` the two
+continuations, referent's first (a space is put in front of each unless it starts with
+punctuation); a leading `? ` flags the item as ambiguous; blank lines and `#` lines are skipped.
+A malformed line is an InputError naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabric_cli.config import probes_dir
+from fabric_cli.errors import InputError
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One prompt with its ground truth. Spans are character offsets [start, end) into text."""
+
+    id: str
+    text: str
+    pronoun: Span
+    referent: Span
+    distractors: tuple[Span, ...] = ()
+    continuations: tuple[str, str] | None = None
+    ambiguous: bool = False
+    suite: str = ""
+    where: str = ""  # "file:line", for messages
+
+    def show(self, span: Span) -> str:
+        return self.text[span[0] : span[1]].strip()
+
+
+# --------------------------------------------------------------------------- finding suites
+
+
+def available_suites() -> dict[str, Path]:
+    """name -> path of every bundled suite (data/probes/*.jsonl)."""
+    folder = probes_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
+
+
+def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | None = None) -> list[ProbeItem]:
+    """The items of the named bundled suites and/or a user's prompts file.
+
+    With neither, every bundled suite. Unknown names are an InputError listing the suites there are.
+    """
+    bundled = available_suites()
+    if not names and prompts is None:
+        if not bundled:
+            raise InputError(f"no probe suites in {probes_dir()}; pass --prompts FILE or run `fabric corpus`")
+        names = list(bundled)
+    items: list[ProbeItem] = []
+    for name in names:
+        if name not in bundled:
+            have = ", ".join(bundled) or "none"
+            raise InputError(f"--suite {name!r}: no such suite in {probes_dir()} (there are: {have}); "
+                             f"pass a file of your own with --prompts")
+        items += load_file(bundled[name])
+    if prompts is not None:
+        items += load_file(prompts)
+    return items
+
+
+def load_file(path: str | Path) -> list[ProbeItem]:
+    """A .jsonl suite, or any other file as markup, one prompt a line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"probe file {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    parse = parse_jsonl_line if path.suffix == ".jsonl" else parse_markup_line
+    items = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip() or (parse is parse_markup_line and line.lstrip().startswith("#")):
+            continue
+        try:
+            items.append(parse(line, suite=path.stem, default_id=f"{path.stem}:{n}", where=f"{path}:{n}"))
+        except _LineError as e:
+            raise InputError(f"{path}, line {n}: {e}") from None
+    if not items:
+        raise InputError(f"probe file {path} holds no prompts")
+    return items
+
+
+class _LineError(ValueError):
+    """What is wrong with one line; load_file adds the file and line number."""
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: str = "") -> ProbeItem:
+    """One JSONL line -> ProbeItem.
+
+    Example:
+        >>> parse_jsonl_line('{"text": "Ann saw her cat.", "pronoun": [8, 11], "referent": [0, 3]}').referent
+        (0, 3)
+    """
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _LineError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(d, dict):
+        raise _LineError(f"expected a JSON object, found {type(d).__name__}")
+    text = d.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise _LineError('"text" must be a non-empty string')
+    for key in ("pronoun", "referent"):
+        if key not in d:
+            raise _LineError(f'"{key}" is missing; expected a character span [start, end)')
+    distractors = d.get("distractors", [])
+    if not isinstance(distractors, list):
+        raise _LineError('"distractors" must be a list of spans [[start, end], ...]')
+    if "distractor" in d:
+        distractors = [*distractors, d["distractor"]]
+    conts = d.get("continuations") or None
+    if conts is not None and not (
+        isinstance(conts, list) and len(conts) == 2 and all(isinstance(c, str) and c.strip() for c in conts)
+    ):
+        raise _LineError('"continuations" must be two non-empty strings [referent\'s, distractor\'s]')
+    ambiguous = d.get("ambiguous", False)
+    if not isinstance(ambiguous, bool):
+        raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
+    item_id = d.get("id", default_id)
+    return _checked(
+        ProbeItem(
+            id=str(item_id), text=text, pronoun=_span(d["pronoun"], "pronoun", text),
+            referent=_span(d["referent"], "referent", text),
+            distractors=tuple(_span(s, "distractor", text) for s in distractors),
+            continuations=tuple(conts) if conts else None, ambiguous=ambiguous, suite=suite, where=where,
+        )
+    )
+
+
+def _span(value, name: str, text: str) -> Span:
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+        raise _LineError(f'"{name}" must be a span [start, end) of two integers, found {value!r}')
+    s, e = value
+    if not 0 <= s < e <= len(text):
+        raise _LineError(f'"{name}" span [{s}, {e}) is not inside the text (0..{len(text)}) or is empty')
+    if not text[s:e].strip():
+        raise _LineError(f'"{name}" span [{s}, {e}) covers only whitespace')
+    return (s, e)
+
+
+def _checked(item: ProbeItem) -> ProbeItem:
+    """Spans must not overlap: a mention is the referent, a distractor or the pronoun, not two."""
+    named = [("pronoun", item.pronoun), ("referent", item.referent)] + [("distractor", d) for d in item.distractors]
+    for i, (na, a) in enumerate(named):
+        for nb, b in named[i + 1 :]:
+            if a[0] < b[1] and b[0] < a[1]:
+                raise _LineError(f"the {na} {item.show(a)!r} {list(a)} overlaps the {nb} {item.show(b)!r} {list(b)}")
+    return item
+
+
+# --------------------------------------------------------------------------- markup
+
+_MARKS = {"[": ("]", "referent"), "{": ("}", "pronoun"), "<": (">", "distractor")}
+_CLOSERS = {close: opener for opener, (close, _) in _MARKS.items()}
+_OPENERS = {kind: opener for opener, (_, kind) in _MARKS.items()}
+
+
+def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: str = "") -> ProbeItem:
+    """`[referent] ... {pronoun} ... <distractor> || cont0 | cont1` -> ProbeItem.
+
+    Example:
+        >>> it = parse_markup_line("[The professor] finished {her} lecture while <the janitor> waited. || lecture | mop")
+        >>> it.show(it.referent), it.show(it.pronoun), it.continuations
+        ('The professor', 'her', (' lecture', ' mop'))
+    """
+    body, conts = line.strip(), None
+    ambiguous = body.startswith("?")
+    if ambiguous:
+        body = body[1:].lstrip()
+    if "||" in body:
+        body, tail = (part.strip() for part in body.split("||", 1))
+        words = [w.strip() for w in tail.split("|")]
+        if len(words) != 2 or not all(words):
+            raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {tail!r}")
+        conts = tuple(w if re.match(r"[^\w\s]", w) else " " + w for w in words)
+    text, spans, open_at, kind = [], {"referent": [], "pronoun": [], "distractor": []}, None, None
+    for col, ch in enumerate(body, start=1):
+        if ch in _MARKS:
+            if kind is not None:
+                raise _LineError(f"column {col}: {ch!r} opens a mention inside another {kind}; close it first")
+            open_at, kind = len(text), _MARKS[ch][1]
+        elif ch in _CLOSERS:
+            if kind != _MARKS[_CLOSERS[ch]][1]:
+                raise _LineError(f"column {col}: {ch!r} closes nothing (or the wrong kind of bracket)")
+            spans[kind].append((open_at, len(text)))
+            kind = None
+        else:
+            text.append(ch)
+    if kind is not None:
+        raise _LineError(f"the {kind} opened with {_OPENERS[kind]!r} is never closed")
+    text = "".join(text)
+    for name, mark in (("referent", "[...]"), ("pronoun", "{...}")):
+        if len(spans[name]) != 1:
+            raise _LineError(f"expected exactly one {name} marked {mark}, found {len(spans[name])}")
+    for name, found in spans.items():
+        for s, e in found:
+            if not text[s:e].strip():
+                raise _LineError(f"the {name} at character {s} is empty")
+    if not text.strip():
+        raise _LineError("the prompt is empty")
+    return _checked(
+        ProbeItem(
+            id=default_id, text=text, pronoun=spans["pronoun"][0], referent=spans["referent"][0],
+            distractors=tuple(spans["distractor"]), continuations=conts, ambiguous=ambiguous, suite=suite, where=where,
+        )
+    )
+
+
+def to_json(item: ProbeItem) -> dict:
+    """The JSONL form of an item (the schema parse_jsonl_line reads)."""
+    d = {"id": item.id, "text": item.text, "pronoun": list(item.pronoun), "referent": list(item.referent),
+         "distractors": [list(s) for s in item.distractors]}
+    if item.continuations:
+        d["continuations"] = list(item.continuations)
+    d["ambiguous"] = item.ambiguous
+    return d

@@ -1,0 +1,495 @@
+"""Byte-level BPE: train, load, show a split, and encode a corpus into token files.
+
+A corpus is read in chunks, split into documents at blank lines, trained on through an iterator
+and encoded in batches written as they come, so peak memory does not grow with the corpus.
+No torch here: ids are written with numpy.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm import tqdm
+
+from fabric_cli.config import EOT, RunPaths, TokenizeConfig, bundled_corpus
+from fabric_cli.errors import InputError
+from fabric_cli.files import atomic_path, write_json_atomic
+
+FORMAT, VERSION = "fabric-tokens", 1
+BYTE_ALPHABET = 256
+CHUNK_BYTES = 1 << 20  # read size
+BATCH_CHARS = 1 << 18  # characters per encode_batch call: keeps the cores busy, memory small
+MAX_PIECE_CHARS = 4 << 20  # a longer document is encoded in pieces, so memory stays flat
+
+# The newline ending a line, then one or more blank (whitespace-only) lines: a document boundary.
+_SEP = re.compile(r"\r?\n(?:[^\S\n]*\n)+")
+_VISIBLE = str.maketrans({" ": "·", "\n": "↵", "\t": "→", "\r": "␍"})
+CONTINUATION = "◦"  # --show: a token holding more bytes of a character already shown
+
+
+# --------------------------------------------------------------------------- the tokenizer
+
+
+def new_tokenizer() -> Tokenizer:
+    """An untrained byte-level BPE: every byte is a token, so no text is ever unknown."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_tokenizer(texts: Iterable, vocab_size: int = 4096, min_frequency: int = 2) -> Tokenizer:
+    """Train a byte-level BPE with the <|endoftext|> special token.
+
+    Args:
+        texts: an iterator of strings, or of lists of strings (batches are faster).
+        vocab_size: at most this many tokens: 256 bytes + 1 special + merges.
+        min_frequency: a pair seen fewer times than this is never merged.
+    Returns:
+        a tokenizers.Tokenizer; any UTF-8 text encodes and decodes back unchanged.
+    Example:
+        >>> tok = train_tokenizer(["the cat sat on the mat"] * 3, vocab_size=300)
+        >>> tok.decode(tok.encode("Zürich 🦊").ids)
+        'Zürich 🦊'
+    """
+    check_vocab_size(vocab_size)
+    if min_frequency < 0:
+        raise InputError(f"--min-frequency must be 0 or more, got {min_frequency}")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # our own bar counts bytes read
+    )
+    tok = new_tokenizer()
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    need = BYTE_ALPHABET + 1
+    if vocab_size < need:
+        raise InputError(
+            f"--vocab-size {vocab_size} is too small: the byte alphabet ({BYTE_ALPHABET}) plus {EOT} "
+            f"need {need}; use {need} or more (the default is {TokenizeConfig.vocab_size})"
+        )
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer.json (fabric's, GPT-2's, any Hugging Face `tokenizers` file).
+
+    Raises InputError when the file is missing or is not a tokenizer.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"tokenizer file {p} does not exist; run `fabric tokenize FILES` to train one")
+    try:
+        return Tokenizer.from_file(str(p))
+    except Exception as e:  # tokenizers raises a bare Exception for every parse failure
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise InputError(
+            f"{p} is not a Hugging Face tokenizer.json ({why}); pass a file saved by `tokenizers`"
+        ) from None
+
+
+def eot_id(tok: Tokenizer) -> int | None:
+    """The id of <|endoftext|>, or None when the tokenizer has no such token."""
+    return tok.token_to_id(EOT)
+
+
+def token_dtype(vocab_size: int) -> str:
+    """The numpy dtype of token files: uint16, or uint32 when the vocabulary exceeds 65535."""
+    return "uint16" if vocab_size <= 65535 else "uint32"
+
+
+def tokenizer_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a tokenizer.json's bytes: checkpoints record it to detect a changed tokenizer."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def show_split(tok: Tokenizer, text: str) -> dict:
+    """How `text` splits into tokens, with the boundaries visible.
+
+    Each token shows the characters its offsets cover; a token that only continues a character
+    split across tokens (an emoji is 4 bytes) shows as ◦. Spaces show as ·, newlines as ↵.
+    Example:
+        >>> tok = train_tokenizer(["the cat sat on the mat"] * 3, vocab_size=300)
+        >>> show_split(tok, "the cat")["display"]
+        'the|·cat'
+    """
+    enc = tok.encode(text, add_special_tokens=False)
+    pieces, seen = [], 0
+    for start, end in enc.offsets:
+        pieces.append(text[max(start, seen) : end])
+        seen = max(seen, end)
+    return {
+        "text": text,
+        "display": "|".join(p.translate(_VISIBLE) if p else CONTINUATION for p in pieces),
+        "tokens": pieces,
+        "ids": list(enc.ids),
+        "count": len(enc.ids),
+    }
+
+
+# --------------------------------------------------------------------------- reading a corpus
+
+
+@dataclass
+class Source:
+    name: str  # as the user gave it; "-" is standard input
+    path: Path  # where it is read from (a spooled copy for standard input)
+    bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class _Counts:
+    documents: int = 0
+    characters: int = 0
+    words: int = 0
+
+
+def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitStack) -> list[Source]:
+    """Files as given, folders as their .txt files (recursive, sorted), "-" as standard input.
+
+    No inputs means the bundled Chronicles corpus. Standard input is copied to an anonymous
+    temporary file (removed when `stack` closes) because training and encoding read it twice.
+    """
+    if not inputs:
+        corpus = bundled_corpus()
+        if not corpus.is_file():
+            raise InputError(
+                f"no FILES given and the bundled Chronicles corpus {corpus} is missing; "
+                f"pass FILES to tokenize your own text"
+            )
+        inputs = [corpus]
+    sources: list[Source] = []
+    for given in inputs:
+        if str(given) == "-":
+            if any(s.name == "-" for s in sources):
+                raise InputError("'-' (standard input) is given twice; give it once")
+            sources.append(Source("-", _spool_stdin(stack)))
+            continue
+        p = Path(given)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.txt") if f.is_file())
+            if not found:
+                raise InputError(f"folder {p} has no .txt files; give text files or a folder that holds some")
+            sources += [Source(str(f), f) for f in found]
+        elif p.is_file():
+            sources.append(Source(str(p), p))
+        else:
+            raise InputError(f"input file {p} does not exist; check the path (use - for standard input)")
+    for s in sources:
+        s.bytes = s.path.stat().st_size
+    return sources
+
+
+def _spool_stdin(stack: contextlib.ExitStack) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix="fabric-stdin-", suffix=".txt")
+    stack.callback(os.unlink, tmp)
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(stdin, out, CHUNK_BYTES)
+    return Path(tmp)
+
+
+def _strip_leading_blank(s: str) -> str:
+    """Drop whitespace-only lines before a document's first line."""
+    start = len(s) - len(s.lstrip())
+    return s[s.rfind("\n", 0, start) + 1 :]
+
+
+def _strip_trailing_blank(s: str) -> str:
+    """Drop the final newline and any whitespace-only lines at the end of a file."""
+    nl = s.find("\n", len(s.rstrip()))
+    return s if nl < 0 else s[:nl].rstrip("\r")
+
+
+def _pieces(src: Source, errors: str, counts: _Counts, bar) -> Iterator[tuple[str, bool, int]]:
+    """(text, ends_document, document_index) for one source; a long document comes in pieces.
+
+    Checks UTF-8 as it reads (naming the byte offset of the first bad byte) and hashes the bytes.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
+    digest = hashlib.sha256()
+    offset, carry, open_doc = 0, "", False
+    with open(src.path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK_BYTES)
+            final = not chunk
+            if errors == "strict" and (nul := chunk.find(b"\0")) >= 0:
+                raise InputError(
+                    f"{src.name} looks like a binary file: a NUL byte at byte offset {offset + nul}; "
+                    f"give a text file, or pass --errors replace to read it anyway"
+                )
+            pending = decoder.getstate()[0]  # bytes of a character cut by the previous chunk
+            try:
+                text = carry + decoder.decode(chunk, final)
+            except UnicodeDecodeError as e:
+                at = offset - len(pending) + e.start
+                raise InputError(
+                    f"{src.name} is not UTF-8 text: byte 0x{e.object[e.start]:02x} at byte offset {at} "
+                    f"cannot be decoded; convert it to UTF-8, or pass --errors replace to substitute U+FFFD"
+                ) from None
+            digest.update(chunk)
+            offset += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            parts, start = [], 0
+            for m in _SEP.finditer(text):
+                if m.end() == len(text) and not final:
+                    break  # more blank lines may follow in the next chunk
+                parts.append((text[start : m.start()], True))
+                start = m.end()
+            carry = text[start:]
+            if final:
+                parts.append((_strip_trailing_blank(carry), True))
+            elif len(carry) > MAX_PIECE_CHARS:  # a huge document: cut it at a line end
+                cut = carry.rfind("\n", 0, MAX_PIECE_CHARS) + 1 or MAX_PIECE_CHARS
+                parts.append((carry[:cut], False))
+                carry = carry[cut:]
+            for text_, ends in parts:
+                if not open_doc:  # blank lines at the start of a file, or cut by a chunk boundary
+                    text_ = _strip_leading_blank(text_)
+                    if not text_ or text_.isspace():
+                        continue  # nothing between two documents
+                yield text_, ends, counts.documents
+                counts.characters += len(text_)
+                counts.words += len(text_.split())
+                counts.documents += ends
+                open_doc = not ends
+            if final:
+                break
+    src.sha256 = digest.hexdigest()
+
+
+def _batches(sources: list[Source], errors: str, counts: _Counts, bar) -> Iterator[list[tuple[str, bool, int]]]:
+    batch, size = [], 0
+    for src in sources:
+        for item in _pieces(src, errors, counts, bar):
+            batch.append(item)
+            size += len(item[0])
+            if size >= BATCH_CHARS:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _bar(total: int, desc: str, progress: bool | None):
+    """A tqdm bar over bytes on stderr; None: shown only when stderr is a terminal."""
+    return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=None if progress is None else not progress)
+
+
+# --------------------------------------------------------------------------- tokenize a corpus
+
+
+@dataclass
+class TokenizeSummary:
+    """What tokenize_corpus did; to_dict() is the --json output, lines() the text output."""
+
+    tokenizer: str
+    tokens_dir: str
+    trained: bool
+    vocab_size: int
+    eot_id: int
+    dtype: str
+    documents: int
+    characters: int
+    words: int
+    bytes: int
+    train_tokens: int
+    val_tokens: int
+    tokens: int
+    val_split: str  # "documents", or "tail" when there were too few documents
+    chars_per_token: float  # text tokens only: the end-of-text markers are not text
+    tokens_per_word: float
+    seconds: float
+    train_seconds: float
+    mb_per_s: float
+    tokenizer_sha256: str
+    sources: list[dict]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def lines(self) -> list[str]:
+        how = "trained" if self.trained else "reused"
+        return [
+            f"tokenizer    {self.tokenizer} ({how}, vocab {self.vocab_size:,}, {EOT} = {self.eot_id})",
+            f"tokens       {self.tokens_dir}/ train.bin {self.train_tokens:,} + val.bin {self.val_tokens:,}"
+            f" = {self.tokens:,} ({self.dtype}, val by {self.val_split})",
+            f"documents    {self.documents:,} from {len(self.sources)} file(s), {self.bytes / 1e6:,.2f} MB",
+            f"characters   {self.characters:,}",
+            f"per token    {self.chars_per_token:.2f} characters, {self.tokens_per_word:.2f} tokens per word",
+            f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
+        ]
+
+
+def _is_val(i: int, f: float) -> bool:
+    """Document i is held out when floor((i+1)f) > floor(if): an even, deterministic spread."""
+    return math.floor((i + 1) * f) > math.floor(i * f)
+
+
+def tokenize_corpus(
+    inputs: Sequence[str | os.PathLike],
+    paths: RunPaths,
+    cfg: TokenizeConfig | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+) -> TokenizeSummary:
+    """Train (or reuse) a tokenizer; write tokenizer.json and tokens/{train,val}.bin, meta.json.
+
+    Args:
+        inputs: files, folders (their .txt files) and "-" (standard input); none: the bundled corpus.
+        paths: the run directory.
+        cfg: vocab size, min frequency, validation fraction, UTF-8 error handling.
+        tokenizer: an existing tokenizer.json to reuse instead of training one.
+        force: re-tokenize even though the run has a trained checkpoint.
+        progress: tqdm bars on stderr (None: only when stderr is a terminal).
+    Returns:
+        a TokenizeSummary. Everything is checked before anything is moved into place; on an
+        error the run directory is left as it was.
+    """
+    cfg, t0 = cfg or TokenizeConfig(), time.perf_counter()
+    _check_settings(cfg, paths, tokenizer, force)
+    with contextlib.ExitStack() as stack:
+        sources = resolve_sources(inputs, stack)
+        total = sum(s.bytes for s in sources)
+        if tokenizer is None:
+            counts = _Counts()
+            with _bar(total, "training", progress) as bar:
+                texts = ([t for t, _, _ in batch] for batch in _batches(sources, cfg.errors, counts, bar))
+                tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
+            _check_not_empty(counts, sources)
+        else:
+            tok = load_tokenizer(tokenizer)
+        train_seconds = time.perf_counter() - t0 if tokenizer is None else 0.0
+        eot = eot_id(tok)
+        if eot is None:
+            raise InputError(f"tokenizer {tokenizer} has no {EOT} token, which fabric writes between "
+                             f"documents; let fabric train a tokenizer instead (leave out --tokenizer)")
+        vocab = tok.get_vocab_size(with_added_tokens=True)
+        dtype = np.dtype(token_dtype(vocab)).newbyteorder("<")
+        in_place = tokenizer is not None and paths.tokenizer.exists() and os.path.samefile(tokenizer, paths.tokenizer)
+        with _undo_new_folders(paths.tokens), contextlib.ExitStack() as out:
+            # each atomic_path moves its file into place when the block ends without an error
+            tok_tmp = Path(tokenizer) if in_place else out.enter_context(atomic_path(paths.tokenizer))
+            val_tmp = out.enter_context(atomic_path(paths.val_bin))
+            train_tmp = out.enter_context(atomic_path(paths.train_bin))
+            counts = _Counts()
+            with _bar(total, "encoding", progress) as bar:
+                batches = _batches(sources, cfg.errors, counts, bar)
+                _encode(tok, batches, eot, dtype, cfg.val_fraction, train_tmp, val_tmp)
+            _check_not_empty(counts, sources)
+            split = "documents"
+            if val_tmp.stat().st_size == 0:  # too few documents for one to go to val
+                n = train_tmp.stat().st_size // dtype.itemsize
+                _move_tail(train_tmp, val_tmp, max(1, int(n * cfg.val_fraction)) * dtype.itemsize)
+                split = "tail"
+            if tokenizer is None:
+                tok.save(str(tok_tmp))
+            elif not in_place:
+                shutil.copyfile(tokenizer, tok_tmp)
+            meta = {
+                "format": FORMAT, "version": VERSION, "dtype": dtype.name, "byte_order": "little",
+                "train_tokens": train_tmp.stat().st_size // dtype.itemsize,
+                "val_tokens": val_tmp.stat().st_size // dtype.itemsize, "val_split": split,
+                "documents": counts.documents, "characters": counts.characters, "bytes": total,
+                "vocab_size": vocab, "eot_id": eot, "tokenizer_sha256": tokenizer_sha256(tok_tmp),
+                "sources": [{"path": s.name, "bytes": s.bytes, "sha256": s.sha256} for s in sources],
+            }
+    write_json_atomic(paths.meta, meta)  # lands last: it names the files now in place
+    tokens, seconds = meta["train_tokens"] + meta["val_tokens"], time.perf_counter() - t0
+    return TokenizeSummary(
+        tokenizer=str(paths.tokenizer), tokens_dir=str(paths.tokens), trained=tokenizer is None,
+        **{k: v for k, v in meta.items() if k not in ("format", "version", "byte_order")}, words=counts.words,
+        tokens=tokens, chars_per_token=round(counts.characters / max(1, tokens - counts.documents), 4),
+        tokens_per_word=round((tokens - counts.documents) / max(1, counts.words), 4), seconds=round(seconds, 3),
+        train_seconds=round(train_seconds, 3), mb_per_s=round(total / 1e6 / max(seconds, 1e-9), 3),
+    )
+
+
+def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool) -> None:
+    if cfg.errors not in ("strict", "replace"):
+        raise InputError(f"--errors must be strict or replace, got {cfg.errors!r}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be between 0 and 1 (exclusive), got {cfg.val_fraction}")
+    if tokenizer is None:
+        check_vocab_size(cfg.vocab_size)
+    if paths.latest.exists() and not force:
+        raise InputError(
+            f"run {paths.root} already has a trained checkpoint ({paths.latest}) that would no longer "
+            f"match its tokens; pass --force to re-tokenize anyway, or use another --run"
+        )
+
+
+def _encode(tok: Tokenizer, batches, eot: int, dtype: np.dtype, val_fraction: float,
+            train_path: Path, val_path: Path) -> None:
+    """Encode batch by batch, appending ids (and EOT after each document) to train or val."""
+    with open(train_path, "wb") as train_f, open(val_path, "wb") as val_f:
+        for batch in batches:
+            # encode_batch_fast: no offsets needed here, and it is the faster call
+            encs = tok.encode_batch_fast([t for t, _, _ in batch], add_special_tokens=False)
+            ids: tuple[list[int], list[int]] = ([], [])  # (train, val)
+            for (_, ends, i), enc in zip(batch, encs):
+                part = ids[_is_val(i, val_fraction)]
+                part += enc.ids
+                if ends:
+                    part.append(eot)
+            np.asarray(ids[0], dtype=dtype).tofile(train_f)
+            np.asarray(ids[1], dtype=dtype).tofile(val_f)
+
+
+def _check_not_empty(counts: _Counts, sources: list[Source]) -> None:
+    if counts.documents == 0:
+        names = ", ".join(s.name for s in sources[:3]) + (", ..." if len(sources) > 3 else "")
+        raise InputError(f"the corpus is empty: {names} hold(s) no text; give files with some text in them")
+
+
+def _move_tail(train: Path, val: Path, nbytes: int) -> None:
+    """Move the last `nbytes` of train to val, in chunks (memory stays flat)."""
+    cut = train.stat().st_size - nbytes
+    with open(train, "r+b") as src, open(val, "ab") as dst:
+        src.seek(cut)
+        shutil.copyfileobj(src, dst, CHUNK_BYTES)
+        src.truncate(cut)
+
+
+@contextlib.contextmanager
+def _undo_new_folders(folder: Path) -> Iterator[None]:
+    """Remove the folders this block created if it fails, so a failure leaves nothing behind."""
+    new, p = [], folder.absolute()
+    while not p.exists():
+        new.append(p)  # deepest first
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in new:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise

@@ -1,0 +1,371 @@
+"""The training loop: AdamW, warm-up and cosine decay, accumulation, clipping, evaluation,
+checkpoints with exact resume, faults, and DistributedDataParallel under torchrun.
+
+Everything random is a function of (seed, step): batches (data.py) and dropout (the torch RNG is
+reseeded from (seed, rank, step) before each step), and the learning rate is a pure function of
+the step. So a run stopped at step k and resumed gives, on the CPU, bitwise the weights and
+losses of a run that never stopped. Host syncs happen only on log, eval and save steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Collection
+
+import torch
+
+from fabric_cli import checkpoint as ckpt
+from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.data import TokenData, load_tokens
+from fabric_cli.device import choose_device
+from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.metrics import LayerGroups, MetricsLog
+from fabric_cli.model import GPT
+from fabric_cli.trainstep import (
+    Dist, StepStats, StopFlag, amp_for, build_model, evaluate, lr_at, make_optimizer,
+    progress_bar, remove_run_outputs, step_seed, train_step,
+)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    max_steps: int
+    tokens_seen: int
+    train_loss: float | None
+    val_loss: float | None
+    seconds: float  # wall time of this session's loop
+    tokens_per_s: float  # this session's training tokens / training time (eval and saves excluded)
+    flops_per_s: float  # model FLOPs per token x tokens/s
+    params: int
+    device: str
+    world_size: int
+    checkpoint: str | None
+    stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
+    is_main: bool = True
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("is_main")
+        return d
+
+    def summary(self) -> str:
+        loss = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        return "\n".join([
+            f"step          {self.step:,} / {self.max_steps:,}" + (f" (stopped by {self.stopped_by})" if self.stopped_by else ""),
+            f"train loss    {loss(self.train_loss)}",
+            f"val loss      {loss(self.val_loss)}",
+            f"tokens seen   {self.tokens_seen:,}",
+            f"time          {self.seconds:.1f} s",
+            f"tokens/s      {self.tokens_per_s:,.0f}" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
+            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})",
+            f"checkpoint    {self.checkpoint}",
+        ])
+
+
+def train(
+    paths: RunPaths,
+    config: TrainConfig,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    restart: bool = False,
+    explicit: Collection[str] | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the GPT on the run's tokens and write checkpoints, snapshots and metrics.jsonl.
+
+    Args:
+        paths: the run directory.
+        config: the training settings. On `resume` the run's saved settings are used instead,
+            except the fields named in `explicit` (the options given on the command line) and
+            `device`/`compile`; the model's shape cannot change on resume.
+        data_dir: a folder with train.bin, val.bin and meta.json (default: the run's tokens/).
+        resume / restart: continue the run's checkpoint, or delete it and start over. A run
+            directory that has a checkpoint is refused without one of them.
+        stop_at: stop (saving a checkpoint) once this step is reached, as if interrupted; the
+            schedule still spans the whole budget, so `--resume` continues where it left off.
+        progress: show the tqdm bar and log lines on stderr (rank 0 only).
+    Returns:
+        a TrainResult; `stopped_by` says whether a signal (SIGINT, SIGTERM) cut the run short.
+    Raises:
+        TrainingError on a non-finite loss (the last good checkpoint is kept) or out of memory.
+    """
+    if resume and restart:
+        raise InputError("can't use both --resume and --restart: --resume continues the run, --restart starts over")
+    dist = Dist.from_env(config.device)
+    try:
+        loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
+                          explicit=explicit, progress=progress)
+        return loop.run(stop_at)
+    except torch.OutOfMemoryError:
+        raise TrainingError(
+            "out of memory on the device: lower --batch-size (raise --grad-accum to keep the same "
+            "tokens per step), or lower --context"
+        ) from None
+    finally:
+        dist.close()
+
+
+
+def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[str] | None, model: ModelConfig) -> TrainConfig:
+    """The saved settings, with the options given now (`explicit`) and the device choice applied."""
+    changes = {k: getattr(given, k) for k in (explicit or ()) if hasattr(saved, k)}
+    has = {"preset": saved.preset, "layers": model.n_layer, "heads": model.n_head, "width": model.n_embd, "context": model.block_size}
+    for k in TrainConfig.SHAPE_FIELDS:
+        if k in changes and changes[k] != has[k]:
+            raise InputError(
+                f"--{k} {changes[k]} differs from the checkpoint's {has[k]}: a resumed run keeps its "
+                f"model's shape; drop --{k}, or use --restart to train a new model"
+            )
+    changes.update(device=given.device, compile=given.compile)
+    return dataclasses.replace(saved, **changes)
+
+
+class Loop:
+    """One training session: the model, optimizer and data, and the step counter they share."""
+
+    def __init__(self, paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, dtype, progress):
+        self.paths, self.cfg, self.dist, self.data = paths, cfg, dist, data
+        self.model, self.optimizer = model, optimizer  # model: the bare GPT
+        self.mc = model.config
+        self.step = self.saved_step = step
+        self.start_step, self.tokens_seen, self.device = step, tokens_seen, device
+        self.progress = progress and dist.is_main
+        self.amp = amp_for(device, dtype)
+        self.groups = LayerGroups(model, self.mc.n_layer)
+        self.tokens_per_step = cfg.batch_size * self.mc.block_size * cfg.grad_accum * dist.world
+        self.max_steps = math.ceil(cfg.tokens / self.tokens_per_step) if cfg.tokens else cfg.steps
+        self.metrics = MetricsLog(paths.metrics, enabled=dist.is_main)
+        self.pending: list[tuple[int, StepStats]] = []  # steps whose numbers are not read back yet
+        self.train_loss: float | None = None
+        self.val_loss: float | None = None
+        self.paused = 0.0  # seconds spent in evaluation and saving (not training)
+
+        self.net = model  # what the step runs: the GPT, wrapped for DDP and/or compiled
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    @classmethod
+    def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, progress) -> "Loop":
+        data = load_tokens(data_dir or paths.tokens)
+        has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
+        if has_checkpoint and not (resume or restart):
+            at = f" (step {ckpt.read_info(paths.latest).step})" if paths.latest.exists() else ""
+            raise InputError(
+                f"{paths.checkpoints} already holds a checkpoint{at}; pass --resume to continue that run, "
+                f"or --restart to start over (deletes its checkpoints, snapshots and metrics.jsonl)"
+            )
+        if resume and not paths.latest.exists():
+            raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
+        if dist.is_main and (restart or not resume):
+            remove_run_outputs(paths)  # --restart, or metrics left by a run killed before its first save
+        dist.barrier()
+
+        choice = choose_device(config.device)
+        device = dist.device if dist.enabled else choice.device
+        if resume:
+            info = ckpt.read_info(paths.latest)
+            state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)
+            cfg = resume_config(TrainConfig.from_json(meta["train_config"]), config, explicit, info.config)
+            _check_same_data(paths, info, data)
+            model_cfg = info.config
+            if cfg.dropout is not None:
+                model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
+            model = GPT(model_cfg)
+            ckpt.load_weights(paths.latest, model)
+            step, tokens_seen = info.step, info.tokens_seen
+        else:
+            cfg, step, tokens_seen = config, 0, 0
+            model = build_model(cfg.model_config(data.vocab_size), cfg.seed)
+        data.check_context(model.config.block_size)
+        model.to(device)
+        optimizer = make_optimizer(model, cfg)
+        if resume:
+            ckpt.restore_optimizer(model, optimizer, state)
+            ckpt.restore_rng(state)
+            MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
+        loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
+        if resume and step >= loop.max_steps:
+            raise InputError(
+                f"the run is already at step {step} of its {loop.max_steps}-step budget; "
+                f"pass a larger --steps (or --tokens) with --resume to train further"
+            )
+        loop.say(
+            f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
+            f"[{choice.reason}]; {loop.tokens_per_step:,} tokens/step"
+            + (f" over {dist.world} ranks" if dist.enabled else "")
+            + (f"; resuming at step {step}" if resume else "")
+        )
+        return loop
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, stop_at: int | None) -> TrainResult:
+        cfg, dist = self.cfg, self.dist
+        stopped_by = None
+        t_start = time.perf_counter()
+        self.t_log, self.tokens_at_log, self.paused_at_log = t_start, self.tokens_seen, 0.0
+        with StopFlag() as flag, progress_bar(self.max_steps, self.step, self.progress) as bar:
+            self.bar = bar
+            if cfg.snapshot_every and self.step == 0:
+                self.snapshot()  # emergence tables start from the untrained model
+            while self.step < self.max_steps and not (stop_at is not None and self.step >= stop_at):
+                lr = lr_at(self.step, cfg, self.max_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                torch.manual_seed(step_seed(cfg.seed, dist.rank, self.step))  # dropout: a function of the step
+                batches = [
+                    self.data.batch("train", self.step, m, cfg.batch_size, self.mc.block_size, cfg.seed,
+                                    dist.rank, dist.world, self.device)
+                    for m in range(cfg.grad_accum)
+                ]
+                s = self.step + 1
+                log_now = s % cfg.log_interval == 0 or s == self.max_steps
+                stats = train_step(self.net, self.optimizer, batches, self.groups, cfg.grad_clip, self.amp, log_now)
+                self.step, self.tokens_seen = s, self.tokens_seen + self.tokens_per_step
+                self.pending.append((s, stats))
+                bar.update(1)
+
+                eval_now = s % cfg.eval_interval == 0 or s == self.max_steps
+                snap_now = cfg.snapshot_every > 0 and (s % cfg.snapshot_every == 0 or s == self.max_steps)
+                want_stop = (flag.signum is not None and not dist.enabled) or s == stop_at
+                if log_now or eval_now or snap_now or want_stop:
+                    if self.sync(lr if log_now else None, stop_flag=flag.signum is not None):
+                        want_stop = True  # under DDP: some rank was signalled
+                if eval_now:
+                    self.evaluate_and_save()
+                if snap_now:
+                    self.snapshot()
+                if want_stop:
+                    stopped_by = flag.name or ("stop-at" if s == stop_at else "SIGTERM")
+                    break
+            if self.step != self.saved_step:
+                self.save()  # stopped by a signal or --stop-at between evaluations
+        seconds = time.perf_counter() - t_start
+        train_time = max(seconds - self.paused, 1e-9)
+        tps = (self.step - self.start_step) * self.tokens_per_step / train_time
+        return TrainResult(
+            step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
+            train_loss=self.train_loss, val_loss=self.val_loss, seconds=seconds, tokens_per_s=tps,
+            flops_per_s=self.model.flops_per_token() * tps, params=self.model.num_params(),
+            device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
+            stopped_by=stopped_by, is_main=dist.is_main,
+        )
+
+    def sync(self, lr: float | None, stop_flag: bool) -> bool:
+        """Read back the pending steps' numbers (one host sync), stop on a non-finite one, log.
+
+        Under DDP this is also where the ranks agree to stop; returns True when one was signalled.
+        """
+        pending, self.pending = self.pending, []
+        parts = [torch.stack([st.loss.float() for _, st in pending]), torch.stack([st.grad_norm.float() for _, st in pending])]
+        last = pending[-1][1]
+        if last.layer_norms is not None:
+            parts.append(last.layer_norms.float())
+        flat = torch.cat(parts)
+        if self.dist.enabled:
+            flat = self.dist.mean(torch.cat([flat, torch.tensor([float(stop_flag)], device=flat.device)]))
+        values = flat.tolist()
+        k = len(pending)
+        for i, (s, _) in enumerate(pending):
+            if not (math.isfinite(values[i]) and math.isfinite(values[k + i])):
+                what = "loss" if not math.isfinite(values[i]) else "gradient norm"
+                raise TrainingError(self._nonfinite_message(s, what, values[i] if what == "loss" else values[k + i]))
+        self.train_loss = values[k - 1]
+        if lr is not None:
+            now = time.perf_counter()
+            busy = now - self.t_log - (self.paused - self.paused_at_log)
+            tps = (self.tokens_seen - self.tokens_at_log) / max(busy, 1e-9)
+            self.t_log, self.tokens_at_log, self.paused_at_log = now, self.tokens_seen, self.paused
+            layers = values[2 * k : 2 * k + self.mc.n_layer + 1] if last.layer_norms is not None else []
+            self.metrics.write({
+                "kind": "train", "step": self.step, "loss": self.train_loss, "lr": lr, "tokens_per_s": round(tps, 1),
+                "tokens_seen": self.tokens_seen, "grad_norm": values[2 * k - 1], "grad_norm_layers": layers,
+            })
+            self.bar.set_postfix(loss=f"{self.train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", refresh=False)
+        return self.dist.enabled and values[-1] > 0
+
+    def _nonfinite_message(self, step: int, what: str, value: float) -> str:
+        kept = (
+            f"the last good checkpoint, {self.paths.latest} (step {self.saved_step}), is kept"
+            if self.saved_step > 0 or self.paths.latest.exists()
+            else "no checkpoint had been saved yet"
+        )
+        return (
+            f"the {what} became non-finite ({value}) at step {step}; training stopped without saving, "
+            f"{kept}. Lower --lr (it is {self.cfg.lr:g}), keep --grad-clip on, or check the tokens"
+        )
+
+    # ------------------------------------------------------------------ evaluation and saving
+
+    def evaluate_and_save(self) -> None:
+        t = time.perf_counter()
+        result = evaluate(self.model, self.data, self.cfg, self.dist, self.device, self.amp)
+        self.val_loss = result["val_loss"]
+        self.metrics.write({"kind": "eval", "step": self.step, **result})
+        self.say(f"step {self.step}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
+        self.paused += time.perf_counter() - t
+        self.save()
+
+    def info(self) -> ckpt.CheckpointInfo:
+        extra = {"train_loss": self.train_loss, "val_loss": self.val_loss, "preset": self.cfg.preset}
+        return ckpt.CheckpointInfo(self.mc, self.step, self.tokens_seen, self.data.tokenizer_sha256, extra)
+
+    def save(self) -> None:
+        t = time.perf_counter()
+        if self.dist.is_main:
+            state = {**ckpt.optimizer_tensors(self.model, self.optimizer), **ckpt.rng_tensors()}
+            meta = {
+                "train_config": self.cfg.to_json(),
+                "tokens_seen": str(self.tokens_seen),
+                "world_size": str(self.dist.world),
+                # the sampler is stateless: a step's batches are a function of (seed, step)
+                "data": json.dumps({"folder": str(self.data.folder), "sampler": "seeded-per-step", "cursor": self.step}),
+            }
+            ckpt.save_checkpoint_pair(self.paths.latest, self.paths.latest_state, self.model, self.info(), state, meta)
+        self.saved_step = self.step
+        self.paused += time.perf_counter() - t
+
+    def snapshot(self) -> None:
+        t = time.perf_counter()
+        if self.dist.is_main:
+            ckpt.save_weights(self.paths.snapshot(self.step), self.model, self.info())
+        self.paused += time.perf_counter() - t
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+
+
+def model_cfg_line(model: GPT) -> str:
+    c = model.config
+    return f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, vocab {c.vocab_size}"
+
+
+def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:
+    """Resuming on other tokens than the run was trained on would silently change the run."""
+    ours, theirs = data.tokenizer_sha256, info.tokenizer_sha256
+    if ours and theirs and ours != theirs:
+        raise CheckpointError(
+            f"tokenizer mismatch: {paths.latest} was trained on tokens of tokenizer sha256 {theirs[:12]}, "
+            f"{data.folder}/meta.json names {ours[:12]}; resume with the run's own tokens (--data) or --restart"
+        )
+    if data.vocab_size > info.config.vocab_size:
+        raise CheckpointError(
+            f"vocabulary mismatch: {paths.latest} has {info.config.vocab_size} token embeddings, the tokens in "
+            f"{data.folder} come from a vocabulary of {data.vocab_size}; resume with the run's own tokens or --restart"
+        )

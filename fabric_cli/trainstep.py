@@ -1,0 +1,212 @@
+"""The pieces training is built from: the step, the schedule, evaluation, the process group
+under torchrun, and signal handling. fabric_cli.train puts them together into the loop;
+benchmarks/train_throughput.py times the same `train_step`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.data import EVAL_STREAM, TokenData
+from fabric_cli.device import choose_device
+from fabric_cli.metrics import LayerGroups
+from fabric_cli.model import GPT
+
+
+@dataclass
+class StepStats:
+    loss: torch.Tensor  # mean over the micro-steps, 0-d, still on the device
+    grad_norm: torch.Tensor  # total, before clipping
+    layer_norms: torch.Tensor | None  # (n_layer + 1,) on log steps
+
+
+def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr` at `max_steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    groups: LayerGroups,
+    grad_clip: float,
+    amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    layer_norms: bool = False,
+) -> StepStats:
+    """One optimizer step over `batches` (the micro-steps). No host sync: results stay tensors."""
+    no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce gradients on the last micro-step only
+    loss_sum = None
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        with (contextlib.nullcontext() if last or no_sync is None else no_sync()):
+            with amp():
+                _, loss = model(x, y)
+            (loss / len(batches)).backward()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    grads = [p.grad for p in groups.params]
+    if layer_norms:
+        total, layers = groups.norms(grads)
+    else:
+        total, layers = torch.nn.utils.get_total_norm(grads, foreach=True), None
+    if grad_clip > 0:
+        torch.nn.utils.clip_grads_with_norm_(groups.params, grad_clip, total, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepStats(loss_sum / len(batches), total, layers)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+    # fused AdamW: one kernel for all parameters on CUDA and on the CPU
+    return torch.optim.AdamW(
+        model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True
+    )
+
+
+@torch.no_grad()
+def evaluate(model: GPT, data: TokenData, cfg: TrainConfig, dist: "Dist", device: str, amp) -> dict:
+    """Mean loss on the same `eval_batches` windows of each split every time (comparable over steps)."""
+    model.eval()
+    out = {}
+    for split in ("val", "train"):
+        losses = []
+        for i in range(cfg.eval_batches):
+            x, y = data.batch(split, EVAL_STREAM, i, cfg.batch_size, model.config.block_size, cfg.seed, dist.rank, dist.world, device)
+            with amp():
+                losses.append(model(x, y)[1].float())
+        out[split] = dist.mean(torch.stack(losses).mean()).item()
+    model.train()
+    return {"val_loss": out["val"], "train_loss": out["train"]}
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    """The process group under torchrun (RANK and WORLD_SIZE set), or a single process."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # where collectives' tensors live (nccl needs CUDA tensors)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, requested_device: str) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if "RANK" not in os.environ or world <= 1:
+            return cls()
+        import torch.distributed as td
+
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        choice = choose_device(requested_device)
+        device = f"cuda:{local}" if choice.device.startswith("cuda") else "cpu"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+        td.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        return cls(rank, world, local, device)
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of `t` over ranks (gloo has no AVG, so SUM then divide)."""
+        if not self.enabled:
+            return t
+        import torch.distributed as td
+
+        t = t.to(self.device).clone()
+        td.all_reduce(t, op=td.ReduceOp.SUM)
+        return t / self.world
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as td
+
+            td.barrier()
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as td
+
+            if td.is_initialized():
+                td.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class StopFlag:
+    """SIGINT / SIGTERM ask the loop to save and stop at the next step; a second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now, without saving
+        self.signum = signum
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch RNG seed (dropout) for one step of one rank."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def amp_for(device: str, dtype: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if device.startswith("cuda") and dtype == "bfloat16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def build_model(model_cfg: ModelConfig, seed: int) -> GPT:
+    torch.manual_seed(seed)  # the initial weights are a function of the seed
+    return GPT(model_cfg)
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr, unit="step",
+                dynamic_ncols=True, leave=True, desc="train")
+
+
+def remove_run_outputs(paths: RunPaths) -> None:
+    """--restart: delete the checkpoints, snapshots and metrics of the previous run."""
+    for p in [paths.latest, paths.latest_state, paths.metrics, *paths.snapshots()]:
+        Path(p).unlink(missing_ok=True)

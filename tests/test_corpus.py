@@ -1,0 +1,284 @@
+"""The Chronicles corpus and its probe suites: determinism, agreement, held-out pairs, the CLI, the bundled data.
+
+The checks read the generated text back through the lexicon alone (not the generator's own
+bookkeeping), so a generator bug that writes a wrong pronoun or a wrong span shows up here.
+"""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fabric_cli import corpus, grammar, lexicon, story
+from fabric_cli.cli import app
+from fabric_cli.config import bundled_corpus, probes_dir
+from fabric_cli.corpus import SUITES, generate_corpus, generate_suite, is_heldout_pair, parse_size, write_corpus
+from fabric_cli.errors import InputError
+from fabric_cli.lexicon import CATEGORIES, NAME_CLASS, NOUN_CLASS, PRONOUN_CLASS, mention_class
+
+WORD = re.compile(r"[A-Za-z]+")
+# every word that may follow a pronoun and belongs to one category: verbs' first words, possessions, gifts
+CATEGORY_OF_WORD = {w: c.name for c in CATEGORIES for w in [v.split()[0] for v in c.verbs] + list(c.items) + list(c.gifts)}
+
+
+# what may follow each pronoun: "it" is a subject or an object, "her" an object or a possessive
+SLOTS = {"she": ("subj",), "he": ("subj",), "they": ("subj",), "it": ("subj", "obj"), "him": ("obj",),
+         "them": ("obj",), "her": ("obj", "poss"), "his": ("poss",), "its": ("poss",), "their": ("poss",)}
+
+
+def words_of(category) -> dict[str, set[str]]:
+    return {"subj": {v.split()[0] for v in category.verbs}, "poss": set(category.items), "obj": set(category.gifts)}
+
+
+def nouns_in(text: str) -> set[str]:
+    """The lexicon nouns a text mentions (named people count by their role)."""
+    return {w for w in WORD.findall(text) if w in NOUN_CLASS}
+
+
+def characters_in(text: str) -> dict[str, set[str]]:
+    """agreement class -> the categories of the story's characters of that class, read from the text."""
+    found: dict[str, set[str]] = {}
+    for m in re.finditer(r"\b([A-Z][a-z]+) the ([a-z]+)\b", text):  # "Ada the professor"
+        if m.group(1) in NAME_CLASS and m.group(2) in NOUN_CLASS:
+            found.setdefault(NAME_CLASS[m.group(1)], set()).add(NOUN_CLASS[m.group(2)][1].name)
+    for w in WORD.findall(text):
+        cls, cat = NOUN_CLASS.get(w, (None, None))
+        if cls is not None:
+            found.setdefault(cls, set()).add(cat.name)
+    return found
+
+
+# --------------------------------------------------------------------------- the lexicon
+
+
+def test_lexicon_is_broad_and_its_category_words_are_disjoint():
+    counts = lexicon.counts()
+    assert counts["nouns"] >= 300 and counts["f"] >= 40 and counts["m"] >= 40 and counts["pl"] >= 100
+    assert counts["n"] >= 40 and counts["names"] >= 80
+    for slot in ("subj", "poss", "obj"):
+        owners: dict[str, str] = {}
+        for c in CATEGORIES:
+            for w in words_of(c)[slot]:
+                assert owners.setdefault(w, c.name) == c.name, f"{slot} word {w!r} in {owners[w]} and {c.name}"
+    everything = [w for c in CATEGORIES for w in CATEGORY_OF_WORD if CATEGORY_OF_WORD[w] == c.name]
+    assert len(everything) == len(set(everything)), "a word follows pronouns of two categories"
+    generic = {w for table in (grammar.GENERIC, grammar.MOOD, grammar.SEE) for ws in table.values() for w in ws}
+    assert not generic & set(CATEGORY_OF_WORD), "a plain word is also a category's word"
+
+
+def test_no_lexicon_noun_hides_in_phrases():
+    """A noun inside a verb phrase or a scene would make a character out of nothing."""
+    phrases = [p for c in CATEGORIES for p in c.verbs + c.items + c.gifts]
+    phrases += [*grammar.SCENES, *grammar.PLACES, *grammar.SEA_PLACES, *grammar.OPENERS, *grammar.CLOSINGS,
+                *grammar.ADVERBS, *grammar.GIVERS, *grammar.LINES]
+    for p in phrases:
+        bad = [w for w in WORD.findall(p) if w in NOUN_CLASS or w in NAME_CLASS]
+        assert not bad, f"{p!r} holds the lexicon word(s) {bad}"
+
+
+# --------------------------------------------------------------------------- the stories
+
+
+def test_generator_is_deterministic_for_a_seed_and_differs_across_seeds():
+    a = list(generate_corpus(n_stories=40, seed=0))
+    assert a == list(generate_corpus(n_stories=40, seed=0))
+    b = list(generate_corpus(n_stories=40, seed=1))
+    assert a != b and len(set(a) & set(b)) < 3
+
+
+def test_size_in_characters_is_met_by_whole_stories():
+    stories = list(generate_corpus(n_chars=5000, seed=4))
+    assert len("\n\n".join(stories)) >= 5000 > len("\n\n".join(stories[:-1]))
+    with pytest.raises(InputError):
+        list(generate_corpus(n_stories=3, n_chars=100))
+    with pytest.raises(InputError):
+        generate_corpus(n_stories=0)
+
+
+def test_stories_are_paragraphs_of_sentences():
+    for s in generate_corpus(n_stories=300, seed=5):
+        assert "\n" not in s and "  " not in s and "{" not in s
+        assert s[0].isupper() and s.endswith((".", "!"))
+        for sentence_start in re.findall(r"[.!] ([a-zA-Z])", s):
+            assert sentence_start.isupper(), s
+
+
+def test_each_pronoun_has_one_referent_and_the_next_word_is_its_categorys():
+    """The point of the corpus: what follows a pronoun is predictable only from who it means."""
+    followed = 0
+    for s in generate_corpus(n_stories=400, seed=6):
+        chars = characters_in(s)
+        assert all(len(cats) == 1 for cats in chars.values()), f"two characters share a pronoun: {chars}\n{s}"
+        assert len(chars) >= 2
+        for m in re.finditer(r"\b(she|he|it|they|her|him|his|its|their|them)\b (\w+)", s, flags=re.I):
+            pron, nxt = m.group(1).lower(), m.group(2)
+            if nxt in CATEGORY_OF_WORD:
+                owners = chars.get(PRONOUN_CLASS[pron], set())
+                assert owners == {CATEGORY_OF_WORD[nxt]}, f"{m.group(0)!r}: nobody of category {CATEGORY_OF_WORD[nxt]}\n{s}"
+                followed += 1
+    assert followed > 1000
+
+
+def test_training_never_pairs_held_out_nouns():
+    pairs = set()
+    for s in generate_corpus(n_stories=1500, seed=7):
+        pairs |= {frozenset(p) for p in itertools.combinations(sorted(nouns_in(s)), 2)}
+    assert pairs and not [p for p in pairs if is_heldout_pair(*p)]
+    held = {frozenset(p) for p in itertools.combinations(sorted(NOUN_CLASS), 2) if is_heldout_pair(*p)}
+    assert 0.2 < len(held) / (len(NOUN_CLASS) * (len(NOUN_CLASS) - 1) / 2) < 0.3
+
+
+# --------------------------------------------------------------------------- the probe suites
+
+
+def check_item(item: dict, kind: str) -> tuple[str, str]:
+    """Every promise an item makes, checked from its text; returns the (referent, distractor) nouns."""
+    assert list(item) == ["id", "text", "pronoun", "referent", "distractors", "continuations", "ambiguous"]
+    text = item["text"]
+    assert item["id"].startswith(kind + "-") and item["ambiguous"] is False
+    spans = [item["pronoun"], item["referent"], *item["distractors"]]
+    for s, e in spans:
+        assert 0 <= s < e <= len(text) and text[s:e] == text[s:e].strip()
+    pronoun = text[slice(*item["pronoun"])]
+    referent = text[slice(*item["referent"])]
+    distractors = [text[slice(*d)] for d in item["distractors"]]
+    assert item["pronoun"][1] == len(text), "the text ends right after the pronoun"
+    assert 0 < item["referent"][0] and item["referent"][1] <= item["pronoun"][0] and distractors
+    assert all(0 < d[0] and d[1] <= item["pronoun"][0] for d in item["distractors"])
+    cls = PRONOUN_CLASS[pronoun.lower()]
+    assert mention_class(referent) == cls, f"{referent!r} does not agree with {pronoun!r}: {text}"
+    for d in distractors:
+        assert mention_class(d) != cls, f"distractor {d!r} agrees with {pronoun!r}: {text}"
+    ref_cat = NOUN_CLASS[referent.split()[-1]][1]
+    dis_cat = NOUN_CLASS[distractors[0].split()[-1]][1]
+    slots = SLOTS[pronoun.lower()]
+    c0, c1 = (c.removeprefix(" ") for c in item["continuations"])
+    assert all(c.startswith(" ") for c in item["continuations"])
+    for word, cat in ((c0, ref_cat), (c1, dis_cat)):
+        assert any(word in words_of(cat)[slot] for slot in slots), f"{word!r} can't follow {pronoun!r} for {cat.name}"
+    return referent.split()[-1], distractors[0].split()[-1]
+
+
+@pytest.mark.parametrize("kind", SUITES)
+def test_suite_items_are_correct(kind):
+    items = generate_suite(kind, n=120, seed=3)
+    assert len(items) == 120 and len({it["text"] for it in items}) == 120
+    assert generate_suite(kind, n=10, seed=3) == items[:10]
+    for item in items:
+        ref, dis = check_item(item, kind)
+        assert is_heldout_pair(ref, dis)
+        text, r, ds = item["text"], item["referent"], item["distractors"]
+        classes = {mention_class(text[slice(*r)]), mention_class(text[slice(*ds[0])])}
+        if kind == "gender":
+            assert classes == {"f", "m"}
+        elif kind == "number":
+            assert "pl" in classes and len(classes) == 2
+        elif kind == "referent_first":
+            assert all(r[0] < d[0] for d in ds)
+        elif kind == "referent_second":
+            assert ds[0][0] < r[0]
+        else:  # long_distance: at least two whole sentences between the referent and the pronoun
+            assert len(re.findall(r"[.!] ", text[r[1] : item["pronoun"][0]])) >= 3
+    order = corpus.baselines(items)
+    if kind in ("gender", "number"):
+        assert 0.35 < order["nearest"] < 0.65, "the referent must not be guessable from its position"
+
+
+def test_suite_pairings_never_occur_in_training_text():
+    train = set()
+    for s in generate_corpus(n_stories=1500, seed=0):
+        train |= {frozenset(p) for p in itertools.combinations(nouns_in(s), 2)}
+    for kind in SUITES:
+        for item in generate_suite(kind, n=80, seed=1):
+            ref, dis = check_item(item, kind)
+            assert frozenset((ref, dis)) not in train
+
+
+# --------------------------------------------------------------------------- files and the CLI
+
+
+def test_parse_size():
+    assert [parse_size(s) for s in ("4MB", "500KB", "1.5k", "2KiB", "300", " 2 mb ")] == [
+        4_000_000, 500_000, 1500, 2048, 300, 2_000_000]
+    for bad in ("", "4QB", "-3", "0", "MB"):
+        with pytest.raises(InputError):
+            parse_size(bad)
+
+
+def test_write_corpus_is_atomic(tmp_path):
+    out = tmp_path / "c.txt"
+    out.write_text("old")
+    with pytest.raises(InputError):
+        write_corpus(out, n_chars=0)
+    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+    summary = write_corpus(out, n_stories=25, seed=2)
+    text = out.read_text()
+    assert text == "\n\n".join(generate_corpus(n_stories=25, seed=2)) + "\n"
+    assert (summary.stories, summary.characters, summary.words) == (25, len(text), len(text.split()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_cli_writes_a_corpus_and_suites(runner, tmp_path):
+    out, folder = tmp_path / "stories.txt", tmp_path / "probes"
+    r = runner.invoke(app, ["corpus", str(out), "--size", "20KB", "--seed", "3",
+                            "--suites", str(folder), "--suite-size", "12", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    text = out.read_text()
+    assert text == "\n\n".join(generate_corpus(n_chars=20_000, seed=3)) + "\n"
+    assert result["corpus"]["stories"] == text.count("\n\n") + 1 and result["corpus"]["characters"] == len(text)
+    assert [s["suite"] for s in result["suites"]] == list(SUITES)
+    for kind in SUITES:
+        lines = (folder / f"{kind}.jsonl").read_text().splitlines()
+        assert [json.loads(x) for x in lines] == generate_suite(kind, 12, 1)
+    r = runner.invoke(app, ["corpus", str(tmp_path / "few.txt"), "--stories", "3"])
+    assert r.exit_code == 0 and "3 stories" in r.stdout
+
+
+def test_cli_errors_are_one_line(runner, tmp_path):
+    for args in (["corpus"], ["corpus", str(tmp_path / "x.txt"), "--size", "4QB"], ["corpus", str(tmp_path)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and r.output.startswith("fabric: error: ") and r.output.count("\n") == 1, r.output
+    assert not (tmp_path / "x.txt").exists()
+
+
+# --------------------------------------------------------------------------- the bundled data
+
+
+def test_bundled_corpus_is_the_seed_0_corpus():
+    path = bundled_corpus()
+    assert 3_000_000 <= path.stat().st_size <= 6_000_000
+    with path.open(encoding="utf-8") as f:
+        head = f.read(200_000)
+    stories = head.split("\n\n")[:-1]  # the last one may be cut by the read
+    assert stories == list(generate_corpus(n_stories=len(stories), seed=0)), "regenerate data/chronicles.txt"
+    pairs = {frozenset(p) for s in stories for p in itertools.combinations(nouns_in(s), 2)}
+    assert not [p for p in pairs if is_heldout_pair(*p)]
+
+
+@pytest.mark.parametrize("kind", SUITES)
+def test_bundled_suites_parse_and_match_the_generator(kind):
+    from fabric_cli.probe.suites import load_file
+
+    path = probes_dir() / f"{kind}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == corpus.CorpusConfig().suite_size
+    assert [json.loads(x) for x in lines[:30]] == generate_suite(kind, 30, corpus.CorpusConfig().suite_seed)
+    items = load_file(path)  # the probe's own reader accepts every line
+    assert len(items) == len(lines) and all(not it.ambiguous for it in items)
+
+
+def test_docs_examples_and_no_torch():
+    for module in (corpus, story, lexicon):
+        assert doctest.testmod(module).failed == 0
+    code = "import sys, fabric_cli.corpus; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert Path(corpus.__file__).read_text().count("\n") < 400

@@ -1,0 +1,282 @@
+"""Sampling filters, the cached loop against recomputation, streaming text, and `fabric generate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import pre_tokenizers, trainers
+
+from fabric_cli.checkpoint import CheckpointInfo, save_weights
+from fabric_cli.cli import app
+from fabric_cli.config import RunPaths, SampleConfig, preset
+from fabric_cli.errors import InputError
+from fabric_cli.generate import StreamDecoder, complete, filter_logits, generate, load_engine, sample_next
+from fabric_cli.model import GPT
+from fabric_cli.tokenizer import eot_id, new_tokenizer, tokenizer_sha256, train_tokenizer
+
+TEXT = [
+    "The professor finished her lecture before the janitor arrived.",
+    "The queen thanked them. 猫が好きです。日本語の文章。 The dog barked 🐕🦊 at the moon.",
+    "Mrs Okafor read their notes. Zürich, café, naïve: ünïcödé everywhere.",
+] * 20
+UNICODE_PROMPT = "日本語の猫 🦊 café"
+
+
+def _steer_eot(model: GPT, eot: int, always: bool) -> None:
+    """Make the end-of-text logit hugely negative (never) or positive (always), by construction.
+
+    Feature 0 of the final state gets a bias of 10, read by EOT's (tied) embedding row alone: every
+    other row's feature 0 is zeroed, so their logits are untouched, while the normalized state is at
+    most sqrt(n_embd) = 4 long, so EOT's logit is 5 * (10 +- 4): always far below (or above) the rest.
+    """
+    with torch.no_grad():
+        wte = model.transformer.wte.weight  # (V, C)
+        wte[:, 0] = 0.0
+        wte[eot, 0] = 5.0 if always else -5.0
+        model.transformer.ln_f.bias[0] += 10.0
+
+
+def _make_run(root: Path, tok, always_eot: bool = False, vocab_size: int | None = None, record_sha: bool = True) -> RunPaths:
+    """A run directory with `tok` and a tiny random-weight model (context 16) that matches it."""
+    paths = RunPaths(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tok.save(str(paths.tokenizer))
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=vocab_size or tok.get_vocab_size())).eval()
+    with torch.no_grad():  # GPT-2's small init makes a random model repeat one token; larger weights vary
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    if eot_id(tok) is not None:
+        _steer_eot(model, eot_id(tok), always_eot)
+    sha = tokenizer_sha256(paths.tokenizer) if record_sha else None
+    save_weights(paths.latest, model, CheckpointInfo(model.config, step=7, tokenizer_sha256=sha))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(TEXT, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def run(tok, tmp_path_factory) -> RunPaths:
+    return _make_run(tmp_path_factory.mktemp("gen") / "run", tok)
+
+
+@pytest.fixture(scope="module")
+def engine(run):
+    return load_engine(run.latest, run.tokenizer, "cpu")
+
+
+def _cli(runner, run: RunPaths, *args, input=None):
+    return runner.invoke(app, ["generate", "--run", str(run.root), "--device", "cpu", *args], input=input)
+
+
+def _json(runner, run, *args):
+    r = _cli(runner, run, "--json", *args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def test_top_p_keeps_exactly_the_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])  # second row: same, reversed
+    for p, kept in [(0.8, 2), (0.81, 3), (0.5, 1), (0.96, 4), (1.0, 4)]:
+        mask = filter_logits(probs.log(), SampleConfig(temperature=1.0, top_p=p)).isfinite()
+        assert mask[0].tolist() == [i < kept for i in range(4)], p
+        assert mask[1].tolist() == [i >= 4 - kept for i in range(4)], p  # order restored per row
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(probs.log().repeat(500, 1), SampleConfig(temperature=1.0, top_p=0.8), g)  # (1000,)
+    assert set(draws[0::2].tolist()) == {0, 1} and set(draws[1::2].tolist()) == {2, 3}
+
+
+def test_top_k_and_temperature_zero():
+    torch.manual_seed(1)
+    logits = torch.randn(64, 50)
+    greedy = sample_next(logits, SampleConfig(temperature=0))
+    assert torch.equal(greedy, logits.argmax(-1))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(sample_next(logits, SampleConfig(temperature=1.5, top_k=1), g), greedy)
+    kept = filter_logits(logits, SampleConfig(temperature=1.0, top_k=3)).isfinite()
+    assert kept.sum(-1).eq(3).all()
+    assert torch.equal(kept, torch.zeros_like(kept).scatter(1, logits.topk(3).indices, True))
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.01), dict(top_k=-1),
+                                    dict(num_samples=0), dict(stop=("",))])
+def test_sample_config_refuses_bad_values(kwargs):
+    with pytest.raises(InputError):
+        SampleConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _reference_greedy(model: GPT, ids: torch.Tensor, n: int, keep: int) -> torch.Tensor:
+    """The definition, written out: the whole window each step; when full, keep the last `keep`."""
+    out, window = [], ids
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model(window)[0][:, -1].argmax(-1)  # (B,)
+            out.append(nxt)
+            window = torch.cat([window, nxt[:, None]], dim=1)
+            if window.size(1) > model.config.block_size:
+                window = window[:, -keep:]
+    return torch.stack(out, dim=1)  # (B, n)
+
+
+@pytest.mark.parametrize("slide", [0, 5])
+def test_greedy_with_cache_equals_without_and_slides_past_the_context(engine, slide):
+    model, block = engine.model, engine.model.config.block_size
+    ids = torch.randint(0, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(3))
+    n = 3 * block  # the window slides several times
+    runs = {}
+    for use_cache in (True, False):
+        cfg = SampleConfig(temperature=0, max_new_tokens=n, use_cache=use_cache, slide=slide)
+        runs[use_cache] = torch.stack(list(generate(model, ids, cfg)), dim=1)  # (B, n)
+    assert runs[True].shape == (2, n)
+    assert torch.equal(runs[True], runs[False])
+    assert torch.equal(runs[True], _reference_greedy(model, ids, n, slide or block // 2))
+    assert len(set(runs[True][0].tolist())) > 3  # not a degenerate constant model
+
+
+def test_top_k_one_generation_equals_greedy(engine):
+    ids = torch.tensor([[1, 2, 3]])
+    greedy = list(generate(engine.model, ids, SampleConfig(temperature=0, max_new_tokens=20)))
+    g = torch.Generator().manual_seed(5)
+    topk1 = list(generate(engine.model, ids, SampleConfig(temperature=1.0, top_k=1, max_new_tokens=20), g))
+    assert torch.equal(torch.stack(greedy), torch.stack(topk1))
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_stream_decoder_never_splits_a_character(tok):
+    ids = tok.encode(UNICODE_PROMPT, add_special_tokens=False).ids
+    assert len(ids) > len(UNICODE_PROMPT)  # some characters really are split across tokens
+    d = StreamDecoder(tok)
+    pieces = [d.push([i]) for i in ids] + [d.finish()]
+    assert "".join(pieces) == UNICODE_PROMPT and not any("\ufffd" in p for p in pieces)
+
+
+def test_stream_decoder_holds_a_possible_stop_string():
+    class Chars:  # one token per character
+        def decode(self, ids):
+            return "".join(map(chr, ids))
+
+    d = StreamDecoder(Chars(), stop=["\n\n", "END"])
+    out = [d.push([ord(c)]) for c in "ab\nEN c\nEND x"]
+    assert "".join(out) == "ab\nEN c\n" == d.text and d.stopped
+    assert out[2] == "" and out[3] == "\n"  # "\n" waits (could begin "\n\n"), then "E" waits instead
+    assert out[4] == "" and out[5] == "EN "  # "EN" waits until " " shows it is not "END"
+
+
+def test_streamed_text_equals_final_text_unicode(engine):
+    pieces = []
+    cfg = SampleConfig(temperature=1.0, max_new_tokens=60, seed=11)
+    result = complete(engine, UNICODE_PROMPT, cfg, on_text=lambda row, s: pieces.append(s))
+    assert "".join(pieces) == result.completions[0]
+    assert len(pieces) > 5 and result.new_tokens == 60 and result.finish_reasons == ["length"]
+
+
+def test_same_seed_same_text_other_seed_other_text(engine):
+    def text(seed):
+        return complete(engine, "The queen", SampleConfig(max_new_tokens=30, seed=seed)).completions[0]
+
+    assert text(1) == text(1)
+    assert text(1) != text(2)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_streams_and_reports(runner, run, engine):
+    r = _cli(runner, run, "The professor", "-n", "40", "--seed", "3", "--top-k", "20", "--top-p", "0.9")
+    assert r.exit_code == 0, r.output
+    cfg = SampleConfig(max_new_tokens=40, seed=3, top_k=20, top_p=0.9)
+    assert r.stdout == "The professor" + complete(engine, "The professor", cfg).completions[0] + "\n"
+    assert "40 tokens" in r.stderr and "tokens/s" in r.stderr and "first after" in r.stderr
+    quiet = _cli(runner, run, "The professor", "-n", "5", "--quiet", "--no-echo")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_cli_json_num_samples_and_stdin(runner, run):
+    out = _json(runner, run, "The dog", "-n", "12", "--num-samples", "3", "--seed", "4", "--no-cache")
+    assert len(out["completions"]) == 3 and len(set(out["completions"])) == 3  # one batch, three draws
+    assert out["new_tokens"] == 36 and out["cache"] is False and out["tokens_per_s"] > 0
+    assert out["step"] == 7 and out["time_to_first_token_s"] > 0
+    piped = _cli(runner, run, "-", "--json", "-n", "12", "--num-samples", "3", "--seed", "4", input="The dog")
+    assert json.loads(piped.stdout)["prompt"] == "The dog"
+    text = _cli(runner, run, "The dog", "-n", "12", "--num-samples", "3", "--seed", "4")
+    assert text.exit_code == 0, text.output
+    for i, completion in enumerate(json.loads(piped.stdout)["completions"], 1):
+        assert f"--- sample {i} ---\nThe dog{completion}\n" in text.stdout
+
+
+def test_cli_stop_string_ends_the_completion_and_is_not_printed(runner, run):
+    full = _json(runner, run, "The queen", "-t", "0", "-n", "40")["completions"][0]
+    stop = full[12:15]
+    assert len(full) > 20 and stop.strip()
+    expected = full[: full.find(stop)]
+    out = _json(runner, run, "The queen", "-t", "0", "-n", "40", "--stop", stop, "--stop", "never seen")
+    assert out["completions"] == [expected] and out["finish_reasons"] == ["stop"]
+    streamed = _cli(runner, run, "The queen", "-t", "0", "-n", "40", "--stop", stop, "--no-echo")
+    assert streamed.stdout == expected + "\n"
+
+
+def test_cli_interactive_matches_one_shot(runner, run):
+    r = _cli(runner, run, "--interactive", "-t", "0", "-n", "10", "-q", input="The dog\n\nThe queen\n")
+    assert r.exit_code == 0, r.output
+    one = [_json(runner, run, p, "-t", "0", "-n", "10")["completions"][0] for p in ("The dog", "The queen")]
+    assert r.stdout == f"{one[0]}\n{one[1]}\n"
+    assert r.stderr.count("> ") == 4  # asked three times, and once more before Ctrl-D (end of input)
+
+
+def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run):
+    out = _json(runner, run, "", "-n", "5", "--seed", "1")
+    assert out["prompt_tokens"] == 1 and out["new_tokens"] == 5
+    r = _cli(runner, run, "--json", "-n", "3", "word " * 40)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["prompt_tokens"] == 16 and "keeping the last 16" in r.stderr
+
+
+def test_cli_stops_at_end_of_text(runner, tok, tmp_path):
+    run = _make_run(tmp_path / "eot", tok, always_eot=True)
+    out = _json(runner, run, "The dog", "-n", "50")
+    assert out["completions"] == [""] and out["finish_reasons"] == ["eot"] and out["new_tokens"] == 1
+
+
+def _error(r) -> str:
+    assert r.exit_code == 1 and r.stdout == "", r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fabric: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-t", "-1"], "--temperature"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
+    (["--top-k", "-3"], "--top-k"), (["--num-samples", "0"], "--num-samples"),
+])
+def test_cli_bad_sampling_values(runner, run, args, says):
+    assert says in _error(_cli(runner, run, "hi", *args))
+
+
+def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
+    assert "fabric train" in _error(_cli(runner, RunPaths(tmp_path / "empty"), "hi"))
+    other = train_tokenizer(["completely different text for another tokenizer"] * 5, vocab_size=280)
+    other.save(str(tmp_path / "other.json"))
+    msg = _error(_cli(runner, run, "hi", "--tokenizer", str(tmp_path / "other.json")))
+    assert "tokenizer mismatch" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg
+    small = _make_run(tmp_path / "small", tok, vocab_size=200, record_sha=False)  # no sha: the size check speaks
+    assert "vocabulary of 200" in _error(_cli(runner, small, "hi"))
+    plain = new_tokenizer()  # a byte-level BPE trained without the end-of-text token
+    plain.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    no_eot = _make_run(tmp_path / "noeot", plain)
+    assert "end-of-text" in _error(_cli(runner, no_eot, ""))
+    assert _cli(runner, no_eot, "hi", "-n", "3", "-q").exit_code == 0  # a real prompt needs no EOT

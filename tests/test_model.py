@@ -1,0 +1,156 @@
+"""The model's three paths agree, checkpoints round-trip and refuse what does not fit, layering holds."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info, save_weights
+from fabric_cli.config import Head, ModelConfig, parse_head, preset
+from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.model import GPT, KVCache, Probe
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(preset("tiny", vocab_size=97)).eval()
+
+
+def test_probe_path_matches_fast_path(model):
+    idx = torch.randint(0, 97, (3, 16))
+    fast, _ = model(idx)
+    probe = Probe(capture_head_outputs=True)
+    slow, _ = model(idx, probe=probe)
+    torch.testing.assert_close(slow, fast, atol=1e-5, rtol=0)
+    assert len(probe.attention) == 2 and probe.attention[0].shape == (3, 2, 16, 16)
+    assert probe.head_outputs[1].shape == (3, 16, 2, 8)
+    att = probe.attention[0]
+    torch.testing.assert_close(att.sum(-1), torch.ones(3, 2, 16))  # rows are distributions
+    assert att.triu(diagonal=1).abs().max() == 0  # causal: nothing from the future
+
+
+def test_kv_cache_path_matches_fast_path(model):
+    idx = torch.randint(0, 97, (2, 16))
+    fast, _ = model(idx)
+    cache = KVCache(model.config, batch_size=2)
+    parts = [model(idx[:, :5], cache=cache)[0], model(idx[:, 5:9], cache=cache)[0]]  # prefill, then a chunk
+    parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(9, 16)]  # one token at a time
+    torch.testing.assert_close(torch.cat(parts, dim=1), fast, atol=1e-5, rtol=0)
+    assert cache.pos == 16
+    with pytest.raises(ValueError):
+        model(idx[:, :1], cache=cache)  # full: the caller must slide
+
+
+def test_ablation_zero_and_replacement(model):
+    idx = torch.randint(0, 97, (2, 16))
+    base, _ = model(idx)
+    probe = Probe(capture_head_outputs=True)
+    model(idx, probe=probe)
+    zeroed, _ = model(idx, probe=Probe(ablate={Head(1, 1): None}))
+    assert (zeroed - base).abs().max() > 1e-4
+    # replacing a head by its own output changes nothing: the hook is exact
+    same = probe.head_outputs[1][:, :, 1]  # (B, T, hs)
+    kept, _ = model(idx, probe=Probe(ablate={Head(1, 1): same}))
+    torch.testing.assert_close(kept, base, atol=1e-5, rtol=0)
+    # ablating a head in layer 1 leaves layer 0's patterns alone
+    p0, p1 = Probe(), Probe(ablate={Head(1, 0): None})
+    model(idx, probe=p0), model(idx, probe=p1)
+    torch.testing.assert_close(p0.attention[0], p1.attention[0])
+
+
+def test_loss_and_training_signal(model):
+    idx = torch.randint(0, 97, (2, 16))
+    _, loss = model.train()(idx, targets=idx)
+    assert abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5  # near chance at init
+    loss.backward()
+    assert model.transformer.wte.weight.grad is not None
+
+
+def test_weight_decay_groups(model):
+    decay, no_decay = model.param_groups(0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for p in decay["params"])
+    assert any("wte" in names[id(p)] for p in no_decay["params"])  # embeddings: no decay
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_config_validation_and_presets():
+    with pytest.raises(InputError, match="divisible"):
+        ModelConfig(n_embd=30, n_head=4)
+    cfg = preset("cpu", n_embd=64)
+    assert cfg.n_ff == 256 and cfg.n_layer >= 5 and cfg.n_head >= 8  # head 4.7 exists in the demo model
+    assert preset("gpt2").n_layer == 12 and preset("gpt2").head_size == 64
+    assert parse_head("4.7") == parse_head("L4H7") == Head(4, 7) and str(Head(4, 7)) == "4.7"
+    with pytest.raises(InputError):
+        parse_head("four.seven")
+
+
+def test_checkpoint_round_trip_and_checks(model, tmp_path):
+    path = tmp_path / "ck.safetensors"
+    save_weights(path, model, CheckpointInfo(model.config, step=7, tokenizer_sha256="ab" * 32))
+    loaded, info = load_model(path)
+    assert info.step == 7 and info.config == model.config
+    idx = torch.randint(0, 97, (1, 16))
+    torch.testing.assert_close(loaded(idx)[0], model(idx)[0], atol=0, rtol=0)
+    assert read_info(path).tokenizer_sha256 == "ab" * 32
+    with pytest.raises(CheckpointError, match="tokenizer mismatch"):
+        load_model(path, tokenizer_sha256="cd" * 32)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a safetensors"):
+        load_model(tmp_path / "junk.safetensors")
+    # no temporary files left behind by the atomic write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", "junk.safetensors"]
+
+
+def test_checkpoint_shape_mismatch_is_named(model, tmp_path):
+    from fabric_cli.checkpoint import load_weights
+
+    path = tmp_path / "ck.safetensors"
+    save_weights(path, model, CheckpointInfo(model.config))
+    other = GPT(preset("tiny", vocab_size=98))
+    with pytest.raises(CheckpointError, match="wte.weight"):
+        load_weights(path, other)
+
+
+# Dependencies point one way (STYLE.md): a module imports only modules of a strictly lower layer, so
+# nothing imports cli, and the stages (train, probe, generate, inspect) never import each other.
+LAYER = {
+    "errors": 0,
+    "config": 1, "files": 1,
+    "device": 2, "lexicon": 2, "grammar": 2,
+    "tokenizer": 3, "model": 3, "story": 3, "data": 3, "metrics": 3,
+    "checkpoint": 4, "corpus": 4, "trainstep": 4,
+    "train": 5, "probe": 5, "generate": 5, "inspection": 5,
+    "demo": 6,
+    "cli": 7,
+}
+
+
+def _imported_modules(node) -> list[str]:
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fabric_cli."):
+        return [node.module.split(".")[1]]
+    if isinstance(node, ast.ImportFrom) and node.module == "fabric_cli":  # from fabric_cli import grammar
+        return [a.name for a in node.names if a.name in LAYER]
+    if isinstance(node, ast.Import):
+        return [a.name.split(".")[1] for a in node.names if a.name.startswith("fabric_cli.")]
+    return []
+
+
+def test_imports_point_one_way():
+    pkg = Path(__file__).resolve().parent.parent / "fabric_cli"
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(pkg).with_suffix("")
+        mod = rel.parts[0]
+        if mod in ("__init__", "__main__"):
+            continue
+        assert mod in LAYER, f"{rel}: give the new module a layer in this test"
+        for node in ast.walk(ast.parse(path.read_text())):
+            for other in _imported_modules(node):
+                if other == mod:  # inside a package (probe/) its modules may import each other
+                    continue
+                assert other in LAYER, f"{rel} imports fabric_cli.{other}, which has no layer here"
+                assert LAYER[other] < LAYER[mod], f"{rel} (layer {LAYER[mod]}) imports {other} (layer {LAYER[other]})"

@@ -1,0 +1,135 @@
+"""`fabric probe` end to end on tiny checkpoints written by the test (CliRunner)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+from test_probe_world import make_tokenizer, planted_model, random_model, write_run, write_suite
+from typer.testing import CliRunner
+
+from fabric_cli.cli import app
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A run whose latest checkpoint has the planted head; snapshots at 100 (random), 200, 300."""
+    root = tmp_path_factory.mktemp("probe")
+    tok = make_tokenizer()
+    run = root / "run"
+    write_run(run, tok, planted_model(tok), step=300,
+              snapshots={100: random_model(tok, seed=0, std=0.3), 200: planted_model(tok, strength=1.5),
+                         300: planted_model(tok)})
+    write_suite(root / "toy.jsonl")
+    noisy = root / "mine.txt"
+    noisy.write_text("# hand-written\n[The queen] greeted <the king> before {she} sang. || sang | shouted\n"
+                     "{She} greeted [the queen] before the king sang.\n", encoding="utf-8")
+    rand = root / "random"
+    write_run(rand, tok, random_model(tok, seed=1), step=50)
+    return {"run": str(run), "suite": str(root / "toy.jsonl"), "noisy": str(noisy), "random": str(rand)}
+
+
+def probe(world, *args, run=None):
+    result = CliRunner().invoke(app, ["probe", "--run", run or world["run"], "--prompts", world["suite"], *args])
+    return result
+
+
+def test_ranking_names_the_planted_head_and_writes_the_report(world):
+    r = probe(world)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    first = lines[lines.index(next(x for x in lines if x.strip().startswith("rank"))) + 1].split()
+    assert first[:3] == ["1", "1.2", "100.0%"]
+    assert "[100]*" in r.stdout and "Pronoun head: 1.2" in r.stdout
+    report = json.loads(open(f"{world['run']}/probe/report.json").read())
+    assert report["named_head"] == "1.2" and report["ranking"][0] == "1.2"
+    assert report["checkpoint"]["step"] == 300 and len(report["checkpoint"]["sha256"]) == 64
+    assert report["grid"]["accuracy"][1][2] == 1.0 and len(report["heads"]) == 8
+    assert report["ambiguous"]["n"] == 3 and report["prompts"]["scored"] == 24
+
+
+def test_random_weights_say_plainly_that_no_head_was_found(world):
+    r = probe(world, run=world["random"])
+    assert r.exit_code == 0, r.output
+    assert "No pronoun head found" in r.stdout and "Pronoun head:" not in r.stdout
+
+
+def test_head_prompt_by_prompt(world):
+    r = probe(world, "--head", "L1H2", "--limit", "3")
+    assert r.exit_code == 0, r.output
+    assert "Head 1.2, prompt by prompt (first 3 of 27)" in r.stdout
+    shown = [x for x in r.stdout.splitlines() if x.startswith("  ✓ ") or x.startswith("  ✗ ")]
+    assert len(shown) == 3 and all("█" in x for x in shown)
+    assert "totals: accuracy 100.0% of 24" in r.stdout
+
+
+def test_head_out_of_range_states_the_models_shape(world):
+    r = probe(world, "--head", "7.3")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.strip() == ("fabric: error: head 7.3 does not exist: the model has 2 layers (0-1) "
+                                "and 4 heads (0-3)")
+
+
+def test_json_prints_the_report(world):
+    r = probe(world, "--json", "--head", "1.2", "--limit", "2")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report == json.loads(open(f"{world['run']}/probe/report.json").read())
+    assert report["head_detail"]["shown"] == 2 and report["head_detail"]["prompts"][0]["top"][0][1] > 0.9
+
+
+def test_ablate_without_head_takes_the_top_head(world):
+    r = probe(world, "--ablate", "--json", "--random-heads", "4")
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)["ablation"]
+    assert a["head"] == "1.2" and a["n"] == 24 and a["zero_drop"] > 3.0 and a["mean_drop"] > 3.0
+    assert len(a["random"]["heads"]) == 4 and a["random"]["zero_drop"]["max"] < 0.05
+    text = probe(world, "--ablate", "--random-heads", "4").stdout
+    assert "Ablation of head 1.2 on 24 prompts" in text and "4 random other heads" in text
+
+
+def test_over_checkpoints_finds_when_the_head_emerged(world):
+    r = probe(world, "--over-checkpoints", "--json")
+    assert r.exit_code == 0, r.output
+    em = json.loads(r.stdout)["emergence"]
+    assert em["head"] == "1.2" and [row["step"] for row in em["rows"]] == [100, 200, 300]
+    assert em["rows"][0]["accuracy"] < 0.8 <= em["rows"][1]["accuracy"]
+    assert em["emerged_at"] == 200 and em["first_reached"] == 200
+    text = probe(world, "--over-checkpoints", "--threshold", "0.99").stdout
+    assert "stays at or above 99% from step" in text
+
+
+def test_skipped_items_are_counted_and_listed_with_reasons(world):
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", world["noisy"], "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    (skip,) = report["skipped"]
+    assert skip["kind"] == "order" and skip["where"].endswith("mine.txt:3") and "comes before" in skip["reason"]
+    text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", world["noisy"]]).stdout
+    assert "1 skipped (1 order; see report.json)" in text
+
+
+def test_a_malformed_prompt_file_is_one_error_line(world, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("[The queen] met <the king> before {she} sang.\n[The queen] met the king.\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(bad)])
+    assert r.exit_code == 1 and f"{bad}, line 2: expected exactly one pronoun" in r.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_install(world, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    r = probe(world, "--plot")
+    assert r.exit_code == 1 and "pip install 'neural-fabric[plot]'" in r.stderr
+
+
+def test_plot_writes_pictures_when_matplotlib_is_there(world):
+    r = probe(world, "--plot", "--over-checkpoints")
+    if importlib.util.find_spec("matplotlib") is None:  # the CI installs only the dev extra
+        assert r.exit_code == 1 and "neural-fabric[plot]" in r.stderr
+        return
+    assert r.exit_code == 0, r.output
+    for name in ("heads.png", "head-1.2.png", "emergence.png"):
+        data = open(f"{world['run']}/probe/{name}", "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -1,0 +1,118 @@
+"""Head scores against ground truth: a planted head must come out first and named, random weights
+must name nothing, and ablating the planted head must move the continuation far more than others."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from test_probe_world import PLANTED, items, make_tokenizer, planted_model, random_model
+
+from fabric_cli.config import Head
+from fabric_cli.probe.ablate import ablation_study, random_heads
+from fabric_cli.probe.emergence import crossing
+from fabric_cli.probe.encode import encode_items
+from fabric_cli.probe.score import head_scores, make_batches, score_items, wilson
+from fabric_cli.probe.suites import parse_jsonl_line, parse_markup_line
+
+
+@pytest.fixture(scope="module")
+def world():
+    tok = make_tokenizer()
+    suite = [parse_jsonl_line(json.dumps(d), suite="toy") for d in items()]
+    encoded, skipped = encode_items(suite, tok, block_size=32, bos_id=tok.token_to_id("<|endoftext|>"))
+    assert not skipped
+    return tok, encoded
+
+
+def _scores(model, encoded, batch_size=7):
+    batches = make_batches(encoded, batch_size)
+    per_item = score_items(model, batches, len(encoded))
+    return per_item, head_scores(per_item, encoded)
+
+
+def test_planted_head_ranks_first_at_100_percent_and_is_named(world):
+    tok, encoded = world
+    per_item, hs = _scores(planted_model(tok), encoded)
+    assert hs.ranking[0] == PLANTED and hs.named == PLANTED
+    assert hs.accuracy[PLANTED] == 1.0 and hs.argmax_accuracy[PLANTED] == 1.0 and hs.mass[PLANTED] > 0.95
+    assert hs.n == sum(not e.item.ambiguous for e in encoded)  # ambiguous items are left out
+    assert hs.significant.sum() == 1  # the uniform heads are not significant
+    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5})
+    assert hs.accuracy.shape == (2, 4)
+
+
+def test_scores_do_not_depend_on_batching_or_padding(world):
+    tok, encoded = world
+    model = random_model(tok, seed=3, std=0.3)
+    a, ha = _scores(model, encoded, batch_size=1)
+    b, hb = _scores(model, encoded, batch_size=64)
+    assert torch.equal(a.correct, b.correct) and torch.equal(a.argmax_hit, b.argmax_hit)
+    assert torch.allclose(a.mass, b.mass, atol=1e-6) and hb.ranking == ha.ranking
+
+
+@pytest.mark.parametrize("seed, std", [(0, None), (1, None), (2, 0.3), (3, 1.0)])
+def test_random_weights_name_no_head(world, seed, std):
+    tok, encoded = world
+    _, hs = _scores(random_model(tok, seed=seed, std=std), encoded)
+    assert hs.named is None and not hs.significant.any()
+    assert float(hs.lower_bound.max()) <= max(hs.baselines.values())
+
+
+def test_accuracy_sums_attention_over_a_multi_token_mention(world):
+    """Head 1.2 splits its attention: 'The' + ' queen' (two tokens) must count as one mention."""
+    tok, encoded = world
+    model = planted_model(tok)
+    item = parse_markup_line("[The queen] greeted <the king> before {she} sang.")
+    (e,), _ = encode_items([item], tok, 32, tok.token_to_id("<|endoftext|>"))
+    with torch.no_grad():  # make the key of "The" match "she" as well: half the attention each
+        f = [t for t in range(tok.get_vocab_size()) if tok.decode([t]) == "The"][0]
+        model.transformer.wte.weight[f] = model.transformer.wte.weight[tok.token_to_id("Ġqueen")]
+    per_item, _ = _scores(model, [e])
+    att = per_item.rows[0][PLANTED]
+    queen = e.candidates[0]
+    assert att[queen].min() > 0.45 and att[queen].sum() > 0.99  # split over two tokens, summed for the mention
+    assert per_item.correct[0][PLANTED] and per_item.argmax_hit[0][PLANTED]
+
+
+def test_ablating_the_planted_head_moves_the_preference_far_more_than_random_heads(world):
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+    result = ablation_study(planted_model(tok), make_batches(usable, 16), PLANTED, k=5, seed=0)
+    assert result["n"] == len(usable) and result["clean"] > 3.0
+    assert result["zero_drop"] > 3.0 and result["mean_drop"] > 3.0
+    rnd = result["random"]
+    assert len(rnd["heads"]) == 5 and PLANTED not in [h["head"] for h in rnd["heads"]]
+    assert abs(rnd["zero_drop"]["max"]) < 0.01 * result["zero_drop"]
+    assert abs(rnd["mean_drop"]["max"]) < 0.01 * result["mean_drop"]
+
+
+def test_random_heads_are_seeded_and_exclude_the_target():
+    a = random_heads(Head(1, 2), 5, 8, 10, seed=0)
+    assert a == random_heads(Head(1, 2), 5, 8, 10, seed=0) and a != random_heads(Head(1, 2), 5, 8, 10, seed=1)
+    assert Head(1, 2) not in a and len(set(a)) == 10
+    assert len(random_heads(Head(0, 0), 1, 2, 10, seed=0)) == 1  # only one other head exists
+
+
+def test_wilson_interval_matches_the_formula():
+    lo, hi = wilson(torch.tensor([0, 10, 20]), 20, 1.959964)
+    assert lo[0] == 0 and hi[2] == pytest.approx(1.0)
+    assert (lo[1].item(), hi[1].item()) == pytest.approx((0.2993, 0.7007), abs=1e-4)  # p = 0.5, n = 20
+    assert lo[2].item() == pytest.approx(20 / (20 + 1.959964**2), abs=1e-6)  # all right: n / (n + z^2)
+
+
+def test_no_head_is_named_without_distractors(world):
+    tok, _ = world
+    lone = [parse_markup_line("[The queen] smiled before {she} sang.")] * 10
+    encoded, _ = encode_items(lone, tok, 32, None)
+    _, hs = _scores(planted_model(tok), encoded)
+    assert hs.n == 0 and hs.n_all == 10 and hs.named is None
+    assert math.isnan(hs.accuracy[PLANTED]) and hs.mass[PLANTED] > 0.95  # still scored for mass
+
+
+def test_crossing_needs_the_head_to_stay_above():
+    assert crossing([0, 100, 200], [0.1, 0.95, 0.5], 0.9) == (100, None)
+    assert crossing([0, 100, 200], [0.1, 0.95, 0.92], 0.9) == (100, 100)
+    assert crossing([0, 100], [None, 0.2], 0.9) == (None, None)

@@ -1,0 +1,149 @@
+"""Probe suites: the markup parser, the JSONL loader, and spans -> tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_probe_world import make_tokenizer
+
+from fabric_cli.config import probes_dir
+from fabric_cli.errors import InputError
+from fabric_cli.probe.encode import SpanMismatch, encode_items, span_tokens
+from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line
+from fabric_cli.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def test_markup_marks_referent_pronoun_distractors_and_continuations():
+    it = parse_markup_line("[The professor] finished {her} lecture while <the janitor> waited. || lecture | mop")
+    assert it.text == "The professor finished her lecture while the janitor waited."
+    assert it.show(it.referent) == "The professor" and it.show(it.pronoun) == "her"
+    assert [it.show(d) for d in it.distractors] == ["the janitor"]
+    assert it.continuations == (" lecture", " mop") and not it.ambiguous
+    amb = parse_markup_line("? [The cat] chased <the dog> because {it} was fast.")
+    assert amb.ambiguous and amb.text.startswith("The cat") and amb.continuations is None
+    two = parse_markup_line("<A> and <B> saw [C] before {she} left. || 's | ran")
+    assert len(two.distractors) == 2 and two.continuations == ("'s", " ran")  # punctuation: no space
+
+
+@pytest.mark.parametrize("line, words", [
+    ("The professor finished {her} lecture.", "exactly one referent"),
+    ("[The professor] finished her lecture.", "exactly one pronoun"),
+    ("[The professor] and [the dean] finished {her} lecture.", "exactly one referent"),
+    ("[The professor finished {her} lecture.", "opens a mention inside"),
+    ("[The professor] finished {her lecture.", "never closed"),
+    ("[The professor] finished her} lecture.", "closes nothing"),
+    ("[The professor] finished {her} lecture. || lecture", "two continuations"),
+    ("[ ] finished {her} lecture.", "is empty"),
+])
+def test_markup_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
+    f = tmp_path / "mine.txt"
+    f.write_text(f"# a comment\n\n[The queen] met <the king> before {{she}} left.\n{line}\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_file(f)
+    assert f"{f}, line 4:" in str(e.value) and words in str(e.value)
+
+
+def _jsonl(**over) -> str:
+    d = {"id": "x", "text": "The queen met the king before she left.", "pronoun": [30, 33],
+         "referent": [0, 9], "distractors": [[14, 22]]}
+    d.update(over)
+    return json.dumps({k: v for k, v in d.items() if v is not None})
+
+
+@pytest.mark.parametrize("line, words", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (_jsonl(text=""), '"text" must be'),
+    (_jsonl(pronoun=None), '"pronoun" is missing'),
+    (_jsonl(referent=[5, 200]), "not inside the text"),
+    (_jsonl(referent=[0, "9"]), "two integers"),
+    (_jsonl(distractors=[[0, 5]]), "overlaps"),
+    (_jsonl(continuations=[" left"]), "two non-empty strings"),
+    (_jsonl(ambiguous="yes"), '"ambiguous" must be'),
+    (_jsonl(referent=[3, 4]), "only whitespace"),
+])
+def test_jsonl_loader_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
+    f = tmp_path / "suite.jsonl"
+    f.write_text(_jsonl() + "\n" + _jsonl(id="y") + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_file(f)
+    assert f"{f}, line 3:" in str(e.value) and words in str(e.value)
+
+
+def test_jsonl_accepts_the_singular_distractor_and_defaults():
+    it = parse_jsonl_line(_jsonl(distractors=None, distractor=[14, 22]), suite="s", default_id="s:1")
+    assert it.distractors == ((14, 22),) and it.continuations is None and it.ambiguous is False and it.id == "x"
+
+
+def test_span_tokens_owns_the_leading_space_and_sums_a_split_word():
+    text = "The xylophonist met the queen."
+    tok = train_tokenizer([text.replace("xylophonist", "")] * 5, vocab_size=300)
+    enc = tok.encode(text)
+    word = span_tokens(text, enc.offsets, (4, 15))  # "xylophonist": several byte-level pieces
+    assert len(word) > 1 and "".join(text[slice(*enc.offsets[i])] for i in word).strip() == "xylophonist"
+    queen = span_tokens(text, enc.offsets, (24, 29))  # the token is " queen": its space is its own
+    assert [text[slice(*enc.offsets[i])] for i in queen] in (([" queen"], ["queen"]), [" queen"], ["queen"])
+    with_space = span_tokens(text, enc.offsets, (23, 29))  # a span that includes the space: the same token
+    assert with_space == queen
+    with pytest.raises(SpanMismatch, match="does not line up"):
+        span_tokens(text, enc.offsets, (24, 27))  # "que" cuts a token
+    # trimmed offsets (ByteLevel post-processor) give the same positions
+    trimmed = [(s + (text[s] == " " and e - s > 1), e) for s, e in enc.offsets]
+    assert span_tokens(text, trimmed, (24, 29)) == queen
+
+
+def test_encoding_positions_multitoken_pronoun_last_and_bos(tok):
+    text = "The queen met the king before sheeba left."  # "sheeba" is not one token
+    item = ProbeItem("i", text, pronoun=(30, 36), referent=(0, 9), distractors=((14, 22),))
+    (e,), skipped = encode_items([item], tok, block_size=64, bos_id=tok.token_to_id("<|endoftext|>"))
+    assert not skipped and e.ids[0] == tok.token_to_id("<|endoftext|>")
+    pieces = span_tokens(text, tok.encode(text).offsets, (30, 36))
+    assert len(pieces) > 1 and e.pronoun == pieces[-1] + 1  # its last piece (after BOS)
+    assert e.offsets[e.pronoun][1] == 36 and len(e.ids) == e.pronoun + 1  # the prompt is cut after it
+    assert [e.token_text(p) for p in e.candidates[0]] == ["The", " queen"]
+    assert [e.token_text(p) for p in e.candidates[1]] == [" the", " king"]
+    assert e.words[0] == -1 and e.referent_words == [0, 1]
+    assert e.nearest_is_referent is False and e.first_is_referent is True
+
+
+def test_unusable_items_are_skipped_with_reasons(tok):
+    ok = parse_markup_line("[The queen] met <the king> before {she} sang.")
+    first = ProbeItem("first", ok.text, pronoun=(0, 9), referent=(34, 37))
+    cut = ProbeItem("cut", ok.text, pronoun=(34, 37), referent=(0, 7))  # "The que"
+    far = parse_markup_line("[The queen] " + "met the king and " * 10 + "then {she} sang.")
+    encoded, skipped = encode_items([ok, first, cut, far], tok, block_size=16, bos_id=None)
+    assert [e.item.text for e in encoded] == [ok.text]
+    kinds = {s.id: (s.kind, s.reason) for s in skipped}
+    assert kinds["first"][0] == "order" and "comes before its referent" in kinds["first"][1]
+    assert kinds["cut"][0] == "alignment" and "does not line up" in kinds["cut"][1]
+    assert kinds[far.id][0] == "length" and "context is 16 tokens" in kinds[far.id][1]
+
+
+def test_later_distractors_are_invisible_and_continuations_take_the_first_token(tok):
+    item = parse_markup_line("[The queen] smiled before {she} sang to <the king>. || sang | shouted")
+    (e,), _ = encode_items([item], tok, block_size=32, bos_id=None)
+    assert len(e.candidates) == 1  # the king comes after the pronoun
+    assert e.continuations == (tok.token_to_id("Ġsang"), tok.token_to_id("Ġshouted"))
+
+
+def test_bundled_showcase_suite_loads_and_flags_its_ambiguous_items():
+    items = load_suites(["showcase"])
+    assert len(items) >= 24 and (probes_dir() / "showcase.jsonl").is_file()
+    by_text = {it.text: it for it in items}
+    assert by_text["The cat chased the dog because it was fast."].ambiguous
+    prof = by_text["The professor finished her lecture."]
+    assert prof.distractors == () and prof.show(prof.pronoun) == "her"
+    assert sum(it.ambiguous for it in items) >= 3 and sum(not it.ambiguous for it in items) >= 20
+    for it in items:
+        assert it.referent[1] <= it.pronoun[0]  # every referent comes before its pronoun
+
+
+def test_unknown_suite_names_the_ones_there_are():
+    with pytest.raises(InputError, match="no such suite.*showcase"):
+        load_suites(["no-such-suite"])

@@ -1,0 +1,316 @@
+"""`fabric tokenize` and fabric_cli.tokenizer: round trips, streaming, reuse, bad input, output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import stories
+from fabric_cli import tokenizer as tk
+from fabric_cli.cli import app
+from fabric_cli.config import EOT, RunPaths, TokenizeConfig
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def invoke(runner, *args, **kw):
+    return runner.invoke(app, [str(a) for a in args], **kw)
+
+
+def tree(root: Path) -> dict:
+    """Every folder and file under root, with file bytes: to prove a failure wrote nothing."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def reference_docs(text: str) -> list[str]:
+    """Documents the plain way: maximal runs of non-blank lines."""
+    docs, cur = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            cur.append(line)
+        elif cur:
+            docs.append("\n".join(cur))
+            cur = []
+    return docs + (["\n".join(cur)] if cur else [])
+
+
+def expected_ids(tok, docs, f):
+    eot = tk.eot_id(tok)
+    train, val = [], []
+    for i, doc in enumerate(docs):
+        (val if tk._is_val(i, f) else train).extend(tok.encode(doc).ids + [eot])
+    return train, val
+
+
+def read_tokens(run: Path):
+    meta = json.loads((run / "tokens/meta.json").read_text())
+    load = lambda name: np.fromfile(run / "tokens" / name, dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
+    return load("train.bin").tolist(), load("val.bin").tolist(), meta
+
+
+@pytest.fixture(scope="module")
+def tok():
+    mixed = stories(200, seed=3) + ["def f(x):\n\treturn x ** 2  # ok", "Zürich, naïve café, 日本語, Привет, 🦊🎉"]
+    return tk.train_tokenizer(mixed, vocab_size=400, min_frequency=2)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(codec="utf-8"), max_size=200))
+def test_any_unicode_survives_encode_then_decode(tok, text):
+    ids = tok.encode(text).ids
+    assert tok.decode(ids) == text
+    assert tok.token_to_id("<unk>") is None  # byte-level: there is no unknown token to fall back on
+
+
+def test_saved_tokenizer_is_a_standard_tokenizer_json(tok, tmp_path):
+    from tokenizers import Tokenizer
+
+    tok.save(str(tmp_path / "t.json"))
+    loaded = Tokenizer.from_file(str(tmp_path / "t.json"))
+    text = "The professor\u00a0finished\r\n\n  her lecture 🧑‍🏫\x00\u200b"
+    assert loaded.encode(text).ids == tok.encode(text).ids
+    assert loaded.decode(loaded.encode(text).ids) == text
+    assert tk.eot_id(loaded) == tk.eot_id(tok) == 0
+
+
+def test_training_is_deterministic(tmp_path, corpus_file, runner):
+    for run in ("a", "b"):
+        assert invoke(runner, "tokenize", corpus_file, "--run", tmp_path / run, "--vocab-size", 300).exit_code == 0
+    assert (tmp_path / "a/tokenizer.json").read_bytes() == (tmp_path / "b/tokenizer.json").read_bytes()
+    assert (tmp_path / "a/tokens/train.bin").read_bytes() == (tmp_path / "b/tokens/train.bin").read_bytes()
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_streamed_tokens_equal_encoding_everything_at_once(tmp_path, monkeypatch):
+    # tiny reads and batches so documents, blank lines and multi-byte characters straddle chunks
+    monkeypatch.setattr(tk, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(tk, "BATCH_CHARS", 50)
+    docs = [s.replace("queen", "königin 👑").replace(". ", ".\n", 1) for s in stories(60, seed=5)]
+    text = "\n  \n" + "\n\n".join(docs[:20]) + "\n\n\n \t \n\n" + "\n\n".join(docs[20:]) + "\n \n"
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    run = RunPaths(tmp_path / "run")
+    s = tk.tokenize_corpus([tmp_path / "c.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
+    assert reference_docs(text) == docs and s.documents == 60
+    train, val, meta = read_tokens(run.root)
+    assert (train, val) == expected_ids(tk.load_tokenizer(run.tokenizer), docs, 0.05)
+    assert len(val) > 0 and s.val_split == "documents"
+    assert meta["characters"] == sum(map(len, docs)) and meta["bytes"] == len(text.encode())
+
+
+def test_single_document_in_pieces_splits_the_tail(tmp_path, monkeypatch):
+    # one long document, read in pieces cut at line ends: val is the stream's tail, never empty
+    monkeypatch.setattr(tk, "MAX_PIECE_CHARS", 60)
+    monkeypatch.setattr(tk, "CHUNK_BYTES", 64)
+    doc = "\n".join(stories(40, seed=7, max_sentences=2))
+    (tmp_path / "one.txt").write_text(doc + "\n", encoding="utf-8")
+    run = RunPaths(tmp_path / "run")
+    s = tk.tokenize_corpus([tmp_path / "one.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
+    train, val, meta = read_tokens(run.root)
+    whole = tk.load_tokenizer(run.tokenizer).encode(doc).ids + [s.eot_id]
+    assert train + val == whole
+    assert len(val) == max(1, int(len(whole) * 0.05)) and val[-1] == s.eot_id
+    assert meta["val_split"] == "tail" and meta["documents"] == 1
+
+
+def test_folders_and_stdin(tmp_path, runner):
+    (tmp_path / "in/b").mkdir(parents=True)
+    (tmp_path / "in/b/2.txt").write_text("Second file.\n")
+    (tmp_path / "in/1.txt").write_text("First file.\n\nStill first.\n")
+    (tmp_path / "in/skip.md").write_text("not a .txt file\n")
+    r = invoke(runner, "tokenize", tmp_path / "in", "-", "--run", tmp_path / "run", "--vocab-size", 300,
+               "--json", input="From standard input.\n")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [src["path"] for src in out["sources"]] == [str(tmp_path / "in/1.txt"), str(tmp_path / "in/b/2.txt"), "-"]
+    assert out["documents"] == 4
+    train, val, _ = read_tokens(tmp_path / "run")
+    t = tk.load_tokenizer(tmp_path / "run/tokenizer.json")
+    assert t.decode(train + val, skip_special_tokens=False).split(EOT) == [
+        "First file.", "Still first.", "Second file.", "From standard input.", ""]
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def gpt2_style_tokenizer(path: Path, eot_id: int = 300) -> None:
+    """A tokenizer.json laid out like GPT-2's (no model type, ByteLevel post-processor, EOT last)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet(), key=lambda c: ord(c)))}
+    merges = ["Ġ t", "h e", "Ġt he"]
+    for m in merges:
+        vocab["".join(m.split())] = len(vocab)
+    vocab[EOT] = eot_id
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    path.write_text(json.dumps({
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": eot_id, "content": EOT, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": True, "special": True}],
+        "normalizer": None, "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
+        "model": {"dropout": None, "unk_token": None, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+                  "fuse_unk": False, "vocab": vocab, "merges": merges},
+    }))
+
+
+def test_reuse_a_tokenizer(tmp_path, corpus_file, runner):
+    assert invoke(runner, "tokenize", corpus_file, "--run", tmp_path / "a", "--vocab-size", 300).exit_code == 0
+    src = tmp_path / "a/tokenizer.json"
+    (tmp_path / "other.txt").write_text("The professor thanked the queen.\n\nThe dog lost its ball.\n")
+    r = invoke(runner, "tokenize", tmp_path / "other.txt", "--run", tmp_path / "b", "--tokenizer", src, "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["trained"] is False and (tmp_path / "b/tokenizer.json").read_bytes() == src.read_bytes()
+    assert out["tokenizer_sha256"] == tk.tokenizer_sha256(src) == read_tokens(tmp_path / "b")[2]["tokenizer_sha256"]
+    train, val, _ = read_tokens(tmp_path / "b")
+    assert tk.load_tokenizer(src).decode(train + val) == "The professor thanked the queen.The dog lost its ball."
+    # the run's own tokenizer can be reused in place
+    r = invoke(runner, "tokenize", tmp_path / "other.txt", "--run", tmp_path / "b", "--tokenizer", tmp_path / "b/tokenizer.json")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_reuse_a_gpt2_format_tokenizer(tmp_path, runner):
+    gpt2_style_tokenizer(tmp_path / "gpt2.json")
+    (tmp_path / "t.txt").write_text("the theme\n\nthe end\n")
+    r = invoke(runner, "tokenize", tmp_path / "t.txt", "--run", tmp_path / "run", "--tokenizer", tmp_path / "gpt2.json", "--json")
+    assert r.exit_code == 0, r.stderr
+    train, val, meta = read_tokens(tmp_path / "run")
+    assert meta["eot_id"] == 300 and meta["dtype"] == "uint16" and (train + val).count(300) == 2
+    assert tk.load_tokenizer(tmp_path / "gpt2.json").decode(train + val) == "the themethe end"
+
+
+def test_token_dtype():
+    assert (tk.token_dtype(4096), tk.token_dtype(65535), tk.token_dtype(65536), tk.token_dtype(100_000)) == (
+        "uint16", "uint16", "uint32", "uint32")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad(runner, tmp_path, *args, expect: str, input=None):
+    """Run a command that must fail: exit 1, one line naming the problem, the run folder untouched."""
+    run = tmp_path / "run"
+    before = tree(run) if run.exists() else None
+    r = invoke(runner, "tokenize", *args, "--run", run, input=input)
+    assert r.exit_code == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fabric: error: "), r.stderr
+    assert re.search(expect, lines[0]), lines[0]
+    assert r.stdout == ""
+    assert (tree(run) if run.exists() else None) == before
+    return lines[0]
+
+
+def test_bad_inputs_fail_cleanly_and_write_nothing(tmp_path, runner, corpus_file, monkeypatch):
+    (tmp_path / "empty.txt").write_text(" \n\n\t\n")
+    (tmp_path / "bin.txt").write_bytes(b"GIF89a" + b"\x00" * 10)
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 ok\n".encode() * 3 + "na\u00efve\n".encode("latin-1"))
+    (tmp_path / "junk.json").write_text('{"not": "a tokenizer"}')
+    (tmp_path / "nodocs").mkdir()
+    gpt2_style_tokenizer(tmp_path / "gpt2.json")
+    _bad(runner, tmp_path, tmp_path / "nope.txt", expect=r"nope\.txt does not exist")
+    _bad(runner, tmp_path, tmp_path / "empty.txt", expect=r"corpus is empty: .*empty\.txt")
+    _bad(runner, tmp_path, tmp_path / "nodocs", expect=r"nodocs has no \.txt files")
+    _bad(runner, tmp_path, tmp_path / "bin.txt", expect=r"bin\.txt looks like a binary file: a NUL byte at byte offset 6")
+    _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", expect=r"latin1\.txt is not UTF-8 text: byte 0xef at byte offset 29")
+    _bad(runner, tmp_path, corpus_file, "--vocab-size", 200, expect=r"--vocab-size 200 is too small.*257")
+    _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "junk.json", expect=r"junk\.json is not a Hugging Face tokenizer")
+    _bad(runner, tmp_path, corpus_file, "--val-fraction", 1.5, expect=r"--val-fraction must be between 0 and 1")
+    _bad(runner, tmp_path, "--show", "hi", expect=r"tokenizer file .*tokenizer\.json does not exist")
+    # found while encoding with a reused tokenizer (no training pass): still nothing left behind
+    _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"offset 29")
+    _bad(runner, tmp_path, tmp_path / "empty.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"corpus is empty")
+    _bad(runner, tmp_path, "-", expect=r"corpus is empty: -", input="")
+    monkeypatch.setattr(tk, "bundled_corpus", lambda: tmp_path / "gone/chronicles.txt")
+    _bad(runner, tmp_path, expect=r"bundled Chronicles corpus .*chronicles\.txt is missing")
+    # --errors replace reads the same file anyway
+    r = invoke(runner, "tokenize", corpus_file, tmp_path / "latin1.txt", "--run", tmp_path / "run", "--errors", "replace")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, corpus_file):
+    run = tmp_path / "run"
+    assert invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 300).exit_code == 0
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints/latest.safetensors").write_bytes(b"weights")
+    _bad(runner, tmp_path, corpus_file, "--vocab-size", 320, expect=r"already has a trained checkpoint.*--force")
+    r = invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 320, "--force", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["vocab_size"] == 320
+
+
+def test_no_files_uses_the_bundled_corpus(tmp_path, runner, corpus_file, monkeypatch):
+    monkeypatch.setattr(tk, "bundled_corpus", lambda: corpus_file)
+    r = invoke(runner, "tokenize", "--run", tmp_path / "run", "--vocab-size", 300, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["sources"][0]["path"] == str(corpus_file)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_show_makes_the_split_visible(tmp_path, runner, corpus_file):
+    run = tmp_path / "run"
+    assert invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 500).exit_code == 0
+    text = "The professor met Xylophonist 🦊\tok"
+    r = invoke(runner, "tokenize", "--show", text, "--run", run)
+    assert r.exit_code == 0, r.stderr
+    display, count = r.stdout.splitlines()
+    assert display.startswith("The|·professor|") and "|🦊|◦|◦|◦|→" in display  # 4 byte tokens, one character
+    pieces = display.split("|")
+    assert "".join(p for p in pieces if p != "◦").replace("·", " ").replace("→", "\t") == text
+    ids = [int(i) for i in count.split(":")[1].split()]
+    assert count.startswith(f"{len(pieces)} tokens:") and tk.load_tokenizer(run / "tokenizer.json").decode(ids) == text
+    r2 = invoke(runner, "tokenize", "--show", text, "--tokenizer", run / "tokenizer.json", "--run", tmp_path / "none", "--json")
+    out = json.loads(r2.stdout)
+    assert out["display"] == display and out["ids"] == ids and out["count"] == len(ids) and not (tmp_path / "none").exists()
+
+
+def test_json_summary_matches_the_files(tmp_path, runner, corpus_file):
+    r = invoke(runner, "tokenize", corpus_file, "--run", tmp_path / "run", "--vocab-size", 300, "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    train, val, meta = read_tokens(tmp_path / "run")
+    assert (out["train_tokens"], out["val_tokens"]) == (len(train), len(val)) == (meta["train_tokens"], meta["val_tokens"])
+    assert out["documents"] == meta["documents"] == 300 and (train + val).count(meta["eot_id"]) == 300
+    assert meta["format"] == "fabric-tokens" and meta["version"] == 1 and meta["vocab_size"] == out["vocab_size"] <= 300
+    assert meta["tokenizer_sha256"] == tk.tokenizer_sha256(tmp_path / "run/tokenizer.json")
+    assert meta["sources"] == [{"path": str(corpus_file), "bytes": corpus_file.stat().st_size,
+                                "sha256": hashlib.sha256(corpus_file.read_bytes()).hexdigest()}]
+    assert out["chars_per_token"] == pytest.approx(meta["characters"] / (len(train) + len(val) - 300), abs=1e-3)
+    assert out["tokens_per_word"] == pytest.approx((out["tokens"] - 300) / len(corpus_file.read_text().split()), abs=1e-3)
+
+
+def test_the_readme_example_runs(tmp_path, runner, monkeypatch, corpus_file):
+    section = README.read_text().split("## fabric tokenize", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^    \$ (fabric .*)\n((?:    (?!\$).*\n)*)", section, re.M)
+    assert len(blocks) >= 2, "the README's tokenize section shows its commands as `    $ fabric ...`"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FABRIC_RUN", raising=False)
+    for command, shown in blocks:
+        argv = shlex.split(command)[1:]
+        for arg in argv:
+            if arg.endswith(".txt") and not Path(arg).exists():
+                Path(arg).write_text(corpus_file.read_text())
+        r = invoke(runner, *argv)
+        assert r.exit_code == 0, (command, r.stderr)
+        shown_lines = [line[4:] for line in shown.rstrip("\n").splitlines()]
+        got = r.stdout.rstrip("\n").splitlines()
+        assert len(got) == len(shown_lines), (command, r.stdout)
+        for want, have in zip(shown_lines, got):
+            if "--show" in argv and "|" in want:  # a --show split: the pieces put back together are the text
+                text = argv[argv.index("--show") + 1]
+                assert have.replace("|", "").replace("◦", "").replace("·", " ") == text
+            else:  # a summary line: the same label
+                assert have.split()[0] == want.split()[0], (want, have)

@@ -1,0 +1,244 @@
+"""fabric train: the loss goes down, resume is bitwise exact, faults are handled, DDP tracks one process.
+
+Token files are written here with numpy (byte-level ids of a generated corpus), so these tests do
+not depend on the tokenizer's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import stories
+from fabric_cli.checkpoint import read_info
+from fabric_cli.cli import app
+from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.data import load_tokens
+from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.metrics import read_metrics
+from fabric_cli.model import GPT
+from fabric_cli.train import train
+from fabric_cli.trainstep import lr_at, make_optimizer
+
+SHA = "ab" * 32
+# a tiny model and a fast schedule; log every step so every loss is in metrics.jsonl
+FAST = dict(preset="tiny", batch_size=8, warmup=2, lr=3e-3, min_lr=3e-4, eval_batches=2, log_interval=1, device="cpu")
+FAST_ARGS = ["--preset", "tiny", "--batch-size", "8", "--warmup", "2", "--lr", "3e-3", "--min-lr", "3e-4",
+             "--eval-batches", "2", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def write_tokens(folder: Path, sha: str = SHA, vocab: int = 256) -> Path:
+    """Byte-level tokens of ~20 KB of stories: train.bin, val.bin (uint16) and meta.json."""
+    ids = np.frombuffer("\n\n".join(stories(250, seed=1)).encode(), np.uint8).astype("<u2")
+    n = int(len(ids) * 0.9)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids[:n].tofile(folder / "train.bin")
+    ids[n:].tofile(folder / "val.bin")
+    meta = {"dtype": "uint16", "vocab_size": vocab, "eot_id": 0, "tokenizer_sha256": sha,
+            "train_tokens": n, "val_tokens": len(ids) - n}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunPaths:
+    paths = RunPaths(tmp_path / "run")
+    write_tokens(paths.tokens)
+    return paths
+
+
+def train_losses(paths: RunPaths) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(paths.metrics) if r["kind"] == "train"}
+
+
+def test_loss_goes_down_and_outputs_are_written(run):
+    result = train(run, TrainConfig(steps=40, eval_interval=20, snapshot_every=20, **FAST), progress=False)
+    losses = train_losses(run)
+    assert sorted(losses) == list(range(1, 41))
+    assert result.val_loss < math.log(256) - 1.0  # well below a uniform guess over 256 bytes
+    assert np.mean([losses[s] for s in range(36, 41)]) < losses[1] - 1.0
+    info = read_info(run.latest)
+    assert (info.step, info.tokens_seen, info.tokenizer_sha256) == (40, 40 * 8 * 16, SHA)
+    assert info.extra["val_loss"] == pytest.approx(result.val_loss)
+    assert [p.name for p in run.snapshots()] == [f"step-{s:06d}.safetensors" for s in (0, 20, 40)]
+    rec = [r for r in read_metrics(run.metrics) if r["kind"] == "train"][-1]
+    assert set(rec) >= {"step", "loss", "lr", "tokens_per_s", "tokens_seen", "grad_norm", "grad_norm_layers"}
+    assert len(rec["grad_norm_layers"]) == 3  # embeddings + 2 blocks
+    # the per-layer norms and the final norm make up the total norm
+    assert math.sqrt(sum(g * g for g in rec["grad_norm_layers"])) <= rec["grad_norm"] + 1e-6
+    evals = [r for r in read_metrics(run.metrics) if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [20, 40] and evals[1]["val_loss"] < evals[0]["val_loss"]
+    assert result.flops_per_s == pytest.approx(GPT(info.config).flops_per_token() * result.tokens_per_s)
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    # dropout and gradient accumulation on, so RNG and micro-steps must be restored exactly too
+    cfg = TrainConfig(steps=20, eval_interval=5, dropout=0.1, grad_accum=2, **FAST)
+    straight, split = RunPaths(tmp_path / "a"), RunPaths(tmp_path / "b")
+    for p in (straight, split):
+        write_tokens(p.tokens)
+    train(straight, cfg, progress=False)
+    first = train(split, cfg, stop_at=12, progress=False)  # between two evaluations
+    assert (first.step, first.stopped_by, read_info(split.latest).step) == (12, "stop-at", 12)
+    second = train(split, TrainConfig(device="cpu"), resume=True, progress=False)  # settings come from the state
+    assert second.step == 20
+    a, b = load_file(straight.latest), load_file(split.latest)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = load_file(straight.latest_state), load_file(split.latest_state)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("optim."))
+    assert train_losses(straight) == train_losses(split)  # every step's loss, bit for bit
+    assert [r for r in read_metrics(straight.metrics) if r["kind"] == "eval"] == [
+        r for r in read_metrics(split.metrics) if r["kind"] == "eval"]
+
+
+def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
+    args = ["train", "--run", str(run.root), "--steps", "6", "--eval-interval", "3", "--snapshot-every", "3", *FAST_ARGS]
+    assert runner.invoke(app, args).exit_code == 0
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1
+    assert "--resume" in refused.output and "--restart" in refused.output and "step 6" in refused.output
+    both = runner.invoke(app, [*args, "--resume", "--restart"])
+    assert both.exit_code == 1 and "both" in both.output
+    shape = runner.invoke(app, [*args, "--resume", "--steps", "9", "--width", "32"])
+    assert shape.exit_code == 1 and "--width" in shape.output
+    done = runner.invoke(app, ["train", "--run", str(run.root), "--resume"])
+    assert done.exit_code == 1 and "already at step 6" in done.output
+    again = runner.invoke(app, ["train", "--run", str(run.root), "--steps", "2", "--restart", *FAST_ARGS])
+    assert again.exit_code == 0, again.output
+    assert read_info(run.latest).step == 2 and run.snapshots() == []  # the old run's snapshots are gone
+    assert max(train_losses(run)) == 2
+
+
+def test_missing_tokens_say_run_tokenize(tmp_path, runner):
+    result = runner.invoke(app, ["train", "--run", str(tmp_path / "empty"), "--preset", "tiny"])
+    assert result.exit_code == 1
+    assert "fabric tokenize" in result.output and "train.bin" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_token_files_are_refused(tmp_path):
+    folder = write_tokens(tmp_path / "t", vocab=100)  # bytes go up to 'y' = 121
+    with pytest.raises(InputError, match="different tokenizers"):
+        load_tokens(folder)
+    paths = RunPaths(tmp_path / "r")
+    write_tokens(paths.tokens)
+    with pytest.raises(InputError, match="--context"):
+        train(paths, TrainConfig(steps=1, context=40000, **FAST), progress=False)
+
+
+def test_resume_with_other_tokens_is_refused(run):
+    train(run, TrainConfig(steps=3, eval_interval=3, **FAST), progress=False)
+    write_tokens(run.tokens, sha="cd" * 32)
+    with pytest.raises(CheckpointError, match="tokenizer mismatch"):
+        train(run, TrainConfig(steps=6, device="cpu"), resume=True, explicit={"steps"}, progress=False)
+    write_tokens(run.tokens, sha=SHA, vocab=300)
+    with pytest.raises(CheckpointError, match="vocabulary mismatch"):
+        train(run, TrainConfig(steps=6, device="cpu"), resume=True, explicit={"steps"}, progress=False)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(run, monkeypatch):
+    real_forward, calls = GPT.forward, {"n": 0}
+
+    def poisoned(self, idx, targets=None, **kw):
+        logits, loss = real_forward(self, idx, targets, **kw)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 13:  # training step 13 onwards (one forward per step)
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite \(nan\) at step 13.*step 10\)"):
+        train(run, TrainConfig(steps=30, eval_interval=5, **FAST), progress=False)
+    assert read_info(run.latest).step == 10  # the save planned at step 15 never happened
+    assert all(torch.isfinite(t).all() for t in load_file(run.latest).values())
+    assert max(train_losses(run)) == 12  # nothing logged from the poisoned steps
+
+
+def test_huge_lr_fails_cleanly_on_the_command_line(run, runner):
+    result = runner.invoke(app, ["train", "--run", str(run.root), "--steps", "30", *FAST_ARGS, "--lr", "1e9", "--warmup", "0"])
+    assert result.exit_code == 1
+    assert "non-finite" in result.output and "--lr" in result.output and "Traceback" not in result.output
+    assert not run.latest.exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(run):
+    cmd = [sys.executable, "-m", "fabric_cli", "train", "--run", str(run.root), "--steps", "100000",
+           "--eval-interval", "100000", "--log-interval", "1", *FAST_ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 60
+    while len(read_metrics(run.metrics)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "fabric train --resume" in err and "SIGTERM" in err
+    info = read_info(run.latest)
+    assert info.step >= 3 and info.step == max(train_losses(run))
+    assert f"step          {info.step:,}" in out
+
+
+def test_ddp_two_processes_track_one_process(tmp_path):
+    """2 CPU ranks x 4 sequences draw the same global batch as 1 process x 8: same losses up to rounding."""
+    common = ["--preset", "tiny", "--steps", "20", "--warmup", "2", "--lr", "3e-3", "--min-lr", "3e-4",
+              "--eval-interval", "10", "--eval-batches", "2", "--log-interval", "1", "--device", "cpu"]
+    single, ddp = RunPaths(tmp_path / "single"), RunPaths(tmp_path / "ddp")
+    for p in (single, ddp):
+        write_tokens(p.tokens)
+    train(single, TrainConfig(steps=20, eval_interval=10, **FAST), progress=False)  # batch 8
+    # torchrun's own parser would take `--run` for its `--run-path`: the run directory goes in FABRIC_RUN
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "fabric_cli", "train", *common, "--batch-size", "4", "--json"],
+        env={**ENV, "FABRIC_RUN": str(ddp.root)}, capture_output=True, text=True, timeout=120,
+    )
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    assert json.loads(launched.stdout)["world_size"] == 2  # only rank 0 printed the result
+    a, b = train_losses(single), train_losses(ddp)
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    assert max(abs(a[s] - b[s]) for s in a) < 1e-4
+    assert a[20] < a[1] - 0.5
+    va = [r["val_loss"] for r in read_metrics(single.metrics) if r["kind"] == "eval"]
+    vb = [r["val_loss"] for r in read_metrics(ddp.metrics) if r["kind"] == "eval"]
+    assert np.allclose(va, vb, atol=1e-4)
+
+
+def test_lr_schedule_is_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup=10, steps=110)
+    lrs = [lr_at(s, cfg, 110) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))  # rising
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then falling
+    assert lrs[60] == pytest.approx(0.55) and lr_at(110, cfg, 110) == pytest.approx(0.1)
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(TrainConfig(preset="tiny").model_config(64))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.3))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert names and all(n.endswith("weight") and ("attn" in n or "mlp" in n) for n in names)
+    assert "transformer.wte.weight" not in names and not any("ln_" in n for n in names)
+
+
+def test_batches_are_a_function_of_the_step_and_ranks_split_the_global_batch(run):
+    data = load_tokens(run.tokens)
+    x1, y1 = data.batch("train", 5, 0, 8, 16, seed=3)
+    x2, _ = data.batch("train", 5, 0, 8, 16, seed=3)
+    x3, _ = data.batch("train", 6, 0, 8, 16, seed=3)
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])
+    halves = [data.batch("train", 5, 0, 4, 16, seed=3, rank=r, world_size=2)[0] for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), x1)
