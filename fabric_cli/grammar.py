@@ -110,6 +110,8 @@ EVENTS = (
     ("{x.subj} {x.vp}, and then {x.subj} {x.vp}.", 1, ()),
     ("{x.poss} {x.item} {x.itemwas} {itemadj}.", 1.5, ()),
     ("{x} had {x.have}.", 1, ()),
+    # the pronoun right after its noun: the nearest, plainest evidence of a noun's gender and number
+    ("{x} {x.vp}, and then {x.subj} {x.vp}.", 2, ()),
     ("{x} {x.vp}.", 1, ()),
     ("{adv} {x} {x.vp}.", 0.5, ()),
     ("{x.subj} {x.generic}.", 0.4, ("acts:x",)),
@@ -128,4 +130,4 @@ EVENTS = (
     ("{y} {y.give} {x.obj} {x.gift}.", 1.5, ("agent:y", "gifts:x")),
     ("{adv} {y} {y.meet.x} {x}.", 0.5, ()),
 )
-SCENE_PROBABILITY = 0.08  # a sentence of weather or sounds, with no character in it
+SCENE_PROBABILITY = 0.04  # a sentence of weather or sounds, with no character in it

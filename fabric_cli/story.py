@@ -58,6 +58,7 @@ class Character:
 _BY_CLASS = {cls: [c for c in CATEGORIES if c.nouns(cls) or (cls in "fm" and c.kind == "person" and c.roles)]
              for cls in CLASSES}
 _CLASS_WEIGHTS = {"f": 3, "m": 3, "n": 2, "pl": 2}
+GENDER_PAIR_PROBABILITY = 0.5  # stories that open with a woman and a man (see story_classes)
 
 
 def _character(rng: random.Random, cls: str, cat: Category) -> Character:
@@ -256,9 +257,18 @@ def pick(rng: random.Random, shapes, writer: Writer, roles: dict[str, Character]
 
 
 def story_classes(rng: random.Random, n: int) -> list[str]:
+    """n distinct agreement classes; most stories have a woman and a man, the case only gender resolves.
+
+    When the candidates differ in kind (a queen and a dog), "she" could be resolved by kind alone;
+    a woman and a man differ only in gender, so their stories are what teach a head to bind a pronoun
+    to the noun of its gender rather than to whichever person is present.
+    """
     pool = list(CLASSES)
     out = []
-    for _ in range(n):
+    if n >= 2 and rng.random() < GENDER_PAIR_PROBABILITY:
+        out = rng.sample(["f", "m"], 2)
+        pool = [c for c in pool if c not in out]
+    while len(out) < n:
         cls = rng.choices(pool, weights=[_CLASS_WEIGHTS[c] for c in pool])[0]
         pool.remove(cls)
         out.append(cls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import doctest
 import itertools
 import json
+import random
 import re
 import subprocess
 import sys
@@ -282,3 +283,11 @@ def test_docs_examples_and_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert Path(corpus.__file__).read_text().count("\n") < 400
+
+
+def test_half_the_stories_or_more_pair_a_woman_and_a_man():
+    # only a woman and a man force a pronoun to be resolved by gender, not by kind (person, animal, thing)
+    rng = random.Random(0)
+    share = sum({"f", "m"} <= set(story.story_classes(rng, 2)) for _ in range(4000)) / 4000
+    assert 0.55 < share < 0.72  # 0.5 chosen outright + 0.5 x P(f and m drawn by the class weights) = 0.63
+    assert all(len(set(story.story_classes(rng, n))) == n for n in (2, 3, 4) for _ in range(200))
