@@ -16,7 +16,7 @@ import typer
 import typer.core
 
 from fabric_cli import __version__
-from fabric_cli.config import ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
+from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
 from fabric_cli.errors import FabricError, InputError
 
 
@@ -350,6 +350,30 @@ def _generate_interactive(engine, cfg: SampleConfig, quiet: bool) -> None:
 
 
 # [demo]
+_DEMO = DemoConfig()
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps; fewer is faster but the head may not emerge.")] = _DEMO.steps,
+    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, cpu, small or gpt2.")] = _DEMO.preset,
+    context: Annotated[Optional[int], typer.Option("--context", help="Context length in tokens (default: the preset's).", show_default=False)] = None,
+    snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps for the emergence study.")] = _DEMO.snapshot_every,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the weights, batches and samples.")] = _DEMO.seed,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _DEMO.device,
+    restart: Annotated[bool, typer.Option("--restart", help="Tokenize and train again even if the run has tokens and a checkpoint.")] = False,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole life in one command: tokenize the bundled Chronicles, train, find the pronoun head, generate."""
+    from fabric_cli.demo import run_demo
+
+    cfg = DemoConfig(steps=steps, preset=preset, context=context, snapshot_every=min(snapshot_every, steps), seed=seed, device=device)
+    summary = run_demo(run_paths(ctx, run), cfg, say=err if json_out else typer.echo, restart=restart)
+    if json_out:
+        echo_json(summary)
+
 
 
 def main() -> None:

@@ -357,3 +357,38 @@ class SampleConfig:
         if not 1 <= keep < block_size:
             raise InputError(f"--slide {keep} must be between 1 and the context length minus one ({block_size - 1})")
         return keep
+
+
+@dataclass
+class DemoConfig:
+    """The demo's settings: the CPU preset and a schedule under which the pronoun head emerges."""
+
+    preset: str = "cpu"
+    context: int | None = None  # None: the preset's
+    steps: int = 1500  # the pronoun head emerges near step 1,000 (see the README's demo section)
+    lr: float = 3e-3
+    warmup: int = 50
+    batch_size: int = 16
+    snapshot_every: int = 100
+    seed: int = 1337
+    emergence_suite: str = "gender"  # scored on every snapshot; the full probe uses every suite
+    samples: int = 2  # generated continuations per prompt
+    max_new_tokens: int = 60
+    device: str = "auto"
+    prompts: tuple[str, ...] = (
+        "Once upon a time, the queen met the farmer at the market. She",
+        "One morning, the sailors visited the old witch by the river. They",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.snapshot_every < 1 or self.snapshot_every > self.steps:
+            raise InputError(f"--snapshot-every must be between 1 and --steps ({self.steps}), got {self.snapshot_every}")
+        self.train_config()  # the preset and the rest are checked now, before anything is written
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(preset=self.preset, context=self.context, steps=self.steps, lr=self.lr, warmup=min(self.warmup, self.steps // 2),
+                           batch_size=self.batch_size, snapshot_every=self.snapshot_every, seed=self.seed,
+                           device=self.device, eval_interval=max(1, self.steps // 5), log_interval=10)

@@ -1,0 +1,172 @@
+"""`fabric demo`: the whole life of a model on the bundled Chronicles, told as it happens.
+
+Tokenize the bundled corpus, train the CPU preset with snapshots, probe every suite for the pronoun
+head, prove it by ablation, find the step it emerged, show it on the Chronicles' own sentences, and
+generate text. Every stage is the library function its subcommand calls, so what the demo shows is
+what `fabric tokenize`, `train`, `probe` and `generate` do; it adds only the telling.
+
+Re-running the demo on the same run directory reuses what is already there: the tokens, and the
+checkpoint once it has reached the demo's steps (an unfinished one is resumed). `restart=True`
+starts everything over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+from fabric_cli.checkpoint import read_info
+from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig
+from fabric_cli.errors import InputError
+from fabric_cli.files import write_json_atomic
+from fabric_cli.generate import complete, load_engine
+from fabric_cli.probe import render_text, run_probe, save_report
+from fabric_cli.probe.report import bar
+from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
+from fabric_cli.train import train
+
+SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, rare ones in pieces
+HELD_OUT_SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
+
+
+Say = Callable[[str], None]
+
+
+def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False) -> dict:
+    """Run every stage on `paths`, telling the story through `say`; returns the demo's summary.
+
+    The summary is also written to the run directory as demo.json.
+    """
+    t0 = time.perf_counter()
+    summary = {"run": str(paths.root), "settings": dataclasses.asdict(cfg)}
+    summary["tokenize"] = _tokenize(paths, say, restart)
+    summary["train"] = _train(paths, cfg, say, restart)
+    summary["probe"] = _probe(paths, cfg, say)
+    summary["generate"] = _generate(paths, cfg, say)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    _ending(summary, say)
+    write_json_atomic(paths.root / "demo.json", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- the chapters
+
+
+def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
+    say("\n== 1. The Tokenizer: learning the words of the Chronicles")
+    if paths.meta.exists() and paths.tokenizer.exists() and not restart:
+        say(f"reusing {paths.tokenizer} and {paths.tokens}/ (--restart to tokenize again)")
+        result = {"reused": True}
+    else:
+        s = tokenize_corpus([], paths, TokenizeConfig(), force=restart)
+        for line in s.lines():
+            say(line)
+        result = {"reused": False, **{k: getattr(s, k) for k in ("vocab_size", "documents", "tokens", "chars_per_token", "seconds")}}
+    split = show_split(load_tokenizer(paths.tokenizer), SHOW_TEXT)
+    say(f"its dilemma over rare words: {split['display']}  ({split['count']} tokens)")
+    return {**result, "show": split["display"]}
+
+
+def _train(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool) -> dict:
+    say(f"\n== 2. The Gradient: training the {cfg.preset} preset for {cfg.steps:,} steps")
+    done = paths.latest.exists() and not restart and read_info(paths.latest).step >= cfg.steps
+    if done:
+        info = read_info(paths.latest)
+        say(f"reusing {paths.latest} (step {info.step:,}); --restart trains again")
+        return {"reused": True, "step": info.step}
+    resume = paths.latest.exists() and not restart
+    if resume:
+        say(f"resuming {paths.latest} from step {read_info(paths.latest).step:,}")
+    result = train(paths, cfg.train_config(), resume=resume, restart=restart and paths.latest.exists())
+    say(result.summary())
+    if result.stopped_by:
+        raise InputError(f"training stopped by {result.stopped_by} at step {result.step}; run `fabric demo` again to resume")
+    return {"reused": False, **result.to_dict()}
+
+
+def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
+    say("\n== 3. The Prompt Engineers: which head ties a pronoun to its referent?")
+    full = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, ablate=True, device=cfg.device), paths)
+    report = full.report
+    head = report["named_head"] or report["ranking"][0]
+    say(render_text(report, top=5))
+    say(f"\n== 4. Head {head} on the Chronicles' own sentences")
+    showcase = run_probe(ProbeConfig(suites=("showcase",), head=head, limit=12, device=cfg.device), paths).report
+    say(_showcase_lines(showcase))
+    say(f"\n== 5. When did head {head} find its calling? (its accuracy on the {cfg.emergence_suite} suite, every snapshot)")
+    em = run_probe(ProbeConfig(suites=(cfg.emergence_suite,), head=head, over_checkpoints=True, device=cfg.device),
+                   paths).report["emergence"]
+    say(_emergence_lines(em))
+    report["emergence"] = em
+    report["showcase"] = showcase["head_detail"]
+    saved = save_report(report, paths.probe)
+    say(f"report: {saved}")
+    heads = {h["head"]: h for h in report["heads"]}
+    abl = report["ablation"]
+    return {
+        "head": head, "named": report["named_head"] is not None, "accuracy": heads[head]["accuracy"],
+        "n": heads[head]["n"], "lower_bound": heads[head]["lower_bound"], "best_baseline": report["best_baseline"],
+        "by_suite": {s["suite"]: s["accuracy"] for s in report["suites"]},
+        "ablation": {"head": abl["head"], "zero_drop": abl.get("zero_drop"), "mean_drop": abl.get("mean_drop"),
+                     "random_zero_drop_mean": abl["random"]["zero_drop"]["mean"] if abl["n"] else None,
+                     "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None},
+        "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
+        "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
+    }
+
+
+def _showcase_lines(report: dict) -> str:
+    d = report["head_detail"]
+    lines = []
+    for it in d["prompts"]:
+        mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
+        tok, w = it["top"][0]
+        lines.append(f"  {mark} {it['text']}\n      {it['pronoun']} -> {tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}")
+    t = d["totals"]
+    acc = "n/a" if t["accuracy"] is None else f"{t['accuracy']:.0%}"
+    lines.append(f"  right on {acc} of {t['n']} sentences with a distractor "
+                 f"(✓ right, ✗ wrong, · only one candidate, ? ambiguous by design)")
+    return "\n".join(lines)
+
+
+def _emergence_lines(em: dict) -> str:
+    rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20)} {100 * (r['accuracy'] or 0):5.1f}%"
+            for r in em["rows"]]
+    if em["emerged_at"] is not None:
+        rows.append(f"  head {em['head']} crossed {em['threshold']:.0%} at step {em['first_reached']:,} "
+                    f"and stayed above it from step {em['emerged_at']:,} on")
+    else:
+        rows.append(f"  head {em['head']} did not stay above {em['threshold']:.0%}; train longer (--steps)")
+    return "\n".join(rows)
+
+
+def _generate(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
+    say("\n== 6. The Inference Engine: the model tells its own stories")
+    engine = load_engine(paths.latest, paths.tokenizer, cfg.device)
+    out = []
+    for i, prompt in enumerate(cfg.prompts):
+        sample = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.8, top_k=40, seed=cfg.seed + i,
+                              num_samples=cfg.samples, stop=("\n\n",))
+        result = complete(engine, prompt, sample)
+        for text in result.completions:
+            say(f"  {prompt}{text}")
+        out.append({"prompt": prompt, "completions": result.completions, "tokens_per_s": result.tokens_per_s})
+    return {"samples": out}
+
+
+def _ending(s: dict, say: Say) -> None:
+    p = s["probe"]
+    acc = "n/a" if p["accuracy"] is None else f"{p['accuracy']:.1%}"
+    base = p["best_baseline"]
+    base_text = "n/a" if base["accuracy"] is None else f"{base['accuracy']:.1%} ({base['name']})"
+    verdict = "named" if p["named"] else "not named: it does not beat the baselines with confidence"
+    a = p["ablation"]
+    when = (f"emerged at step {p['emerged_at']:,}" if p["emerged_at"] is not None
+            else f"has not yet stayed above {p['threshold']:.0%}")
+    say("\n== The end")
+    say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
+    if a["zero_drop"] is not None:
+        say(f"ablating it lowers the referent's continuation by {a['zero_drop']:+.3f} nats; a random head's by "
+            f"{a['random_zero_drop_mean']:+.3f} on average (max {a['random_zero_drop_max']:+.3f})")
+    say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")
