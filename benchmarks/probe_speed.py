@@ -1,50 +1,50 @@
 """How long `fabric probe` takes to score every head, and how that grows with the number of prompts.
 
     python benchmarks/probe_speed.py                 # cpu preset, 125 / 250 / 500 / 1000 prompts
+    python benchmarks/probe_speed.py --threads 1     # on one thread (steadier on a shared machine)
     python benchmarks/probe_speed.py --device cuda
     python benchmarks/probe_speed.py --json
 
-The model is the `cpu` preset (5 layers x 8 heads, width 128, vocabulary 4096) with random weights
-(speed does not depend on them). The prompts are generated sentences of 12 to 40 tokens with a
-referent, a distractor and a pronoun, in the [referent] {pronoun} <distractor> markup. Timed: spans
-to tokens, batching, one forward pass per batch of 64 with attention capture, and every head's
-scores with baselines and confidence intervals; the best of 3 runs. The goal is under 5 s for 500
-prompts on a laptop CPU, and linear growth. Prints a machine reference (fp32 2048x2048 matmul
-GFLOP/s) measured in the same run.
+The model is the `cpu` preset (5 layers x 8 heads, width 128, context 128, vocabulary 4096) with
+random weights (speed does not depend on them). The prompts are the bundled suites of data/probes
+(every suite, shuffled with a fixed seed), tokenized by a 4096-token BPE trained on the first 2 MB of
+the bundled Chronicles corpus, as `fabric demo` trains one. Timed: spans to tokens, batching, one
+forward pass per batch of 64 with attention capture, and every head's scores with baselines and
+confidence intervals; the best of 3 runs, sizes interleaved. The goal is under 5 s for 500 prompts
+on a laptop CPU, and linear growth. Prints a machine reference (fp32 2048x2048 matmul GFLOP/s)
+measured in the same run, and the load average: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import random
 import time
 
 import torch
 
-from fabric_cli.config import preset
+from fabric_cli.config import bundled_corpus, preset
 from fabric_cli.model import GPT
 from fabric_cli.probe.encode import encode_items
 from fabric_cli.probe.score import head_scores, make_batches, score_items
-from fabric_cli.probe.suites import parse_markup_line
+from fabric_cli.probe.suites import ProbeItem, load_suites
 from fabric_cli.tokenizer import train_tokenizer
 
-WOMEN = ["queen", "professor", "nurse", "duchess", "grandmother", "actress"]
-MEN = ["king", "farmer", "janitor", "baker", "wizard", "shepherd"]
-FILLERS = ["in the morning", "near the old mill", "after the long winter", "without a word",
-           "while the rain fell on the roofs of the village", "at the edge of the forest"]
+
+def suite_items(n: int, seed: int = 0) -> list[ProbeItem]:
+    """n prompts from every bundled suite, shuffled (repeated if n is larger than all of them)."""
+    items = load_suites()
+    random.Random(seed).shuffle(items)
+    return list(itertools.islice(itertools.cycle(items), n))
 
 
-def prompts(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        w, m = rng.choice(WOMEN), rng.choice(MEN)
-        she = rng.random() < 0.5
-        first, second = (f"[The {w}]", f"<the {m}>") if she else (f"<The {w}>", f"[the {m}]")
-        filler = " ".join(rng.sample(FILLERS, rng.randint(0, 3)))
-        out.append(f"{first} greeted {second} {filler} before {{{'she' if she else 'he'}}} left. || left | stayed")
-    return out
+def chronicles_tokenizer(mb: float = 2.0):
+    with open(bundled_corpus(), encoding="utf-8") as f:
+        text = f.read(int(mb * 1e6))
+    return train_tokenizer(text.split("\n\n"), vocab_size=4096)
 
 
 def sync(device: str) -> None:
@@ -63,19 +63,20 @@ def matmul_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def time_probe(model, tok, lines: list[str], device: str, batch_size: int, repeats: int) -> float:
-    items = [parse_markup_line(x, suite="bench", default_id=f"b{i}") for i, x in enumerate(lines)]
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        encoded, skipped = encode_items(items, tok, model.config.block_size, tok.token_to_id("<|endoftext|>"))
-        per_item = score_items(model, make_batches(encoded, batch_size, device), len(encoded))
-        scores = head_scores(per_item, encoded)
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    assert not skipped and scores.n == len(lines)
-    return best
+def time_probe(model, tok, items: list[ProbeItem], device: str, batch_size: int) -> tuple[float, int]:
+    """Seconds for one full scoring of `items` (encode, batch, forward passes, every head's
+    scores), and how many prompts were probed."""
+    sync(device)
+    t = time.perf_counter()
+    encoded, _ = encode_items(items, tok, model.config.block_size, tok.token_to_id("<|endoftext|>"))
+    per_item = score_items(model, make_batches(encoded, batch_size, device), len(encoded))
+    head_scores(per_item, encoded)
+    sync(device)
+    return time.perf_counter() - t, len(encoded)
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -83,40 +84,53 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", default="125,250,500,1000", help="numbers of prompts, comma-separated")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of every size, interleaved; the best counts")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sizes = [int(s) for s in args.sizes.split(",")]
-    tok = train_tokenizer(prompts(2000, seed=1), vocab_size=4096)
+    tok = chronicles_tokenizer()
     cfg = preset("cpu", vocab_size=4096)
     model = GPT(cfg).to(args.device).eval()
-    lines = prompts(max(sizes))
-    time_probe(model, tok, lines[:64], args.device, args.batch_size, 1)  # warm up
-    rows = []
-    for n in sizes:
-        s = time_probe(model, tok, lines[:n], args.device, args.batch_size, args.repeats)
-        rows.append({"prompts": n, "seconds": round(s, 4), "ms_per_prompt": round(1000 * s / n, 3)})
-    tokens = sum(len(tok.encode(x).ids) for x in [parse_markup_line(y).text for y in lines[: sizes[-1]]]) / sizes[-1]
+    items = suite_items(max(sizes))
+    gflops, load_before = matmul_gflops(args.device), load()
+    time_probe(model, tok, items[:64], args.device, args.batch_size)  # warm up
+    best, probed = {n: float("inf") for n in sizes}, {}
+    for _ in range(args.repeats):  # sizes interleaved, so a busy moment on a shared machine hits them all
+        for n in sizes:
+            seconds, probed[n] = time_probe(model, tok, items[:n], args.device, args.batch_size)
+            best[n] = min(best[n], seconds)
+    rows = [{"prompts": n, "probed": probed[n], "seconds": round(best[n], 4), "ms_per_prompt": round(1000 * best[n] / n, 3)}
+            for n in sizes]
+    upto = [len(tok.encode(it.text[: it.pronoun[1]]).ids) + 1 for it in items]  # what the model reads, BOS included
     result = {
         "device": args.device, "threads": torch.get_num_threads(),
         "model": f"cpu preset: {cfg.n_layer} layers x {cfg.n_head} heads, width {cfg.n_embd}, vocab {cfg.vocab_size}",
-        "mean_prompt_tokens": round(tokens, 1), "batch_size": args.batch_size, "rows": rows,
+        "prompts": "bundled suites (data/probes), shuffled",
+        "mean_prompt_tokens": round(sum(upto) / len(upto), 1), "batch_size": args.batch_size, "rows": rows,
         "growth": round(rows[-1]["seconds"] / rows[0]["seconds"], 2), "prompts_ratio": sizes[-1] / sizes[0],
-        "matmul_gflops_fp32": round(matmul_gflops(args.device), 1),
+        "matmul_gflops_fp32": round(gflops, 1), "load_before": load_before, "load_after": load(),
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"probe speed: {result['model']}, {args.device}, {result['threads']} threads, batch {args.batch_size}, "
-          f"~{result['mean_prompt_tokens']} tokens a prompt (all heads scored, best of {args.repeats})")
-    print("  prompts   seconds   ms/prompt")
+          f"{result['prompts']}, ~{result['mean_prompt_tokens']} tokens a prompt up to its pronoun "
+          f"(all heads scored, best of {args.repeats})")
+    print("  prompts  probed   seconds   ms/prompt")
     for r in rows:
-        print(f"  {r['prompts']:>7}  {r['seconds']:>8.3f}  {r['ms_per_prompt']:>10.3f}")
+        print(f"  {r['prompts']:>7}  {r['probed']:>6}  {r['seconds']:>8.3f}  {r['ms_per_prompt']:>10.3f}")
     print(f"  growth: {result['growth']}x time for {result['prompts_ratio']:.0f}x prompts (linear would be "
           f"{result['prompts_ratio']:.0f}x)")
-    print(f"machine reference: fp32 {2048}x{2048} matmul {result['matmul_gflops_fp32']} GFLOP/s")
+    at_500 = [r["seconds"] for r in rows if r["prompts"] == 500]
+    if at_500:
+        print(f"  500 prompts in {at_500[0]:.3f} s (goal under 5 s: {'met' if at_500[0] < 5 else 'NOT met'})")
+    print(f"machine reference: fp32 2048x2048 matmul {result['matmul_gflops_fp32']} GFLOP/s, {result['threads']} "
+          f"threads; {result['load_before']} before, {result['load_after'].removeprefix('load average ')} after")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Sampling: temperature, top-k and nucleus filtering, a key/value-cached loop, streaming text.
 
 - `sample_next(logits, cfg, generator)`: one next token per row of a (B, V) logits tensor.
+- `next_logits(model, idx, cache)`: one forward pass to the next token's logits; a pass too small
+  to gain from threads (a decode step of a small model) runs on one CPU thread.
 - `generate(model, ids, cfg, ...)`: an iterator yielding each step's new tokens, (B,), so a caller
   can stream; with the cache each step costs one position. When the context fills, the window
   slides: the last `cfg.slide_for(block_size)` tokens are kept, the cache is rebuilt from them
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -20,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info
-from fabric_cli.config import SampleConfig
+from fabric_cli.config import ModelConfig, SampleConfig
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, KVCache
@@ -73,8 +76,46 @@ def sample_next(logits: torch.Tensor, cfg: SampleConfig, generator: torch.Genera
 # --------------------------------------------------------------------------- the loop
 
 
-def _last_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-    logits, _ = model(idx, cache=cache)  # (B, T, V)
+# A forward pass under this many matmul FLOPs (_forward_flops) runs on one intra-op thread. A decode
+# step of the cpu preset (3 MFLOP) is ~150 tiny kernels whose time is dispatch, not arithmetic: a
+# second thread cannot make it faster, and every kernel waits for that thread, which stalls when the
+# machine is busy (the other core taken). Measured on a shared 2-core CPU with
+# benchmarks/generate_throughput.py, before this rule: 12.5 tokens/s on torch's 2 threads against
+# 538 on one; in quiet moments 2 threads were no faster (1.9 against 1.8 ms a step). Below this
+# figure a step's arithmetic is under ~0.3 ms of one core; a GPT-2-sized step (250 MFLOP) keeps
+# every thread.
+ONE_THREAD_FLOPS = 16e6
+
+
+@contextlib.contextmanager
+def _threads_for(flops: float, device: torch.device) -> Iterator[None]:
+    """Run the block on one CPU thread when `flops` is under ONE_THREAD_FLOPS; restore afterwards."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or flops >= ONE_THREAD_FLOPS or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _forward_flops(config: ModelConfig, tokens: int) -> float:
+    """Matmul FLOPs of a forward pass over `tokens` positions: 2 per weight (q, k, v, projection,
+    feed-forward, LM head) per token. Arithmetic on the config: counting the model's parameters
+    walks every module, which costs a decode step of the cpu preset a fifth of its time."""
+    c = config
+    return 2.0 * tokens * (c.n_layer * (4 * c.n_embd * c.n_embd + 2 * c.n_embd * c.n_ff) + c.vocab_size * c.n_embd)
+
+
+def next_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    """The logits of the token after `idx` (B, T) -> (B, V); a small pass runs on one thread.
+
+    With `cache`, `idx` continues the cached positions (one new token per step when decoding).
+    """
+    with _threads_for(_forward_flops(model.config, idx.numel()), idx.device):
+        logits, _ = model(idx, cache=cache)  # (B, T, V)
     return logits[:, -1, :].float()  # (B, V): only the last position predicts the next token
 
 
@@ -109,7 +150,7 @@ def generate(
     if cfg.use_cache:
         dtype = next(model.parameters()).dtype
         cache = KVCache(model.config, ids.size(0), device=ids.device, dtype=dtype)
-    logits = _last_logits(model, window, cache)  # prefill
+    logits = next_logits(model, window, cache)  # prefill
     finished = torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)  # (B,)
     for step in range(cfg.max_new_tokens):
         nxt = sample_next(logits, cfg, generator)  # (B,)
@@ -126,11 +167,11 @@ def generate(
             window = window[:, -keep:]  # (B, keep)
             if cache is not None:
                 cache.reset()
-            logits = _last_logits(model, window, cache)
+            logits = next_logits(model, window, cache)
         elif cache is not None:
-            logits = _last_logits(model, nxt[:, None], cache)  # one position: (B, 1)
+            logits = next_logits(model, nxt[:, None], cache)  # one position: (B, 1)
         else:
-            logits = _last_logits(model, window, None)
+            logits = next_logits(model, window, None)
 
 
 # --------------------------------------------------------------------------- text

@@ -9,11 +9,12 @@ import pytest
 import torch
 from tokenizers import pre_tokenizers, trainers
 
+from fabric_cli import generate as gen
 from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, SampleConfig, preset
 from fabric_cli.errors import InputError
-from fabric_cli.generate import StreamDecoder, complete, filter_logits, generate, load_engine, sample_next
+from fabric_cli.generate import StreamDecoder, complete, filter_logits, generate, load_engine, next_logits, sample_next
 from fabric_cli.model import GPT
 from fabric_cli.tokenizer import eot_id, new_tokenizer, tokenizer_sha256, train_tokenizer
 
@@ -152,6 +153,23 @@ def test_top_k_one_generation_equals_greedy(engine):
     g = torch.Generator().manual_seed(5)
     topk1 = list(generate(engine.model, ids, SampleConfig(temperature=1.0, top_k=1, max_new_tokens=20), g))
     assert torch.equal(torch.stack(greedy), torch.stack(topk1))
+
+
+def test_small_passes_run_on_one_thread_and_the_thread_count_is_restored(engine, monkeypatch):
+    """A decode step of a small model is dispatch-bound: it runs on one thread, then the count is back."""
+    model, seen = engine.model, []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (seen.append(torch.get_num_threads()), forward(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ids = torch.tensor([[1, 2, 3]])
+        list(generate(model, ids, SampleConfig(temperature=0, max_new_tokens=4)))
+        assert seen == [1] * 4 and torch.get_num_threads() == 2  # prefill and three steps
+        monkeypatch.setattr(gen, "ONE_THREAD_FLOPS", 0)  # every pass counts as large
+        assert next_logits(model, ids).shape == (1, model.config.vocab_size) and seen[-1] == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- text

@@ -11,6 +11,7 @@ from test_probe_world import make_tokenizer, planted_model, random_model, write_
 from typer.testing import CliRunner
 
 from fabric_cli.cli import app
+from fabric_cli.config import probes_dir
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,49 @@ def test_skipped_items_are_counted_and_listed_with_reasons(world):
     (skip,) = report["skipped"]
     assert skip["kind"] == "order" and skip["where"].endswith("mine.txt:3") and "comes before" in skip["reason"]
     text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", world["noisy"]]).stdout
-    assert "1 skipped (1 order; see report.json)" in text
+    assert "1 skipped (1 order; listed below)" in text
+    assert f"  skipped {world['noisy']}:3 (order): the pronoun 'She' comes before its referent 'the queen'" in text
+
+
+def test_a_suite_of_unusable_items_is_reported_item_by_item(world, tmp_path):
+    """Pronoun first, or a span that cuts a token: every such prompt is named, none silently dropped."""
+    text = "The queen greeted the king before she sang."
+    lines = [  # 1: fine; 2: the pronoun comes first; 3: the referent span cuts "queen" in two
+        {"text": text, "pronoun": [34, 37], "referent": [0, 9], "distractors": [[18, 26]]},
+        {"text": "She greeted the queen.", "pronoun": [0, 3], "referent": [12, 21]},
+        {"text": text, "pronoun": [34, 37], "referent": [0, 7], "distractors": [[18, 26]]},
+    ]
+    suite = tmp_path / "odd.jsonl"
+    suite.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(suite)])
+    assert r.exit_code == 0, r.output
+    assert "2 skipped (1 order, 1 alignment; listed below)" in r.stdout
+    assert f"skipped {suite}:2 (order): the pronoun 'She' comes before" in r.stdout
+    assert f"skipped {suite}:3 (alignment): the referent 'The que'" in r.stdout
+    report = json.loads(open(f"{world['run']}/probe/report.json").read())
+    assert [(s["where"], s["kind"]) for s in report["skipped"]] == [(f"{suite}:2", "order"), (f"{suite}:3", "alignment")]
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text("".join(json.dumps(x) + "\n" for x in lines[1:]), encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(only_bad)])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.strip().startswith(f"fabric: error: none of the 2 prompts can be probed (1 order, 1 alignment); "
+                                       f"the first, {only_bad}:1: the pronoun 'She' comes before")
+
+
+def test_showcase_ambiguous_items_are_scored_apart(world):
+    """The bundled showcase: its ambiguous items are listed with where the head looked, not scored."""
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--suite", "showcase", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    flagged = [json.loads(x)["id"] for x in open(probes_dir() / "showcase.jsonl", encoding="utf-8") if json.loads(x)["ambiguous"]]
+    amb = report["ambiguous"]
+    assert len(flagged) >= 3 and [it["id"] for it in amb["items"]] == flagged and amb["n"] == len(flagged)
+    assert all(len(it["candidates"]) == 2 and it["picked"] in {c["text"] for c in it["candidates"]} for it in amb["items"])
+    assert report["prompts"]["scored"] == report["prompts"]["probed"] - len(flagged)
+    head = next(h for h in report["heads"] if h["head"] == report["chosen_head"])
+    assert head["n_all"] == report["prompts"]["scored"]  # the head's figures count no ambiguous item
+    text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--suite", "showcase"]).stdout
+    assert f"Ambiguous prompts ({len(flagged)}, not scored)" in text and "it -> " in text
 
 
 def test_a_malformed_prompt_file_is_one_error_line(world, tmp_path):

@@ -14,6 +14,7 @@ Rules (the README's probe section states them too):
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from fabric_cli.probe.suites import ProbeItem, Span
@@ -57,6 +58,11 @@ class Skipped:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def count_kinds(kinds) -> str:
+    """'2 order, 1 alignment': how many skipped prompts of each kind, in order of first appearance."""
+    return ", ".join(f"{n} {k}" for k, n in Counter(kinds).items())
 
 
 class SpanMismatch(ValueError):

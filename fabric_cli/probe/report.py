@@ -11,7 +11,7 @@ import math
 import torch
 
 from fabric_cli.config import Head, ProbeConfig
-from fabric_cli.probe.encode import Encoded, Skipped
+from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
 from fabric_cli.probe.suites import ProbeItem
 
@@ -138,11 +138,8 @@ def render_text(r: dict, top: int = 10) -> str:
     line = (f"prompts: {p['total']} from {', '.join(s['suite'] for s in r['suites'])}; {p['scored']} scored "
             f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (apart)")
     if p["skipped"]:
-        kinds: dict[str, int] = {}
-        for s in r["skipped"]:
-            kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
-        line += f", {p['skipped']} skipped (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "; see report.json)"
-    out += [line, ""]
+        line += f", {p['skipped']} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
+    out += [line, *_skipped_lines(r["skipped"]), ""]
     heads = {h["head"]: h for h in r["heads"]}
     n = p["scored_accuracy"]
     out.append(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier candidate (n={n})")
@@ -173,6 +170,17 @@ def render_text(r: dict, top: int = 10) -> str:
         if section:
             out += ["", *section]
     return "\n".join(out)
+
+
+SHOWN_SKIPS = 10  # skipped prompts listed on the terminal; report.json lists them all
+
+
+def _skipped_lines(skipped: list[dict]) -> list[str]:
+    """One line per skipped prompt (where it is, and why), so none is dropped silently."""
+    lines = [f"  skipped {s['where'] or s['id']} ({s['kind']}): {s['reason']}" for s in skipped[:SHOWN_SKIPS]]
+    if len(skipped) > SHOWN_SKIPS:
+        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPS} more, every one in report.json")
+    return lines
 
 
 def _grid_lines(r: dict) -> list[str]:

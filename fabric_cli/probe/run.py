@@ -16,7 +16,7 @@ from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import write_json_atomic
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
-from fabric_cli.probe.encode import Encoded, encode_items
+from fabric_cli.probe.encode import Encoded, count_kinds, encode_items
 from fabric_cli.probe.report import build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import load_suites
@@ -69,7 +69,9 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, info.config.block_size, bos)
     if not encoded:
-        raise InputError(f"none of the {len(items)} prompts can be probed; the first: {skipped[0].reason}")
+        first = skipped[0]
+        raise InputError(f"none of the {len(items)} prompts can be probed ({count_kinds(s.kind for s in skipped)}); "
+                         f"the first, {first.where or first.id}: {first.reason}")
     batches = make_batches(encoded, cfg.batch_size, device)
     scores = score_items(model, batches, len(encoded))
     heads = head_scores(scores, encoded, cfg.alpha)
