@@ -26,7 +26,7 @@ from fabric_cli.probe.report import bar
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import train
 
-SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, rare ones in pieces
+SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
 HELD_OUT_SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
 
 
