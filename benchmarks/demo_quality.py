@@ -35,6 +35,7 @@ import torch
 from fabric_cli.config import SampleConfig
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.lexicon import NAME_CLASS, NOUN_CLASS, PRONOUNS, counts
+from machine import matmul_gflops
 
 STORY_STARTS = (
     "One morning, the queen met the farmer at the market.",
@@ -48,15 +49,6 @@ STORY_STARTS = (
 )
 PRONOUN_CLASS = {p: cls for cls, forms in PRONOUNS.items() for p in forms.values() if p != "her"}
 PRONOUN_CLASS["her"] = "f"
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def agreement(story: str, start: int) -> tuple[int, int]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
@@ -32,22 +31,7 @@ import torch
 from fabric_cli.config import SampleConfig, preset
 from fabric_cli.generate import generate, next_logits
 from fabric_cli.model import GPT, KVCache
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    a @ a  # warm up
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+from machine import load_average, matmul_gflops, sync
 
 
 def run_seconds(model: GPT, prompt: torch.Tensor, new: int, use_cache: bool, seed: int) -> float:
@@ -93,10 +77,6 @@ def per_token_ms(model: GPT, position: int, use_cache: bool, device: str, repeat
     return statistics.median(times[2:]) * 1000
 
 
-def load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu, cuda or mps")
@@ -116,7 +96,7 @@ def main() -> None:
         "device": args.device,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_before": load(),
+        "load_before": load_average(),
         "matmul_fp32_gflops": round(matmul_gflops(args.device), 1),
         "model": f"cpu preset, {models[512].num_params():,} parameters (context 512), random weights",
         "new_tokens": args.new_tokens,
@@ -134,7 +114,7 @@ def main() -> None:
         for use_cache in (True, False):
             key = f"ms_per_token_at_{pos}_{'cache' if use_cache else 'no_cache'}"
             res[key] = round(per_token_ms(models[512], pos, use_cache, args.device, 20), 3)
-    res["load_after"] = load()
+    res["load_after"] = load_average()
     if args.json:
         print(json.dumps(res, indent=2))
         return

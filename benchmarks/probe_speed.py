@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import random
 import time
 
@@ -32,6 +31,7 @@ from fabric_cli.probe.encode import encode_items
 from fabric_cli.probe.score import head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
 from fabric_cli.tokenizer import train_tokenizer
+from machine import load_average, matmul_gflops, sync
 
 
 def suite_items(n: int, seed: int = 0) -> list[ProbeItem]:
@@ -47,22 +47,6 @@ def chronicles_tokenizer(mb: float = 2.0):
     return train_tokenizer(text.split("\n\n"), vocab_size=4096)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    a @ a  # warm up
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
-
-
 def time_probe(model, tok, items: list[ProbeItem], device: str, batch_size: int) -> tuple[float, int]:
     """Seconds for one full scoring of `items` (encode, batch, forward passes, every head's
     scores), and how many prompts were probed."""
@@ -73,10 +57,6 @@ def time_probe(model, tok, items: list[ProbeItem], device: str, batch_size: int)
     head_scores(per_item, encoded)
     sync(device)
     return time.perf_counter() - t, len(encoded)
-
-
-def load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -97,7 +77,7 @@ def main() -> None:
     cfg = preset("cpu", vocab_size=4096)
     model = GPT(cfg).to(args.device).eval()
     items = suite_items(max(sizes))
-    gflops, load_before = matmul_gflops(args.device), load()
+    gflops, load_before = matmul_gflops(args.device), load_average()
     time_probe(model, tok, items[:64], args.device, args.batch_size)  # warm up
     best, probed = {n: float("inf") for n in sizes}, {}
     for _ in range(args.repeats):  # sizes interleaved, so a busy moment on a shared machine hits them all
@@ -113,7 +93,7 @@ def main() -> None:
         "prompts": "bundled suites (data/probes), shuffled",
         "mean_prompt_tokens": round(sum(upto) / len(upto), 1), "batch_size": args.batch_size, "rows": rows,
         "growth": round(rows[-1]["seconds"] / rows[0]["seconds"], 2), "prompts_ratio": sizes[-1] / sizes[0],
-        "matmul_gflops_fp32": round(gflops, 1), "load_before": load_before, "load_after": load(),
+        "matmul_gflops_fp32": round(gflops, 1), "load_before": load_before, "load_after": load_average(),
     }
     if args.json:
         print(json.dumps(result, indent=2))
