@@ -59,8 +59,9 @@ def agreement(story: str, start: int) -> tuple[int, int]:
         word, low = m.group(), m.group().lower()
         if word in NAME_CLASS:
             seen.add(NAME_CLASS[word])
-        elif NOUN_CLASS.get(low, (None,))[0] is not None:
-            seen.add(NOUN_CLASS[low][0])
+        elif low in NOUN_CLASS:  # a role ("the farmer") is a person of either gender
+            cls = NOUN_CLASS[low][0]
+            seen.update([cls] if cls else ["f", "m"])
         elif low in PRONOUN_CLASS and m.start() >= start:
             total += 1
             good += PRONOUN_CLASS[low] in seen
