@@ -28,7 +28,7 @@ from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.trainstep import (
-    Dist, StepStats, StopFlag, amp_for, build_model, evaluate, lr_at, make_optimizer,
+    Dist, StepStats, StopFlag, amp_for, build_model, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, remove_run_outputs, step_seed, train_step,
 )
 
@@ -175,6 +175,8 @@ class Loop:
 
         choice = choose_device(config.device)
         device = dist.device if dist.enabled else choice.device
+        if device == "cpu":
+            keep_freed_memory()
         if resume:
             info = ckpt.read_info(paths.latest)
             state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)

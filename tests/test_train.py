@@ -23,13 +23,13 @@ from safetensors.torch import load_file
 from conftest import stories
 from fabric_cli.checkpoint import read_info
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.config import RunPaths, TrainConfig, preset
 from fabric_cli.data import load_tokens
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
-from fabric_cli.metrics import read_metrics
+from fabric_cli.metrics import LayerGroups, read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
-from fabric_cli.trainstep import lr_at, make_optimizer
+from fabric_cli.trainstep import lr_at, make_optimizer, train_step
 
 SHA = "ab" * 32
 # a tiny model and a fast schedule; log every step so every loss is in metrics.jsonl
@@ -121,6 +121,67 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     assert max(train_losses(run)) == 2
 
 
+def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
+    args = ["train", "--run", str(run.root), *FAST_ARGS, "--layers", "3", "--heads", "4", "--width", "32",
+            "--context", "8", "--dropout", "0.1", "--tokens", "300", "--eval-interval", "2", "--log-interval", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    c = read_info(run.latest).config
+    assert (c.n_layer, c.n_head, c.n_embd, c.n_ff, c.block_size, c.dropout) == (3, 4, 32, 128, 8, 0.1)
+    assert read_info(run.latest).step == 5  # ceil(300 tokens / (8 sequences x 8 tokens))
+    for word in ("5/5", "loss=", "lr=", "tok_s=", "step 2: train loss", "val loss"):  # the bar, the eval lines
+        assert word in result.stderr, word
+    for word in ("step          5 / 5", "train loss", "val loss", "tokens seen   320", "tokens/s", "model FLOP/s", "GFLOP/s"):
+        assert word in result.stdout, word
+
+
+def test_out_of_memory_names_the_knobs_to_turn(run, runner, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("fabric_cli.train.train_step", out_of_memory)
+    result = runner.invoke(app, ["train", "--run", str(run.root), "--steps", "3", *FAST_ARGS])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("fabric: error: out of memory") and "--batch-size" in line and "--grad-accum" in line
+    assert "Traceback" not in result.output and not run.latest.exists()
+
+
+class _RecordingSGD(torch.optim.SGD):
+    """SGD that notes the total gradient norm it was handed (after clipping)."""
+
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.seen = torch.nn.utils.get_total_norm(grads).item()
+        return super().step(closure)
+
+
+def test_step_clips_accumulates_and_frees_gradients():
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=64))
+    groups, opt = LayerGroups(model, 2), _RecordingSGD(model.parameters(), lr=0.0)  # lr 0: weights stay put
+    x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    whole = train_step(model, opt, [(x, y)], groups, grad_clip=0.0, layer_norms=True)
+    assert opt.seen == pytest.approx(whole.grad_norm.item(), rel=1e-5)  # no clipping
+    assert whole.layer_norms.shape == (3,) and (whole.layer_norms > 0).all()
+    assert all(p.grad is None for p in model.parameters())  # freed, not zeroed
+    halves = train_step(model, opt, [(x[:2], y[:2]), (x[2:], y[2:])], groups, grad_clip=0.0)
+    assert halves.grad_norm.item() == pytest.approx(whole.grad_norm.item(), rel=1e-4)  # accumulation = one batch
+    assert halves.loss.item() == pytest.approx(whole.loss.item(), rel=1e-5)
+    clipped = train_step(model, opt, [(x, y)], groups, grad_clip=0.01)
+    assert whole.grad_norm.item() > 0.1  # so a clip at 0.01 bites
+    assert clipped.grad_norm.item() == pytest.approx(whole.grad_norm.item(), rel=1e-5)  # reported: before clipping
+    assert opt.seen == pytest.approx(0.01, rel=1e-3)  # applied: after
+
+
+def test_flops_per_token_counts_each_matmul_weight_once():
+    c = preset("tiny", vocab_size=256)
+    per_layer = 3 * c.n_embd**2 + c.n_embd**2 + 2 * c.n_embd * c.n_ff  # q,k,v; out projection; feed-forward
+    lm_head = c.vocab_size * c.n_embd  # tied to wte, but a real matmul: counted once
+    attention = 12 * c.n_layer * c.n_embd * c.block_size
+    assert GPT(c).flops_per_token() == 6 * (c.n_layer * per_layer + lm_head) + attention
+
+
 def test_missing_tokens_say_run_tokenize(tmp_path, runner):
     result = runner.invoke(app, ["train", "--run", str(tmp_path / "empty"), "--preset", "tiny"])
     assert result.exit_code == 1
@@ -174,17 +235,18 @@ def test_huge_lr_fails_cleanly_on_the_command_line(run, runner):
     assert not run.latest.exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(run):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(run, sig):
     cmd = [sys.executable, "-m", "fabric_cli", "train", "--run", str(run.root), "--steps", "100000",
            "--eval-interval", "100000", "--log-interval", "1", *FAST_ARGS]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 60
     while len(read_metrics(run.metrics)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "fabric train --resume" in err and "SIGTERM" in err
+    assert proc.returncode == 128 + sig, err
+    assert "fabric train --resume" in err and sig.name in err and "Traceback" not in err
     info = read_info(run.latest)
     assert info.step >= 3 and info.step == max(train_losses(run))
     assert f"step          {info.step:,}" in out
