@@ -14,7 +14,9 @@ from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, SampleConfig, preset
 from fabric_cli.errors import InputError
-from fabric_cli.generate import StreamDecoder, complete, filter_logits, generate, load_engine, next_logits, sample_next
+from fabric_cli.generate import (
+    StreamDecoder, complete, draw, filter_logits, generate, load_engine, next_logits, sample_next,
+)
 from fabric_cli.model import GPT
 from fabric_cli.tokenizer import eot_id, new_tokenizer, tokenizer_sha256, train_tokenizer
 
@@ -95,6 +97,24 @@ def test_top_p_keeps_exactly_the_nucleus():
     g = torch.Generator().manual_seed(0)
     draws = sample_next(probs.log().repeat(500, 1), SampleConfig(temperature=1.0, top_p=0.8), g)  # (1000,)
     assert set(draws[0::2].tolist()) == {0, 1} and set(draws[1::2].tolist()) == {2, 3}
+
+
+def test_draw_follows_the_distribution_and_never_picks_a_zero():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.0, 0.05])
+    g = torch.Generator().manual_seed(0)
+    draws = draw(probs.repeat(20_000, 1), g)  # (20000,)
+    counts = torch.bincount(draws, minlength=6).double()
+    assert counts[1] == 0 and counts[4] == 0
+    expected = probs.double() * 20_000
+    kept = expected > 0
+    chi2 = ((counts[kept] - expected[kept]) ** 2 / expected[kept]).sum().item()
+    assert chi2 < 16.3  # 3 degrees of freedom: p = 0.001
+    # unnormalised rows and a row whose only mass is its last token
+    rows = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 7.0]]).repeat(100, 1)
+    assert draw(rows, g).tolist() == [0, 2] * 100
+    # the same generator state gives the same draws
+    a = draw(probs.repeat(50, 1), torch.Generator().manual_seed(3))
+    assert torch.equal(a, draw(probs.repeat(50, 1), torch.Generator().manual_seed(3)))
 
 
 def test_top_k_and_temperature_zero():

@@ -31,7 +31,10 @@ def test_probe_path_matches_fast_path(model):
     assert att.triu(diagonal=1).abs().max() == 0  # causal: nothing from the future
 
 
-def test_kv_cache_path_matches_fast_path(model):
+@pytest.mark.parametrize("bias", [True, False])
+def test_kv_cache_path_matches_fast_path(bias):
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=97, bias=bias)).eval()  # one token at a time: GPT._decode_step
     idx = torch.randint(0, 97, (2, 16))
     fast, _ = model(idx)
     cache = KVCache(model.config, batch_size=2)
