@@ -135,8 +135,8 @@ def next_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = None) -> 
     With `cache`, `idx` continues the cached positions (one new token per step when decoding).
     """
     with _threads_for(_forward_flops(model.config, idx.numel()), idx.device):
-        logits, _ = model(idx, cache=cache)  # (B, T, V)
-    return logits[:, -1, :].float()  # (B, V): only the last position predicts the next token
+        logits, _ = model(idx, cache=cache, last_only=True)  # (B, 1, V): only the last position predicts the next token
+    return logits[:, -1, :].float()  # (B, V)
 
 
 @torch.inference_mode()  # wraps each resumption of the generator, not the caller's code between steps

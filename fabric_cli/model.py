@@ -189,12 +189,16 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         probe: Probe | None = None,
         cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, vocab) and the mean cross-entropy if targets given.
 
-        With `cache`, positions continue from cache.pos and the cache advances by T.
+        With `cache`, positions continue from cache.pos and the cache advances by T. `last_only`
+        (generation) applies the LM head to the last position alone: logits (B, 1, vocab).
         """
         B, T = idx.shape
+        if last_only and targets is not None:
+            raise ValueError("last_only computes one position's logits; the loss needs every position's")
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens > context length {self.config.block_size}")
@@ -204,6 +208,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, probe=probe, cache=cache)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C): the only position whose next token is wanted
         x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T

@@ -46,6 +46,20 @@ def test_kv_cache_path_matches_fast_path(bias):
         model(idx[:, :1], cache=cache)  # full: the caller must slide
 
 
+def test_last_only_is_the_last_row_of_the_full_logits(model):
+    idx = torch.randint(0, 97, (2, 12))
+    full, _ = model(idx)
+    last, _ = model(idx, last_only=True)
+    assert last.shape == (2, 1, 97)
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=0)
+    cache = KVCache(model.config, batch_size=2)
+    prefill, _ = model(idx[:, :8], cache=cache, last_only=True)
+    torch.testing.assert_close(prefill[:, 0], model(idx[:, :8])[0][:, -1], atol=1e-5, rtol=0)
+    assert cache.pos == 8  # the cache still holds every position
+    with pytest.raises(ValueError):
+        model(idx, targets=idx, last_only=True)
+
+
 def test_ablation_zero_and_replacement(model):
     idx = torch.randint(0, 97, (2, 16))
     base, _ = model(idx)
