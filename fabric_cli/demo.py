@@ -13,17 +13,19 @@ starts everything over.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Callable
 
 from fabric_cli.checkpoint import read_info
-from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig
+from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, bundled_corpus
 from fabric_cli.errors import InputError
 from fabric_cli.files import write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.report import bar
-from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
+from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus, tokenizer_sha256
 from fabric_cli.train import train
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
@@ -56,6 +58,7 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False) 
 def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
     say("\n== 1. The Tokenizer: learning the words of the Chronicles")
     if paths.meta.exists() and paths.tokenizer.exists() and not restart:
+        _check_chronicles_tokens(paths)
         say(f"reusing {paths.tokenizer} and {paths.tokens}/ (--restart to tokenize again)")
         result = {"reused": True}
     else:
@@ -66,6 +69,17 @@ def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
     split = show_split(load_tokenizer(paths.tokenizer), SHOW_TEXT)
     say(f"its dilemma over rare words: {split['display']}  ({split['count']} tokens)")
     return {**result, "show": split["display"]}
+
+
+def _check_chronicles_tokens(paths: RunPaths) -> None:
+    """Tokens of another corpus in the run directory would silently change the story: refuse them."""
+    sources = json.loads(paths.meta.read_text()).get("sources", [])
+    if [src.get("sha256") for src in sources] != [tokenizer_sha256(bundled_corpus())]:  # the file's sha256
+        names = ", ".join(Path(src.get("path", "?")).name for src in sources) or "an unrecorded corpus"
+        raise InputError(
+            f"{paths.tokens} holds tokens of {names}, not the bundled Chronicles the demo is told on; "
+            f"give another --run directory, or --restart to tokenize the Chronicles there (its checkpoints go too)"
+        )
 
 
 def _train(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool) -> dict:

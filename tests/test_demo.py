@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -52,6 +53,20 @@ def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
     summary = json.loads(r.stdout)
     assert summary["tokenize"]["reused"] and summary["train"]["reused"]
     assert RunPaths(root).latest.stat().st_mtime_ns == before
+
+
+def test_tokens_of_another_corpus_are_refused_not_reused(demo_run, tmp_path):
+    root, _ = demo_run
+    other = tmp_path / "run"
+    shutil.copytree(RunPaths(root).tokens, RunPaths(other).tokens)
+    shutil.copy(RunPaths(root).tokenizer, RunPaths(other).tokenizer)
+    meta = json.loads(RunPaths(other).meta.read_text())
+    meta["sources"] = [{"path": "/somewhere/novel.txt", "bytes": 10, "sha256": "0" * 64}]
+    RunPaths(other).meta.write_text(json.dumps(meta))
+    r = CliRunner().invoke(app, ["demo", "--run", str(other), *SHORT])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "holds tokens of novel.txt, not the bundled Chronicles" in r.stderr and "--restart" in r.stderr
+    assert not RunPaths(other).latest.exists()  # nothing trained on them
 
 
 def test_bad_demo_options_are_one_line_errors(tmp_path):
