@@ -13,9 +13,9 @@ token file, forward, backward, gradient norm and clipping, the fused AdamW step,
 read-back and metrics.jsonl line every 10 steps. The run logs tokens/s every 10 steps (evaluation
 and checkpoint writes excluded); the first 10 steps (warm-up) are left out. Achieved GFLOP/s =
 model FLOPs per token (GPT.flops_per_token: 6 per matmul weight, the tied LM head included, plus
-attention over the whole context, the PaLM convention) x tokens/s. The reference is fp32 2048x2048 matmul GFLOP/s
-(torch) in the same process: the best of 3 timings of 5 products, taken just before and just
-after each run. The shapes alternate over --rounds rounds, so that a busy moment of a shared
+attention over the whole context, the PaLM convention) x tokens/s. The reference is fp32
+2048x2048 matmul GFLOP/s (torch) in the same process: the best of 3 timings of 5 products, taken
+just before and just after each run. The shapes alternate over --rounds rounds, so that a busy moment of a shared
 machine (this one's speed moves by a third within minutes) hits both. The goal on a 2-core CPU:
 the fixed shape's step at 60% or more of the matmul figure, best interval against best matmul;
 beside it, each round's median interval against that round's own matmul figures.
@@ -108,6 +108,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.steps < 3 * LOG_INTERVAL:
         ap.error(f"--steps must be at least {3 * LOG_INTERVAL}: the first {LOG_INTERVAL} are warm-up")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     load_before = load_average()
     runs = {name: [] for name in SHAPES}

@@ -74,7 +74,7 @@ def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
 def _check_chronicles_tokens(paths: RunPaths) -> None:
     """Tokens of another corpus in the run directory would silently change the story: refuse them."""
     sources = json.loads(paths.meta.read_text()).get("sources", [])
-    if [src.get("sha256") for src in sources] != [tokenizer_sha256(bundled_corpus())]:  # the file's sha256
+    if [src.get("sha256") for src in sources] != [tokenizer_sha256(bundled_corpus())]:
         names = ", ".join(Path(src.get("path", "?")).name for src in sources) or "an unrecorded corpus"
         raise InputError(
             f"{paths.tokens} holds tokens of {names}, not the bundled Chronicles the demo is told on; "

@@ -44,10 +44,18 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
-        self.weights: list[tuple] | None = None  # GPT._decode_step's per-block tensors, gathered on first use
+        # GPT._decode_step's per-block tensors, gathered on first use: a cache serves one model
+        self.weights: list[tuple] | None = None
 
     def reset(self) -> None:
         self.pos = 0
+
+    def span(self, T: int) -> tuple[int, int]:
+        """(start, end) of the next T positions; a full cache is an error (the caller slides first)."""
+        end = self.pos + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions > {self.max_len}")
+        return self.pos, end
 
 
 class CausalSelfAttention(nn.Module):
@@ -97,10 +105,8 @@ class CausalSelfAttention(nn.Module):
         return y
 
     def _cached(self, q, k, v, cache: KVCache) -> torch.Tensor:
-        T, start = q.size(2), cache.pos
-        end = start + T
-        if end > cache.max_len:
-            raise ValueError(f"KV cache full: {end} positions > {cache.max_len}")  # caller slides first
+        T = q.size(2)
+        start, end = cache.span(T)
         cache.k[self.layer, :, :, start:end] = k
         cache.v[self.layer, :, :, start:end] = v
         k_all, v_all = cache.k[self.layer, :, :, :end], cache.v[self.layer, :, :, :end]  # (B, nh, end, hs)
@@ -230,9 +236,7 @@ class GPT(nn.Module):
         """
         B, C = idx.size(0), self.config.n_embd
         nh, hs = self.config.n_head, self.config.head_size
-        pos, end = cache.pos, cache.pos + 1
-        if end > cache.max_len:
-            raise ValueError(f"KV cache full: {end} positions > {cache.max_len}")  # caller slides first
+        pos, end = cache.span(1)
         if cache.weights is None:
             cache.weights = [_block_tensors(block) for block in self.transformer.h]
         tr = self.transformer

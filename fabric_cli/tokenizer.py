@@ -119,7 +119,8 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def tokenizer_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a tokenizer.json's bytes: checkpoints record it to detect a changed tokenizer."""
+    """sha256 of a file's bytes. Checkpoints record a tokenizer.json's to detect a changed
+    tokenizer; `fabric demo` compares the bundled corpus's with the one its tokens came from."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
