@@ -241,15 +241,24 @@ class GPT(nn.Module):
             cache.weights = [_block_tensors(block) for block in self.transformer.h]
         tr = self.transformer
         x = tr.wte.weight[idx[:, 0]] + tr.wpe.weight[pos]  # (B, C)
-        for i, (ln_1, ln_2, qkv_w, qkv_b, proj_w, proj_b, fc_w, fc_b, out_w, out_b) in enumerate(cache.weights):
-            q, k, v = F.linear(F.layer_norm(x, *ln_1), qkv_w, qkv_b).view(B, 3, nh, 1, hs).unbind(1)  # (B, nh, 1, hs)
-            cache.k[i, :, :, pos:end] = k
-            cache.v[i, :, :, pos:end] = v
-            y = F.scaled_dot_product_attention(q, cache.k[i, :, :, :end], cache.v[i, :, :, :end])  # (B, nh, 1, hs)
-            x = F.linear(y.reshape(B, C), proj_w, proj_b).add_(x)  # heads side by side, then the residual
-            h = F.gelu(F.linear(F.layer_norm(x, *ln_2), fc_w, fc_b))  # the exact GELU, as MLP.forward
-            x = F.linear(h, out_w, out_b).add_(x)
-        x = F.layer_norm(x, *_norm_args(tr.ln_f))
+        # On the CPU, F.gelu of a float tensor goes to oneDNN, which sets up a primitive on every
+        # call: ~10 us whatever the size, against ~2 us for ATen's own kernel on a few rows. Worth
+        # it for a training batch, not here (a tenth of the step). Restored before returning.
+        onednn = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            for i, (ln_1, ln_2, qkv_w, qkv_b, proj_w, proj_b, fc_w, fc_b, out_w, out_b) in enumerate(cache.weights):
+                k_all, v_all = cache.k[i], cache.v[i]  # (B, nh, max_len, hs): this layer's cache
+                q, k, v = F.linear(torch.layer_norm(x, *ln_1), qkv_w, qkv_b).view(B, 3, nh, 1, hs).unbind(1)  # (B, nh, 1, hs)
+                k_all[:, :, pos:end] = k
+                v_all[:, :, pos:end] = v
+                y = F.scaled_dot_product_attention(q, k_all[:, :, :end], v_all[:, :, :end])  # (B, nh, 1, hs)
+                x = F.linear(y.reshape(B, C), proj_w, proj_b).add_(x)  # heads side by side, then the residual
+                h = F.gelu(F.linear(torch.layer_norm(x, *ln_2), fc_w, fc_b))  # the exact GELU, as MLP.forward
+                x = F.linear(h, out_w, out_b).add_(x)
+        finally:
+            torch.backends.mkldnn.enabled = onednn
+        x = torch.layer_norm(x, *_norm_args(tr.ln_f))
         cache.pos = end
         return F.linear(x, tr.wte.weight)[:, None]  # (B, 1, vocab)
 

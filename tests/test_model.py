@@ -46,6 +46,27 @@ def test_kv_cache_path_matches_fast_path(bias):
         model(idx[:, :1], cache=cache)  # full: the caller must slide
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_decode_step_leaves_the_onednn_setting_as_it_found_it(model, onednn, monkeypatch):
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = onednn
+    try:
+        cache = KVCache(model.config, batch_size=1)
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+        model(torch.zeros(1, 1, dtype=torch.long), cache=cache)  # GPT._decode_step turns oneDNN off inside
+        assert torch.backends.mkldnn.enabled is onednn
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("a kernel failed")
+
+        monkeypatch.setattr(torch.nn.functional, "gelu", fail)  # fails inside the step's loop
+        with pytest.raises(RuntimeError, match="a kernel failed"):
+            model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
+        assert torch.backends.mkldnn.enabled is onednn
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def test_last_only_is_the_last_row_of_the_full_logits(model):
     idx = torch.randint(0, 97, (2, 12))
     full, _ = model(idx)
