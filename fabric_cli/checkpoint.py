@@ -86,8 +86,16 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
             meta = dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} is not a safetensors file ({e})") from None
+    if meta.get("format") == STATE_FORMAT:
+        raise CheckpointError(
+            f"{path} is the training state that --resume reads (optimizer and RNG), not model weights; "
+            f"pass the weights file beside it, {path.with_name(path.name.replace('.state.', '.'))}"
+        )
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}; pass a weights file "
+            f"that `fabric train` wrote (RUN/checkpoints/latest.safetensors or a step-*.safetensors snapshot)"
+        )
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(

@@ -6,12 +6,15 @@ instant even for a large model; the gradient-flow table comes from the run's met
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from safetensors import safe_open
 
 from fabric_cli.checkpoint import read_info
+from fabric_cli.config import RunPaths
+from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.metrics import EXPLODING, VANISHING, gradient_flow, read_metrics
 
 COMPONENTS = ("embeddings", "attention", "feed_forward", "norms")
@@ -44,22 +47,86 @@ def parameter_counts(path: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The weights file to inspect: `path` itself, or a run directory's checkpoints/latest.safetensors.
+
+    Raises:
+        CheckpointError: nothing at `path`, or a directory that holds no latest checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        latest = RunPaths(path).latest
+        if not latest.is_file():
+            raise CheckpointError(
+                f"{path} is a directory without checkpoints/latest.safetensors; give a run directory "
+                f"that `fabric train` has saved into, or a weights file such as RUN/checkpoints/step-000100.safetensors"
+            )
+        return latest
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; run `fabric train` first, "
+            f"or give a CHECKPOINT path (a weights file or a run directory)"
+        )
+    return path
+
+
+def read_named_metrics(path: Path) -> list[dict]:
+    """The records of a metrics file named with --metrics, which must exist and be JSON lines.
+
+    Stricter than `read_metrics`, which reads the run's own metrics.jsonl: a file the user names
+    must be metrics, so every line must be a JSON object; only the last one may be cut short (a
+    kill while writing), and at least one must be whole.
+
+    Raises:
+        InputError: the file is missing, unreadable, or not JSON lines.
+    """
+    fix = "pass the run's metrics.jsonl, or leave out --metrics to read the one beside the checkpoint"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"metrics file {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"metrics file {path} cannot be read as text ({e}); {fix}") from None
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    records = []
+    for n, line in numbered:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if isinstance(rec, dict):
+            records.append(rec)
+        elif n != numbered[-1][0] or not records:
+            raise InputError(f"metrics file {path} is not JSON lines: line {n} is not a JSON object ({line[:40]!r}); {fix}")
+    return records
+
+
 def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | None = None) -> dict:
     """A report on one weights file.
 
     Args:
-        path: a checkpoint (latest or a snapshot).
-        metrics: the metrics.jsonl to read gradient norms from; by default the one of the run
-            directory the checkpoint lives in (`RUN/checkpoints/x.safetensors` -> `RUN/metrics.jsonl`).
+        path: a checkpoint (latest or a snapshot), or a run directory (its latest checkpoint).
+        metrics: the metrics.jsonl to read gradient norms and evaluations from; it must exist.
+            By default the one of the run directory the checkpoint lives in
+            (`RUN/checkpoints/x.safetensors` -> `RUN/metrics.jsonl`), and a missing one is a note.
     Returns:
-        a dict with config, step, tokens_seen, losses, parameters and gradient_flow (None when
-        there is no metrics file with gradient norms).
+        a dict with config, step, tokens_seen, losses, parameters, metrics (the file read, None
+        when there was none), gradient_flow (None when no gradient norms were logged up to the
+        checkpoint's step) and gradient_flow_note (why not, else None).
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     info = read_info(path)
-    metrics_path = Path(metrics) if metrics else path.parent.parent / "metrics.jsonl"
-    records = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= info.step]
-    evals = [r for r in records if r.get("kind") == "eval"]
+    if metrics is not None:
+        metrics_path = Path(metrics)
+        records = read_named_metrics(metrics_path)
+    else:
+        metrics_path = path.parent.parent / "metrics.jsonl"
+        records = read_metrics(metrics_path) if metrics_path.is_file() else None
+    upto = [r for r in records or [] if r.get("step", 0) <= info.step]
+    evals = [r for r in upto if r.get("kind") == "eval"]
+    last_eval = evals[-1] if evals else {}
+    val_loss = info.extra.get("val_loss")
+    flow = gradient_flow(upto)
     return {
         "checkpoint": str(path),
         "config": info.config.to_dict(),
@@ -67,13 +134,23 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
         "tokens_seen": info.tokens_seen,
         "tokenizer_sha256": info.tokenizer_sha256,
         "losses": {
-            "train_loss": info.extra.get("train_loss"),
-            "val_loss": info.extra.get("val_loss", evals[-1]["val_loss"] if evals else None),
+            "step_loss": info.extra.get("train_loss"),  # one training batch: the checkpoint's own step
+            "eval_step": last_eval.get("step"),
+            "eval_train_loss": last_eval.get("train_loss"),  # this and val: means over the evaluation's batches
+            "val_loss": val_loss if val_loss is not None else last_eval.get("val_loss"),
         },
         "parameters": parameter_counts(path),
-        "metrics": str(metrics_path) if records else None,
-        "gradient_flow": gradient_flow(records),
+        "metrics": str(metrics_path) if records is not None else None,
+        "gradient_flow": flow,
+        "gradient_flow_note": None if flow else no_flow_note(metrics_path, records is not None, info.step),
     }
+
+
+def no_flow_note(metrics_path: Path, found: bool, step: int) -> str:
+    """Why the report has no gradient-flow table, as it is."""
+    if not found:
+        return f"no gradient norms: {metrics_path} does not exist (name the run's metrics.jsonl with --metrics)"
+    return f"no gradient norms logged at or before step {step:,} in {metrics_path}"
 
 
 def format_report(report: dict) -> str:
@@ -86,7 +163,10 @@ def format_report(report: dict) -> str:
         f"model         {c['n_layer']} layers x {c['n_head']} heads, width {c['n_embd']} (head {c['n_embd'] // c['n_head']}), "
         f"feed-forward {c['n_ff']}, context {c['block_size']}, vocab {c['vocab_size']}, dropout {c['dropout']}",
         f"trained       step {report['step']:,}, {report['tokens_seen']:,} tokens seen",
-        f"last loss     train {fmt(losses['train_loss'])}, val {fmt(losses['val_loss'])}",
+        f"step loss     {fmt(losses['step_loss'])}"
+        + ("" if losses["step_loss"] is None else f" (the training batch of step {report['step']:,} alone)"),
+        f"eval loss     train {fmt(losses['eval_train_loss'])}, val {fmt(losses['val_loss'])}"
+        + ("" if losses["eval_step"] is None else f" (evaluation at step {losses['eval_step']:,}, means over --eval-batches batches)"),
         f"tokenizer     sha256 {(report['tokenizer_sha256'] or '-')[:16]}",
         "parameters",
     ]
@@ -95,7 +175,7 @@ def format_report(report: dict) -> str:
             lines.append(f"  {key.replace('_', '-'):<13}{n:>12,}")
     flow = report["gradient_flow"]
     if flow is None:
-        lines.append("gradient flow: no gradient norms logged (metrics.jsonl not found beside the checkpoint)")
+        lines.append(f"gradient flow: {report['gradient_flow_note']}")
         return "\n".join(lines)
     lines.append(f"gradient flow (grad norm per layer before clipping, from {report['metrics']})")
     lines.append("  layer " + "".join(f"{'step ' + str(s):>14}" for s in flow["steps"]))

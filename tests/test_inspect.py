@@ -73,11 +73,70 @@ def test_healthy_norms_raise_no_flag():
     assert gradient_flow(recs)["flags"] == [] and gradient_flow([]) is None
 
 
+def refused(result) -> str:
+    """The one error line of a command that must fail cleanly: exit 1, nothing on stdout, no traceback."""
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fabric: error: "), result.stderr
+    return lines[0]
+
+
 def test_without_metrics_or_checkpoint(tmp_path, runner):
     path = tmp_path / "w.safetensors"
     model = GPT(preset("tiny", vocab_size=64))
     save_weights(path, model, CheckpointInfo(model.config, step=3))
     result = runner.invoke(app, ["inspect", str(path)])
-    assert result.exit_code == 0 and "no gradient norms logged" in result.output
-    missing = runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")])
-    assert missing.exit_code == 1 and "fabric train" in missing.output
+    assert result.exit_code == 0, result.output
+    assert f"gradient flow: no gradient norms: {tmp_path.parent / 'metrics.jsonl'} does not exist" in result.stdout
+    line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")]))
+    assert "fabric train" in line and "give a CHECKPOINT path" in line and "--checkpoint" not in line
+
+
+def test_a_named_metrics_file_must_exist_and_be_json_lines(trained, tmp_path, runner):
+    def inspect_with(metrics):
+        return runner.invoke(app, ["inspect", "--run", str(trained.root), "--metrics", str(metrics)])
+
+    assert f"metrics file {tmp_path / 'nothere.jsonl'} does not exist" in refused(inspect_with(tmp_path / "nothere.jsonl"))
+    (tmp_path / "small.txt").write_text("step 3: loss 4.2\nstep 6: loss 3.9\n")
+    assert "small.txt is not JSON lines: line 1 is not a JSON object" in refused(inspect_with(tmp_path / "small.txt"))
+    assert "cannot be read as text" in refused(inspect_with(trained.root))  # a directory
+    cut = tmp_path / "cut.jsonl"  # a copy whose last line a kill cut short still reads
+    cut.write_text(trained.metrics.read_text() + '{"kind": "train", "st')
+    result = inspect_with(cut)
+    assert result.exit_code == 0, result.output
+    report = json.loads(runner.invoke(app, ["inspect", "--run", str(trained.root), "--metrics", str(cut), "--json"]).stdout)
+    assert report["metrics"] == str(cut) and report["gradient_flow"]["steps"] == [3, 9, 12]
+
+
+def test_a_snapshot_older_than_every_logged_norm_says_so(trained, runner):
+    result = runner.invoke(app, ["inspect", str(trained.snapshot(0))])
+    assert result.exit_code == 0, result.output
+    assert f"gradient flow: no gradient norms logged at or before step 0 in {trained.metrics}" in result.stdout
+    assert "does not exist" not in result.stdout and "not found" not in result.stdout
+
+
+def test_a_run_directory_is_read_as_its_latest_checkpoint(trained, tmp_path, runner):
+    result = runner.invoke(app, ["inspect", str(trained.root), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoint"] == str(trained.latest) and report["step"] == 12
+    assert report["metrics"] == str(trained.metrics) and report["gradient_flow"]["steps"] == [3, 9, 12]
+    line = refused(runner.invoke(app, ["inspect", str(tmp_path)]))
+    assert f"{tmp_path} is a directory without checkpoints/latest.safetensors" in line
+
+
+def test_the_training_state_file_points_to_the_weights_beside_it(trained, runner):
+    line = refused(runner.invoke(app, ["inspect", str(trained.latest_state)]))
+    assert "training state" in line and f"pass the weights file beside it, {trained.latest}" in line
+
+
+def test_the_step_loss_and_the_evaluation_losses_are_told_apart(trained, runner):
+    records = [json.loads(line) for line in trained.metrics.read_text().splitlines()]
+    last_train = [r for r in records if r["kind"] == "train"][-1]
+    last_eval = [r for r in records if r["kind"] == "eval"][-1]
+    losses = json.loads(runner.invoke(app, ["inspect", "--run", str(trained.root), "--json"]).stdout)["losses"]
+    assert losses == {"step_loss": last_train["loss"], "eval_step": 12,
+                      "eval_train_loss": last_eval["train_loss"], "val_loss": last_eval["val_loss"]}
+    text = runner.invoke(app, ["inspect", "--run", str(trained.root)]).stdout
+    assert f"step loss     {last_train['loss']:.4f} (the training batch of step 12 alone)" in text
+    assert f"eval loss     train {last_eval['train_loss']:.4f}, val {last_eval['val_loss']:.4f} (evaluation at step 12" in text
