@@ -214,15 +214,15 @@ def train(
     echo_json(result.to_dict()) if json_out else typer.echo(result.summary())
     if result.stopped_by:
         again = "fabric train --resume" + ("" if paths.root == RunPaths.resolve().root else f" --run {paths.root}")
-        err(f"fabric: stopped by {result.stopped_by} at step {result.step}; checkpoint saved. Continue with `{again}`.")
+        err(f"fabric: stopped by {result.stop_reason()} at step {result.step}; checkpoint saved. Continue with `{again}`.")
         if result.stopped_by in _SIGNAL_EXIT:
             raise typer.Exit(_SIGNAL_EXIT[result.stopped_by])
 
 @app.command()
 def inspect(
     ctx: typer.Context,
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
-    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.jsonl with the gradient norms (default: the one beside the checkpoint's run).", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.jsonl with the gradient norms (default: the one of the checkpoint's run, if there is one).", show_default=False)] = None,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -290,7 +290,7 @@ def generate(
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.")] = _SAMPLE.use_cache,
     slide: Annotated[int, typer.Option("--slide", help="Tokens kept when the context fills; 0 is half the context.")] = _SAMPLE.slide,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.")] = False,
-    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion.")] = True,
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.")] = False,
     as_json: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
@@ -305,14 +305,19 @@ def generate(
                        num_samples=num_samples, stop=tuple(stop or ()), use_cache=cache, slide=slide)
     if interactive and (as_json or prompt is not None):
         raise InputError("--interactive reads its prompts line by line; give no PROMPT and no --json with it")
+    from fabric_cli.tokenizer import tokenizer_path_for
+
     paths = run_paths(ctx, run)
-    engine = load_engine(checkpoint or paths.latest, tokenizer or paths.tokenizer, device)
+    ckpt = checkpoint or paths.latest
+    engine = load_engine(ckpt, tokenizer_path_for(ckpt, tokenizer, paths.tokenizer), device)
+    cfg.slide_for(engine.model.config.block_size)  # a bad --slide is refused before any output
     if interactive:
-        return _generate_interactive(engine, cfg, quiet)
+        echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it
+        return _generate_interactive(engine, cfg, quiet, echo=echo_given and echo)
     text = sys.stdin.read().removesuffix("\n") if prompt == "-" else prompt or ""  # echo's newline is not prompt
     result = _generate_once(engine, text, cfg, stream=not as_json, echo=echo, quiet=quiet)
     if as_json:
-        echo_json({**result.to_dict(), "checkpoint": str(checkpoint or paths.latest), "step": engine.info.step})
+        echo_json({**result.to_dict(), "checkpoint": str(ckpt), "step": engine.info.step})
 
 
 def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: bool, quiet: bool):
@@ -334,17 +339,18 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
     return result
 
 
-def _generate_interactive(engine, cfg: SampleConfig, quiet: bool) -> None:
+def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) -> None:
     err("fabric generate: one prompt a line; Ctrl-C stops a completion, Ctrl-D leaves.")
     while True:
         typer.echo("> ", err=True, nl=False)
         line = sys.stdin.readline()
         if not line:  # end of input: Ctrl-D
+            err()  # end the "> " line
             return
         if not line.strip():
             continue  # a blank line asks again rather than starting 200 tokens from nothing
         try:
-            _generate_once(engine, line.rstrip("\r\n"), cfg, stream=True, echo=False, quiet=quiet)
+            _generate_once(engine, line.rstrip("\r\n"), cfg, stream=True, echo=echo, quiet=quiet)
         except KeyboardInterrupt:
             typer.echo()
 

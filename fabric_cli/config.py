@@ -43,11 +43,11 @@ class ModelConfig:
                 raise InputError(f"model {name} must be a positive integer, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise InputError(
-                f"model width n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                f"choose a width that is a multiple of the head count"
+                f"the model width (--width) {self.n_embd} is not divisible by the head count (--heads) "
+                f"{self.n_head}; choose a width that is a multiple of the head count"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def head_size(self) -> int:
@@ -95,6 +95,15 @@ def preset(name: str, **overrides) -> ModelConfig:
 # --------------------------------------------------------------------------- training
 
 
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: what torch's and numpy's generators both take
+
+
+def check_seed(seed: int | None) -> None:
+    """Refuse a --seed the random generators cannot take (negative, or 2**63 and above)."""
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"--seed must be between 0 and 2**63 - 1 ({SEED_LIMIT - 1}), got {seed}")
+
+
 @dataclass
 class TrainConfig:
     """How `fabric train` trains. Field defaults are the CLI defaults; None means "from the preset"."""
@@ -139,6 +148,12 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.min_lr > self.lr:
+            raise InputError(
+                f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the cosine decay runs from --lr down "
+                f"to --min-lr; give a --min-lr at or below --lr"
+            )
+        check_seed(self.seed)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The preset with the command line's overrides; vocab_size comes from the tokenizer."""
@@ -202,6 +217,7 @@ class ProbeConfig:
             raise InputError(f"--threshold is an accuracy in (0, 1], got {self.threshold}")
         if not 0.0 < self.alpha < 1.0:
             raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
+        check_seed(self.seed)
 
 
 # --------------------------------------------------------------------------- heads
@@ -247,6 +263,12 @@ class RunPaths:
     def resolve(cls, run: str | os.PathLike | None = None) -> "RunPaths":
         """--run, else $FABRIC_RUN, else ./fabric-run."""
         return cls(Path(run or os.environ.get("FABRIC_RUN") or DEFAULT_RUN))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> "RunPaths | None":
+        """The run a checkpoint file lies in (RUN/checkpoints/NAME.safetensors -> RUN), else None."""
+        p = Path(checkpoint)
+        return cls(p.parent.parent) if p.parent.name == "checkpoints" else None
 
     @property
     def tokenizer(self) -> Path:
@@ -348,6 +370,7 @@ class SampleConfig:
             raise InputError(f"--num-samples must be 1 or more, got {self.num_samples}")
         if self.slide < 0:
             raise InputError(f"--slide must be 0 (half the context) or a positive number of tokens, got {self.slide}")
+        check_seed(self.seed)
         if any(s == "" for s in self.stop):
             raise InputError("--stop got an empty string; give the text that should end a completion")
 

@@ -28,7 +28,7 @@ from fabric_cli.config import ModelConfig, SampleConfig
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, KVCache
-from fabric_cli.tokenizer import eot_id, load_tokenizer, tokenizer_sha256
+from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_sha256
 
 # Cumulative sums of float probabilities land a hair either side of a hand-made boundary (0.5 + 0.3
 # may come out as 0.79999995): a token whose predecessors already hold top_p, within this, is dropped.
@@ -274,8 +274,8 @@ class Engine:
 
 def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike, device: str = "auto") -> Engine:
     """Load a checkpoint and its tokenizer; refuse a tokenizer the model was not trained with."""
-    read_info(checkpoint)  # a missing checkpoint is the first thing to report: run `fabric train`
-    tok = load_tokenizer(tokenizer)  # a missing one: run `fabric tokenize`
+    info = read_info(checkpoint)  # a missing checkpoint is the first thing to report: run `fabric train`
+    tok = load_tokenizer_for(tokenizer, checkpoint, info.tokenizer_sha256)
     choice = choose_device(device)
     model, info = load_model(checkpoint, choice.device, tokenizer_sha256=tokenizer_sha256(tokenizer))
     if tok.get_vocab_size() > info.config.vocab_size:

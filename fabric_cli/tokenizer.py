@@ -108,6 +108,27 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         ) from None
 
 
+def tokenizer_path_for(checkpoint: str | os.PathLike, given: str | os.PathLike | None, run_default: Path) -> Path:
+    """The tokenizer to read `checkpoint` with: `given` (--tokenizer), else the tokenizer.json of
+    the run the checkpoint lies in (RUN/checkpoints/...), else `run_default` (the --run's)."""
+    if given:
+        return Path(given)
+    owner = RunPaths.of_checkpoint(checkpoint)
+    return owner.tokenizer if owner and owner.tokenizer.is_file() else run_default
+
+
+def load_tokenizer_for(path: str | os.PathLike, checkpoint: str | os.PathLike, sha256: str | None) -> Tokenizer:
+    """load_tokenizer for reading a checkpoint: when the file is missing, ask for the one the
+    checkpoint was trained with (its hash is in the checkpoint), not for a new one."""
+    if not Path(path).is_file():
+        known = f" (sha256 {sha256[:12]}...)" if sha256 else ""
+        raise InputError(
+            f"tokenizer file {path} does not exist; pass --tokenizer with the tokenizer.json that "
+            f"{checkpoint} was trained with{known}"
+        )
+    return load_tokenizer(path)
+
+
 def eot_id(tok: Tokenizer) -> int | None:
     """The id of <|endoftext|>, or None when the tokenizer has no such token."""
     return tok.token_to_id(EOT)

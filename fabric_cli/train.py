@@ -41,13 +41,15 @@ class TrainResult:
     train_loss: float | None
     val_loss: float | None
     seconds: float  # wall time of this session's loop
-    tokens_per_s: float  # this session's training tokens / training time (eval and saves excluded)
+    train_seconds: float  # the part of it spent in training steps (evaluation and saving excluded)
+    tokens_per_s: float  # this session's training tokens / train_seconds
     flops_per_s: float  # model FLOPs per token x tokens/s
     params: int
     device: str
     world_size: int
     checkpoint: str | None
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
+    val_step: int | None = None  # the step val_loss was evaluated at
     is_main: bool = True
 
     def to_dict(self) -> dict:
@@ -55,15 +57,19 @@ class TrainResult:
         d.pop("is_main")
         return d
 
+    def stop_reason(self) -> str | None:
+        """What cut the run short, as the user would name it: SIGINT, SIGTERM or --stop-at."""
+        return "--stop-at" if self.stopped_by == "stop-at" else self.stopped_by
+
     def summary(self) -> str:
         loss = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         return "\n".join([
-            f"step          {self.step:,} / {self.max_steps:,}" + (f" (stopped by {self.stopped_by})" if self.stopped_by else ""),
-            f"train loss    {loss(self.train_loss)}",
-            f"val loss      {loss(self.val_loss)}",
+            f"step          {self.step:,} / {self.max_steps:,}" + (f" (stopped by {self.stop_reason()})" if self.stopped_by else ""),
+            f"train loss    {loss(self.train_loss)} (the last step's batch)",
+            f"val loss      {loss(self.val_loss)}" + (f" (evaluated at step {self.val_step:,})" if self.val_step is not None else ""),
             f"tokens seen   {self.tokens_seen:,}",
-            f"time          {self.seconds:.1f} s",
-            f"tokens/s      {self.tokens_per_s:,.0f}" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
+            f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving)",
+            f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
             f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})",
             f"checkpoint    {self.checkpoint}",
         ])
@@ -100,10 +106,12 @@ def train(
     """
     if resume and restart:
         raise InputError("can't use both --resume and --restart: --resume continues the run, --restart starts over")
+    if {"steps", "tokens"} <= set(explicit or ()):
+        raise InputError("give --steps or --tokens, not both: each sets the length of the run")
     dist = Dist.from_env(config.device)
     try:
         loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
-                          explicit=explicit, progress=progress)
+                          explicit=explicit, stop_at=stop_at, progress=progress)
         return loop.run(stop_at)
     except torch.OutOfMemoryError:
         raise TrainingError(
@@ -129,6 +137,26 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
     return dataclasses.replace(saved, **changes)
 
 
+def budget(cfg: TrainConfig, block_size: int, world: int) -> tuple[int, int]:
+    """(tokens per optimizer step, steps in the run): --tokens rounded up to whole steps, or --steps."""
+    tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * world
+    return tokens_per_step, math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens else cfg.steps
+
+
+def _check_budget(step: int, max_steps: int, stop_at: int | None) -> None:
+    """Refuse a run with nothing to do: a resumed run at its end, or a --stop-at outside it."""
+    if step >= max_steps:
+        raise InputError(
+            f"the run is already at step {step} of its {max_steps}-step budget; "
+            f"pass a larger --steps (or --tokens) with --resume to train further"
+        )
+    if stop_at is not None and not step < stop_at <= max_steps:
+        raise InputError(
+            f"--stop-at {stop_at} is outside the run: it goes from step {step} to {max_steps}; "
+            f"give a step in between, or change --steps"
+        )
+
+
 class Loop:
     """One training session: the model, optimizer and data, and the step counter they share."""
 
@@ -141,12 +169,12 @@ class Loop:
         self.progress = progress and dist.is_main
         self.amp = amp_for(device, dtype)
         self.groups = LayerGroups(model, self.mc.n_layer)
-        self.tokens_per_step = cfg.batch_size * self.mc.block_size * cfg.grad_accum * dist.world
-        self.max_steps = math.ceil(cfg.tokens / self.tokens_per_step) if cfg.tokens else cfg.steps
+        self.tokens_per_step, self.max_steps = budget(cfg, self.mc.block_size, dist.world)
         self.metrics = MetricsLog(paths.metrics, enabled=dist.is_main)
         self.pending: list[tuple[int, StepStats]] = []  # steps whose numbers are not read back yet
         self.train_loss: float | None = None
         self.val_loss: float | None = None
+        self.val_step: int | None = None
         self.paused = 0.0  # seconds spent in evaluation and saving (not training)
 
         self.net = model  # what the step runs: the GPT, wrapped for DDP and/or compiled
@@ -158,7 +186,8 @@ class Loop:
             self.net = torch.compile(self.net)
 
     @classmethod
-    def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, progress) -> "Loop":
+    def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
+              progress) -> "Loop":
         data = load_tokens(data_dir or paths.tokens)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
         if has_checkpoint and not (resume or restart):
@@ -169,9 +198,6 @@ class Loop:
             )
         if resume and not paths.latest.exists():
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
-        if dist.is_main and (restart or not resume):
-            remove_run_outputs(paths)  # --restart, or metrics left by a run killed before its first save
-        dist.barrier()
 
         choice = choose_device(config.device)
         device = dist.device if dist.enabled else choice.device
@@ -194,15 +220,21 @@ class Loop:
         data.check_context(model.config.block_size)
         model.to(device)
         optimizer = make_optimizer(model, cfg)
+        _check_budget(step, budget(cfg, model.config.block_size, dist.world)[1], stop_at)
+        # Every setting has been checked and the model built: only now may --restart delete the old run.
+        if dist.is_main and (restart or not resume):
+            remove_run_outputs(paths)  # --restart, or metrics left by a run killed before its first save
+        dist.barrier()
         if resume:
             ckpt.restore_optimizer(model, optimizer, state)
             ckpt.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
-        if resume and step >= loop.max_steps:
-            raise InputError(
-                f"the run is already at step {step} of its {loop.max_steps}-step budget; "
-                f"pass a larger --steps (or --tokens) with --resume to train further"
+        if cfg.warmup >= loop.max_steps:
+            loop.say(
+                f"note: --warmup {cfg.warmup} is not shorter than the run ({loop.max_steps} steps): the learning "
+                f"rate only rises, to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} at the last step "
+                f"(--lr {cfg.lr:g}), and never decays; lower --warmup for a short run"
             )
         loop.say(
             f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
@@ -260,7 +292,8 @@ class Loop:
         tps = (self.step - self.start_step) * self.tokens_per_step / train_time
         return TrainResult(
             step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
-            train_loss=self.train_loss, val_loss=self.val_loss, seconds=seconds, tokens_per_s=tps,
+            train_loss=self.train_loss, val_loss=self.val_loss, val_step=self.val_step, seconds=seconds,
+            train_seconds=train_time, tokens_per_s=tps,
             flops_per_s=self.model.flops_per_token() * tps, params=self.model.num_params(),
             device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, is_main=dist.is_main,
@@ -315,7 +348,7 @@ class Loop:
     def evaluate_and_save(self) -> None:
         t = time.perf_counter()
         result = evaluate(self.model, self.data, self.cfg, self.dist, self.device, self.amp)
-        self.val_loss = result["val_loss"]
+        self.val_loss, self.val_step = result["val_loss"], self.step
         self.metrics.write({"kind": "eval", "step": self.step, **result})
         self.say(f"step {self.step}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
         self.paused += time.perf_counter() - t

@@ -276,6 +276,24 @@ def test_cli_interactive_matches_one_shot(runner, run):
     assert r.stderr.count("> ") == 4  # asked three times, and once more before Ctrl-D (end of input)
 
 
+def test_cli_interactive_echoes_prompts_when_asked(runner, run):
+    r = _cli(runner, run, "--interactive", "--echo", "-t", "0", "-n", "10", "-q", input="The dog\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "The dog" + _json(runner, run, "The dog", "-t", "0", "-n", "10")["completions"][0] + "\n"
+    assert r.stderr.endswith("> \n")  # Ctrl-D ends the prompt's line
+
+
+def test_cli_finds_the_tokenizer_beside_a_checkpoint_or_asks_for_it(runner, run, tmp_path):
+    elsewhere = ["generate", "--run", str(tmp_path / "elsewhere"), "--device", "cpu"]  # a run without a tokenizer
+    r = runner.invoke(app, [*elsewhere, "--checkpoint", str(run.latest), "The dog", "-t", "0", "-n", "5", "--no-echo", "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == _json(runner, run, "The dog", "-t", "0", "-n", "5")["completions"][0] + "\n"
+    lone = tmp_path / "lone.safetensors"  # a checkpoint outside any run: no tokenizer beside it
+    lone.write_bytes(run.latest.read_bytes())
+    msg = _error(runner.invoke(app, [*elsewhere, "--checkpoint", str(lone), "hi"]))
+    assert "pass --tokenizer" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg
+
+
 def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run):
     out = _json(runner, run, "", "-n", "5", "--seed", "1")
     assert out["prompt_tokens"] == 1 and out["new_tokens"] == 5
@@ -300,6 +318,7 @@ def _error(r) -> str:
 @pytest.mark.parametrize("args, says", [
     (["-t", "-1"], "--temperature"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
     (["--top-k", "-3"], "--top-k"), (["--num-samples", "0"], "--num-samples"),
+    (["--seed", str(2**63)], "--seed"), (["--slide", "100"], "--slide 100"),  # the context is 16
 ])
 def test_cli_bad_sampling_values(runner, run, args, says):
     assert says in _error(_cli(runner, run, "hi", *args))

@@ -121,6 +121,47 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     assert max(train_losses(run)) == 2
 
 
+def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
+    args = ["train", "--run", str(run.root), "--steps", "4", "--eval-interval", "2", "--snapshot-every", "2", *FAST_ARGS]
+    assert runner.invoke(app, args).exit_code == 0
+    kept = {p: p.read_bytes() for p in [run.latest, run.metrics, *run.snapshots()]}
+    for bad, says in ((["--heads", "3"], "--heads"), (["--context", "100000"], "context")):
+        r = runner.invoke(app, [*args, "--restart", *bad])
+        assert r.exit_code == 1 and says in r.stderr and "Traceback" not in r.output, r.output
+        assert {p: p.read_bytes() for p in kept if p.exists()} == kept  # the trained run is untouched
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--steps", "5", "--tokens", "300"], "not both"),
+    (["--steps", "5", "--min-lr", "0.01"], "--min-lr 0.01 is above --lr 0.003"),
+    (["--steps", "5", "--stop-at", "9"], "--stop-at 9 is outside the run"),
+    (["--steps", "5", "--seed", str(2**64)], "--seed must be between 0 and"),
+    (["--steps", "5", "--seed", "-1"], "--seed must be between 0 and"),
+])
+def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
+    r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, *extra])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and says in lines[0], r.output
+    assert not run.latest.exists() and not run.metrics.exists()
+
+
+def test_summary_says_what_its_figures_cover_and_a_long_warmup_is_noted(run, runner):
+    r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "3", "--warmup", "5",
+                            "--eval-interval", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "note: --warmup 5 is not shorter than the run (3 steps)" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["val_step"] == 3 and 0 < out["train_seconds"] <= out["seconds"]
+    assert out["tokens_per_s"] == pytest.approx(out["tokens_seen"] / out["train_seconds"], rel=1e-6)
+    text = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "5", "--eval-interval", "2",
+                               "--restart", "--stop-at", "3"])
+    assert text.exit_code == 0, text.output
+    for words in ("(stopped by --stop-at)", "(the last step's batch)", "(evaluated at step 2)", "of training steps",
+                  "in the training steps"):
+        assert words in text.stdout, words
+    assert "stopped by --stop-at at step 3" in text.stderr
+
+
 def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
     args = ["train", "--run", str(run.root), *FAST_ARGS, "--layers", "3", "--heads", "4", "--width", "32",
             "--context", "8", "--dropout", "0.1", "--tokens", "300", "--eval-interval", "2", "--log-interval", "1"]

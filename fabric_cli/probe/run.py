@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fabric_cli.checkpoint import load_model
+from fabric_cli.checkpoint import load_model, read_info
 from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
@@ -20,7 +20,7 @@ from fabric_cli.probe.encode import Encoded, count_kinds, encode_items
 from fabric_cli.probe.report import build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import load_suites
-from fabric_cli.tokenizer import eot_id, load_tokenizer, tokenizer_sha256
+from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
 
 
 @dataclass
@@ -56,8 +56,9 @@ def file_sha256(path: Path) -> str:
 def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
               tokenizer: Path | None = None, progress: bool | None = None) -> ProbeResult:
     """Score every head of a checkpoint on the suites; see fabric_cli/probe/__init__.py."""
-    tok_path, ckpt = Path(tokenizer or paths.tokenizer), Path(checkpoint or paths.latest)
-    tok = load_tokenizer(tok_path)
+    ckpt = Path(checkpoint or paths.latest)
+    tok_path = tokenizer_path_for(ckpt, tokenizer, paths.tokenizer)
+    tok = load_tokenizer_for(tok_path, ckpt, read_info(ckpt).tokenizer_sha256)
     tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
     model, info = load_model(ckpt, device, tok_sha)
