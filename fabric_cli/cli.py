@@ -16,7 +16,7 @@ import typer
 import typer.core
 
 from fabric_cli import __version__
-from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
+from fabric_cli.config import PRESETS, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
 from fabric_cli.errors import FabricError, InputError
 
 
@@ -90,7 +90,7 @@ def err(msg: str = "") -> None:
 _TOK = TokenizeConfig()
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric tokenize corpus.txt\n\n  fabric tokenize --vocab-size 8192 a.txt b.txt\n\n  cat notes.txt | fabric --run notes tokenize -')
 def tokenize(
     ctx: typer.Context,
     files: Annotated[Optional[list[str]], typer.Argument(
@@ -129,7 +129,7 @@ from fabric_cli.corpus import CorpusConfig  # noqa: E402  (no torch; its default
 _CORPUS = CorpusConfig()
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric corpus stories.txt --size 200KB --seed 7 --suites suites')
 def corpus(
     out: Annotated[Optional[Path], typer.Argument(
         metavar="[OUT]", help="Corpus file to write: one story a paragraph, a blank line between stories.", show_default=False)] = None,
@@ -163,13 +163,16 @@ def corpus(
 
 
 _TRAIN = TrainConfig()
+_PRESET_HELP = "Model size: " + "; ".join(
+    f"{name} ({c.n_layer} layers x {c.n_head} heads, width {c.n_embd}, context {c.block_size})" for name, c in PRESETS.items()
+) + "."
 _SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric train\n\n  fabric train --preset small --steps 5000 --snapshot-every 250\n\n  fabric train --resume --steps 8000\n\n  torchrun --nproc_per_node=4 -m fabric_cli train --preset gpt2 --batch-size 8 --grad-accum 8')
 def train(
     ctx: typer.Context,
-    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, cpu, small or gpt2.")] = _TRAIN.preset,
+    preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = _TRAIN.preset,
     layers: Annotated[Optional[int], typer.Option("--layers", help="Transformer blocks (default: the preset's).", show_default=False)] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads per block (default: the preset's).", show_default=False)] = None,
     width: Annotated[Optional[int], typer.Option("--width", help="Model width n_embd (default: the preset's).", show_default=False)] = None,
@@ -218,7 +221,7 @@ def train(
         if result.stopped_by in _SIGNAL_EXIT:
             raise typer.Exit(_SIGNAL_EXIT[result.stopped_by])
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric inspect\n\n  fabric inspect fabric-run/checkpoints/step-000800.safetensors --json')
 def inspect(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
@@ -235,7 +238,7 @@ def inspect(
 _PROBE = ProbeConfig()
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric probe\n\n  fabric probe --head 4.7 --ablate\n\n  fabric probe --head 4.7 --over-checkpoints --plot')
 def probe(
     ctx: typer.Context,
     head: Annotated[Optional[str], typer.Option("--head", help="Show this head (4.7 or L4H7) prompt by prompt; also the head --ablate and --over-checkpoints study.", show_default=False)] = None,
@@ -276,7 +279,7 @@ def probe(
 _SAMPLE = SampleConfig()
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric generate "Once upon a time, the queen" --seed 1\n\n  echo "The sailors" | fabric generate - -t 0 -n 40\n\n  fabric generate --interactive --top-p 0.9')
 def generate(
     ctx: typer.Context,
     prompt: Annotated[Optional[str], typer.Argument(help="Text to continue; - reads it from standard input (less one final newline); none starts from end-of-text.", show_default=False)] = None,
@@ -359,11 +362,11 @@ def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) ->
 _DEMO = DemoConfig()
 
 
-@app.command()
+@app.command(epilog='Examples:\n\n  fabric demo\n\n  fabric demo --run /tmp/demo --steps 600')
 def demo(
     ctx: typer.Context,
     steps: Annotated[int, typer.Option("--steps", help="Training steps; fewer is faster but the head may not emerge.")] = _DEMO.steps,
-    preset: Annotated[str, typer.Option("--preset", help="Model size: tiny, cpu, small or gpt2.")] = _DEMO.preset,
+    preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = _DEMO.preset,
     context: Annotated[Optional[int], typer.Option("--context", help="Context length in tokens (default: the preset's).", show_default=False)] = None,
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps for the emergence study.")] = _DEMO.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the weights, batches and samples.")] = _DEMO.seed,
