@@ -337,6 +337,8 @@ def complete(
     ids, dropped = encode_prompt(engine.tokenizer, prompt, block, engine.eot_id)
     if dropped and on_notice:
         on_notice(f"the prompt has {len(ids) + dropped} tokens, the context holds {block}: keeping the last {block}")
+    if not prompt and on_notice:
+        on_notice("the prompt is empty: starting from the end-of-text token, as a new document")
     n = cfg.num_samples
     x = torch.tensor([ids] * n, dtype=torch.long, device=engine.device)  # (N, T): one row per sample
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)

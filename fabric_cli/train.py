@@ -123,6 +123,16 @@ def train(
 
 
 
+def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
+    """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
+    The device and --compile are left out: they change where the run goes, not what it learns."""
+    return ", ".join(
+        f"--{f.name.replace('_', '-')} {getattr(now, f.name)} (was {getattr(saved, f.name)})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("device", "compile") and getattr(now, f.name) != getattr(saved, f.name)
+    )
+
+
 def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[str] | None, model: ModelConfig) -> TrainConfig:
     """The saved settings, with the options given now (`explicit`) and the device choice applied."""
     changes = {k: getattr(given, k) for k in (explicit or ()) if hasattr(saved, k)}
@@ -206,7 +216,8 @@ class Loop:
         if resume:
             info = ckpt.read_info(paths.latest)
             state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)
-            cfg = resume_config(TrainConfig.from_json(meta["train_config"]), config, explicit, info.config)
+            saved_cfg = TrainConfig.from_json(meta["train_config"])
+            cfg = resume_config(saved_cfg, config, explicit, info.config)
             _check_same_data(paths, info, data)
             model_cfg = info.config
             if cfg.dropout is not None:
@@ -236,6 +247,8 @@ class Loop:
                 f"rate only rises, to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} at the last step "
                 f"(--lr {cfg.lr:g}), and never decays; lower --warmup for a short run"
             )
+        if resume and (changed := setting_changes(saved_cfg, cfg)):
+            loop.say(f"resuming with {changed} (the rest as the run was started)")
         loop.say(
             f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
             f"[{choice.reason}]; {loop.tokens_per_step:,} tokens/step"

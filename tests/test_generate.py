@@ -295,8 +295,10 @@ def test_cli_finds_the_tokenizer_beside_a_checkpoint_or_asks_for_it(runner, run,
 
 
 def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run):
-    out = _json(runner, run, "", "-n", "5", "--seed", "1")
+    r = _cli(runner, run, "--json", "-n", "5", "--seed", "1", "-", input="")
+    out = json.loads(r.stdout)
     assert out["prompt_tokens"] == 1 and out["new_tokens"] == 5
+    assert "the prompt is empty: starting from the end-of-text token" in r.stderr
     r = _cli(runner, run, "--json", "-n", "3", "word " * 40)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["prompt_tokens"] == 16 and "keeping the last 16" in r.stderr
