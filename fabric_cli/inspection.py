@@ -71,16 +71,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def read_named_metrics(path: Path) -> list[dict]:
-    """The records of a metrics file named with --metrics, which must exist and be JSON lines.
+    """The records of a metrics file named with --metrics, which must exist and be metrics.
 
     Stricter than `read_metrics`, which reads the run's own metrics.jsonl: a file the user names
-    must be metrics, so every line must be a JSON object; only the last one may be cut short (a
-    kill while writing), and at least one must be whole.
+    must be metrics, so every line must be a JSON object with a "kind" and an integer "step" (as
+    `fabric train` writes them); only the last line may be cut short (a kill while writing), and at
+    least one must be whole.
 
     Raises:
-        InputError: the file is missing, unreadable, or not JSON lines.
+        InputError: the file is missing, unreadable, empty, not JSON lines, or JSON lines that are
+            not metrics records.
     """
-    fix = "pass the run's metrics.jsonl, or leave out --metrics to read the one beside the checkpoint"
+    fix = "pass the run's metrics.jsonl, or leave out --metrics to read the one of the checkpoint's run"
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -88,6 +90,8 @@ def read_named_metrics(path: Path) -> list[dict]:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"metrics file {path} cannot be read as text ({e}); {fix}") from None
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise InputError(f"metrics file {path} is empty; {fix}")
     records = []
     for n, line in numbered:
         try:
@@ -95,6 +99,10 @@ def read_named_metrics(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             rec = None
         if isinstance(rec, dict):
+            step = rec.get("step")
+            if "kind" not in rec or not isinstance(step, int) or isinstance(step, bool):
+                raise InputError(f"metrics file {path} holds no metrics: line {n} is a JSON object without "
+                                 f"a \"kind\" and an integer \"step\" ({line[:40]!r}); {fix}")
             records.append(rec)
         elif n != numbered[-1][0] or not records:
             raise InputError(f"metrics file {path} is not JSON lines: line {n} is not a JSON object ({line[:40]!r}); {fix}")
@@ -107,11 +115,12 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
     Args:
         path: a checkpoint (latest or a snapshot), or a run directory (its latest checkpoint).
         metrics: the metrics.jsonl to read gradient norms and evaluations from; it must exist.
-            By default the one of the run directory the checkpoint lives in
-            (`RUN/checkpoints/x.safetensors` -> `RUN/metrics.jsonl`), and a missing one is a note.
+            By default the one of the run the checkpoint lies in (`RUN/checkpoints/x.safetensors`
+            -> `RUN/metrics.jsonl`); a missing one, or a checkpoint outside any run's checkpoints/
+            folder, is a note, and no metrics are read.
     Returns:
         a dict with config, step, tokens_seen, losses, parameters, metrics (the file read, None
-        when there was none), gradient_flow (None when no gradient norms were logged up to the
+        when none was read), gradient_flow (None when no gradient norms were logged up to the
         checkpoint's step) and gradient_flow_note (why not, else None).
     """
     path = resolve_checkpoint(path)
@@ -120,12 +129,12 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
         metrics_path = Path(metrics)
         records = read_named_metrics(metrics_path)
     else:
-        metrics_path = path.parent.parent / "metrics.jsonl"
-        records = read_metrics(metrics_path) if metrics_path.is_file() else None
+        owner = RunPaths.of_checkpoint(path)  # None outside RUN/checkpoints/: no foreign metrics.jsonl
+        metrics_path = owner.metrics if owner else None
+        records = read_metrics(metrics_path) if metrics_path and metrics_path.is_file() else None
     upto = [r for r in records or [] if r.get("step", 0) <= info.step]
     evals = [r for r in upto if r.get("kind") == "eval"]
-    last_eval = evals[-1] if evals else {}
-    val_loss = info.extra.get("val_loss")
+    last_eval = evals[-1] if evals else None
     flow = gradient_flow(upto)
     return {
         "checkpoint": str(path),
@@ -135,19 +144,24 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
         "tokenizer_sha256": info.tokenizer_sha256,
         "losses": {
             "step_loss": info.extra.get("train_loss"),  # one training batch: the checkpoint's own step
-            "eval_step": last_eval.get("step"),
-            "eval_train_loss": last_eval.get("train_loss"),  # this and val: means over the evaluation's batches
-            "val_loss": val_loss if val_loss is not None else last_eval.get("val_loss"),
+            # these three: one evaluation (means over its batches); the checkpoint's own val loss
+            # stands in only when the metrics hold no evaluation up to its step
+            "eval_step": last_eval.get("step") if last_eval else None,
+            "eval_train_loss": last_eval.get("train_loss") if last_eval else None,
+            "val_loss": last_eval.get("val_loss") if last_eval else info.extra.get("val_loss"),
         },
         "parameters": parameter_counts(path),
         "metrics": str(metrics_path) if records is not None else None,
         "gradient_flow": flow,
-        "gradient_flow_note": None if flow else no_flow_note(metrics_path, records is not None, info.step),
+        "gradient_flow_note": None if flow else no_flow_note(path, metrics_path, records is not None, info.step),
     }
 
 
-def no_flow_note(metrics_path: Path, found: bool, step: int) -> str:
+def no_flow_note(checkpoint: Path, metrics_path: Path | None, found: bool, step: int) -> str:
     """Why the report has no gradient-flow table, as it is."""
+    if metrics_path is None:
+        return (f"no gradient norms: {checkpoint} is not inside a run's checkpoints/ folder; "
+                f"name its metrics.jsonl with --metrics")
     if not found:
         return f"no gradient norms: {metrics_path} does not exist (name the run's metrics.jsonl with --metrics)"
     return f"no gradient norms logged at or before step {step:,} in {metrics_path}"
@@ -166,7 +180,8 @@ def format_report(report: dict) -> str:
         f"step loss     {fmt(losses['step_loss'])}"
         + ("" if losses["step_loss"] is None else f" (the training batch of step {report['step']:,} alone)"),
         f"eval loss     train {fmt(losses['eval_train_loss'])}, val {fmt(losses['val_loss'])}"
-        + ("" if losses["eval_step"] is None else f" (evaluation at step {losses['eval_step']:,}, means over --eval-batches batches)"),
+        + (f" (evaluation at step {losses['eval_step']:,}, means over --eval-batches batches)" if losses["eval_step"] is not None
+           else " (val: stored in the checkpoint; no evaluation in the metrics)" if losses["val_loss"] is not None else ""),
         f"tokenizer     sha256 {(report['tokenizer_sha256'] or '-')[:16]}",
         "parameters",
     ]

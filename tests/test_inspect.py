@@ -87,7 +87,8 @@ def test_without_metrics_or_checkpoint(tmp_path, runner):
     save_weights(path, model, CheckpointInfo(model.config, step=3))
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
-    assert f"gradient flow: no gradient norms: {tmp_path.parent / 'metrics.jsonl'} does not exist" in result.stdout
+    assert (f"gradient flow: no gradient norms: {path} is not inside a run's checkpoints/ folder; "
+            f"name its metrics.jsonl with --metrics") in result.stdout
     line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")]))
     assert "fabric train" in line and "give a CHECKPOINT path" in line and "--checkpoint" not in line
 
@@ -100,6 +101,16 @@ def test_a_named_metrics_file_must_exist_and_be_json_lines(trained, tmp_path, ru
     (tmp_path / "small.txt").write_text("step 3: loss 4.2\nstep 6: loss 3.9\n")
     assert "small.txt is not JSON lines: line 1 is not a JSON object" in refused(inspect_with(tmp_path / "small.txt"))
     assert "cannot be read as text" in refused(inspect_with(trained.root))  # a directory
+    for name, text in (("empty.jsonl", ""), ("blank.jsonl", "\n  \n")):
+        (tmp_path / name).write_text(text)
+        line = refused(inspect_with(tmp_path / name))
+        assert f"metrics file {tmp_path / name} is empty" in line
+        assert line.endswith("or leave out --metrics to read the one of the checkpoint's run")
+    (tmp_path / "meta.json").write_text('{"vocab": 5}\n')  # JSON lines, but not metrics
+    assert ("meta.json holds no metrics: line 1 is a JSON object without a \"kind\" and an integer \"step\""
+            in refused(inspect_with(tmp_path / "meta.json")))
+    (tmp_path / "mixed.jsonl").write_text(trained.metrics.read_text() + '{"kind": "eval", "step": "12"}\n')
+    assert "mixed.jsonl holds no metrics: line " in refused(inspect_with(tmp_path / "mixed.jsonl"))
     cut = tmp_path / "cut.jsonl"  # a copy whose last line a kill cut short still reads
     cut.write_text(trained.metrics.read_text() + '{"kind": "train", "st')
     result = inspect_with(cut)
@@ -140,3 +151,45 @@ def test_the_step_loss_and_the_evaluation_losses_are_told_apart(trained, runner)
     text = runner.invoke(app, ["inspect", "--run", str(trained.root)]).stdout
     assert f"step loss     {last_train['loss']:.4f} (the training batch of step 12 alone)" in text
     assert f"eval loss     train {last_eval['train_loss']:.4f}, val {last_eval['val_loss']:.4f} (evaluation at step 12" in text
+
+
+def write_metrics(path, records) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_a_checkpoint_outside_a_run_reads_no_foreign_metrics(tmp_path, runner):
+    """x/exports/ck.safetensors: x/metrics.jsonl belongs to no run of it, so it is read only when named."""
+    path = tmp_path / "exports" / "ck.safetensors"
+    model = GPT(preset("tiny", vocab_size=64))
+    save_weights(path, model, CheckpointInfo(model.config, step=8, extra={"val_loss": 9.0}))
+    write_metrics(tmp_path / "metrics.jsonl", [
+        {"kind": "train", "step": 4, "loss": 3.0, "grad_norm_layers": [1.0, 1.0, 1.0]},
+        {"kind": "eval", "step": 6, "val_loss": 2.5, "train_loss": 2.7},
+    ])
+    report = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)
+    assert report["metrics"] is None and report["gradient_flow"] is None
+    assert report["losses"] == {"step_loss": None, "eval_step": None, "eval_train_loss": None, "val_loss": 9.0}
+    assert report["gradient_flow_note"] == (f"no gradient norms: {path} is not inside a run's checkpoints/ folder; "
+                                            f"name its metrics.jsonl with --metrics")
+    text = runner.invoke(app, ["inspect", str(path)]).stdout
+    assert "eval loss     train -, val 9.0000 (val: stored in the checkpoint; no evaluation in the metrics)" in text
+    named = json.loads(runner.invoke(app, ["inspect", str(path), "--metrics", str(tmp_path / "metrics.jsonl"), "--json"]).stdout)
+    assert named["metrics"] == str(tmp_path / "metrics.jsonl") and named["gradient_flow"]["steps"] == [4]
+
+
+def test_the_eval_loss_line_is_one_evaluation(tmp_path, runner):
+    """The checkpoint's stored val loss (9.0) never sits beside another evaluation's train loss."""
+    paths = RunPaths(tmp_path / "run")
+    model = GPT(preset("tiny", vocab_size=64))
+    save_weights(paths.latest, model, CheckpointInfo(model.config, step=8, extra={"train_loss": 3.1, "val_loss": 9.0}))
+    write_metrics(paths.metrics, [
+        {"kind": "eval", "step": 6, "val_loss": 2.5, "train_loss": 2.7},
+        {"kind": "eval", "step": 10, "val_loss": 1.5, "train_loss": 1.7},  # after the checkpoint: not its evaluation
+    ])
+    losses = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).stdout)["losses"]
+    assert losses == {"step_loss": 3.1, "eval_step": 6, "eval_train_loss": 2.7, "val_loss": 2.5}
+    text = runner.invoke(app, ["inspect", str(paths.latest)]).stdout
+    assert "eval loss     train 2.7000, val 2.5000 (evaluation at step 6," in text
+    write_metrics(paths.metrics, [{"kind": "train", "step": 8, "loss": 3.1}])  # no evaluation: the stored value
+    losses = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).stdout)["losses"]
+    assert losses == {"step_loss": 3.1, "eval_step": None, "eval_train_loss": None, "val_loss": 9.0}

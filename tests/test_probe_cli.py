@@ -176,3 +176,29 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
     for name in ("heads.png", "head-1.2.png", "emergence.png"):
         data = open(f"{world['run']}/probe/{name}", "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_a_checkpoint_of_another_run_is_probed_with_that_runs_snapshots_and_folder(world, tmp_path):
+    """--checkpoint OTHER/checkpoints/latest with --run DEMO: OTHER's snapshots, OTHER/probe/; DEMO untouched."""
+    tok = make_tokenizer()
+    demo, other, exports = tmp_path / "demo", tmp_path / "other", tmp_path / "exports"
+    write_run(demo, tok, planted_model(tok), step=400, snapshots={400: planted_model(tok)})
+    write_run(other, tok, planted_model(tok), step=300,
+              snapshots={50: random_model(tok, seed=2, std=0.3), 150: planted_model(tok, strength=1.5)})
+    ckpt = other / "checkpoints" / "latest.safetensors"
+    r = probe(world, "--checkpoint", str(ckpt), "--over-checkpoints", "--json", run=str(demo))
+    assert r.exit_code == 0, r.output
+    em = json.loads(r.stdout)["emergence"]
+    assert [(row["step"], row["checkpoint"]) for row in em["rows"]] == [
+        (50, str(other / "checkpoints" / "step-000050.safetensors")),
+        (150, str(other / "checkpoints" / "step-000150.safetensors")), (300, str(ckpt))]
+    assert em["emerged_at"] == 150
+    assert json.loads((other / "probe" / "report.json").read_text()) == json.loads(r.stdout)
+    assert not (demo / "probe").exists() and f"report: {other / 'probe' / 'report.json'}" in r.stderr
+    # a weights file outside any run's checkpoints/ folder belongs to --run: its snapshots, its probe/ folder
+    exports.mkdir()
+    (exports / "ck.safetensors").write_bytes(ckpt.read_bytes())
+    r = probe(world, "--checkpoint", str(exports / "ck.safetensors"), "--over-checkpoints", "--json", run=str(demo))
+    assert r.exit_code == 0, r.output
+    assert [row["step"] for row in json.loads(r.stdout)["emergence"]["rows"]] == [300, 400]
+    assert (demo / "probe" / "report.json").is_file() and not (exports / "probe").exists()

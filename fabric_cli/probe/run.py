@@ -32,6 +32,7 @@ class ProbeResult:
     items: ItemScores
     heads: HeadScores
     chosen: Head  # --head, else the best-ranked head
+    run: RunPaths  # the checkpoint's run: its snapshots were scanned, its probe/ folder takes the report
 
 
 def check_head(text: str, config: ModelConfig) -> Head:
@@ -53,10 +54,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def probe_run(paths: RunPaths, checkpoint: Path | None) -> RunPaths:
+    """The run a probe belongs to: the one `checkpoint` lies in (RUN/checkpoints/...), else `paths` (--run).
+
+    Example:
+        >>> probe_run(RunPaths(Path("demo")), Path("other/checkpoints/latest.safetensors")).root.as_posix()
+        'other'
+        >>> probe_run(RunPaths(Path("demo")), Path("exports/ck.safetensors")).root.as_posix()
+        'demo'
+    """
+    return (RunPaths.of_checkpoint(checkpoint) if checkpoint else None) or paths
+
+
 def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
               tokenizer: Path | None = None, progress: bool | None = None) -> ProbeResult:
-    """Score every head of a checkpoint on the suites; see fabric_cli/probe/__init__.py."""
+    """Score every head of a checkpoint on the suites; see fabric_cli/probe/__init__.py.
+
+    `checkpoint` defaults to the latest of `paths`; --over-checkpoints scans the snapshots of the
+    checkpoint's own run (`probe_run`), never those of another, and `result.run` names that run.
+    """
     ckpt = Path(checkpoint or paths.latest)
+    owner = probe_run(paths, checkpoint)
     tok_path = tokenizer_path_for(ckpt, tokenizer, paths.tokenizer)
     tok = load_tokenizer_for(tok_path, ckpt, read_info(ckpt).tokenizer_sha256)
     tok_sha = tokenizer_sha256(tok_path)
@@ -90,9 +108,9 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
             return head_scores(score_items(m, batches, len(encoded)), encoded, cfg.alpha)
 
         current = (info.step, str(ckpt), source["sha256"], heads)
-        snaps = _snapshot_scores(paths, ckpt, current, score, device, tok_sha, info.config, progress)
+        snaps = _snapshot_scores(owner, ckpt, current, score, device, tok_sha, info.config, progress)
         report["emergence"] = emergence_table(snaps, chosen, cfg.threshold)
-    return ProbeResult(report, encoded, scores, heads, chosen)
+    return ProbeResult(report, encoded, scores, heads, chosen, owner)
 
 
 def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progress) -> list[tuple]:
