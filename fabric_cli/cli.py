@@ -253,7 +253,7 @@ def probe(
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).")] = False,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
     run: RunOpt = None,
@@ -270,8 +270,8 @@ def probe(
     paths = run_paths(ctx, run)
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer)
     if plot:
-        result.report["plots"] = pr.write_plots(result, paths.probe)
-    saved = pr.save_report(result.report, paths.probe)
+        result.report["plots"] = pr.write_plots(result, result.run.probe)
+    saved = pr.save_report(result.report, result.run.probe)  # the checkpoint's run, not always --run
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
 
@@ -308,11 +308,9 @@ def generate(
                        num_samples=num_samples, stop=tuple(stop or ()), use_cache=cache, slide=slide)
     if interactive and (as_json or prompt is not None):
         raise InputError("--interactive reads its prompts line by line; give no PROMPT and no --json with it")
-    from fabric_cli.tokenizer import tokenizer_path_for
-
     paths = run_paths(ctx, run)
     ckpt = checkpoint or paths.latest
-    engine = load_engine(ckpt, tokenizer_path_for(ckpt, tokenizer, paths.tokenizer), device)
+    engine = load_engine(ckpt, tokenizer, device, run_tokenizer=paths.tokenizer)
     cfg.slide_for(engine.model.config.block_size)  # a bad --slide is refused before any output
     if interactive:
         echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it

@@ -95,13 +95,13 @@ def preset(name: str, **overrides) -> ModelConfig:
 # --------------------------------------------------------------------------- training
 
 
-SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: what torch's and numpy's generators both take
+SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1: what torch's and numpy's generators both take
 
 
 def check_seed(seed: int | None) -> None:
-    """Refuse a --seed the random generators cannot take (negative, or 2**63 and above)."""
+    """Refuse a --seed the random generators cannot take (negative, or 2**64 and above)."""
     if seed is not None and not 0 <= seed < SEED_LIMIT:
-        raise InputError(f"--seed must be between 0 and 2**63 - 1 ({SEED_LIMIT - 1}), got {seed}")
+        raise InputError(f"--seed must be between 0 and 2**64 - 1 ({SEED_LIMIT - 1}), got {seed}")
 
 
 @dataclass
@@ -148,12 +148,16 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        check_seed(self.seed)
+
+    def check_schedule(self) -> None:
+        """Refuse a learning-rate schedule that would rise as it "decays". Checked on the settings a
+        run trains with (after --resume merges the saved ones), not on each part alone."""
         if self.min_lr > self.lr:
             raise InputError(
                 f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the cosine decay runs from --lr down "
-                f"to --min-lr; give a --min-lr at or below --lr"
+                f"to --min-lr (default {TrainConfig.min_lr:g}); give a --min-lr at or below --lr"
             )
-        check_seed(self.seed)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The preset with the command line's overrides; vocab_size comes from the tokenizer."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from fabric_cli.checkpoint import read_info
-from fabric_cli.config import DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, bundled_corpus
+from fabric_cli.config import SEED_LIMIT, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, bundled_corpus
 from fabric_cli.errors import InputError
 from fabric_cli.files import write_json_atomic
 from fabric_cli.generate import complete, load_engine
@@ -92,7 +92,8 @@ def _train(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool) -> dict:
     resume = paths.latest.exists() and not restart
     if resume:
         say(f"resuming {paths.latest} from step {read_info(paths.latest).step:,}")
-    result = train(paths, cfg.train_config(), resume=resume, restart=restart and paths.latest.exists())
+    result = train(paths, cfg.train_config(), resume=resume, restart=restart and paths.latest.exists(),
+                   explicit={"steps"})  # a larger --steps extends a finished or stopped run
     say(result.summary())
     if result.stopped_by:
         raise InputError(f"training stopped by {result.stopped_by} at step {result.step}; run `fabric demo` again to resume")
@@ -160,7 +161,7 @@ def _generate(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
     engine = load_engine(paths.latest, paths.tokenizer, cfg.device)
     out = []
     for i, prompt in enumerate(cfg.prompts):
-        sample = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.8, top_k=40, seed=cfg.seed + i,
+        sample = SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.8, top_k=40, seed=(cfg.seed + i) % SEED_LIMIT,
                               num_samples=cfg.samples, stop=("\n\n",))
         result = complete(engine, prompt, sample)
         for text in result.completions:

@@ -41,15 +41,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+def _read_umask() -> int:
+    """The process's umask. Reading it means setting it, so this runs once, at import."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _mode_for(path: Path) -> int:
     """The permissions `path` should end with: its own if it exists, else what open() would give
     a new file under the process's umask (0644 under the usual 022)."""
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -28,7 +28,7 @@ from fabric_cli.config import ModelConfig, SampleConfig
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, KVCache
-from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_sha256
+from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
 
 # Cumulative sums of float probabilities land a hair either side of a hand-made boundary (0.5 + 0.3
 # may come out as 0.79999995): a token whose predecessors already hold top_p, within this, is dropped.
@@ -272,9 +272,14 @@ class Engine:
     device: str
 
 
-def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike, device: str = "auto") -> Engine:
-    """Load a checkpoint and its tokenizer; refuse a tokenizer the model was not trained with."""
+def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | None, device: str = "auto",
+                run_tokenizer: str | os.PathLike | None = None) -> Engine:
+    """Load a checkpoint and its tokenizer; refuse a tokenizer the model was not trained with.
+
+    `tokenizer` None: the tokenizer.json of the run the checkpoint lies in, else `run_tokenizer`.
+    """
     info = read_info(checkpoint)  # a missing checkpoint is the first thing to report: run `fabric train`
+    tokenizer = tokenizer_path_for(checkpoint, tokenizer, run_tokenizer)
     tok = load_tokenizer_for(tokenizer, checkpoint, info.tokenizer_sha256)
     choice = choose_device(device)
     model, info = load_model(checkpoint, choice.device, tokenizer_sha256=tokenizer_sha256(tokenizer))

@@ -108,13 +108,17 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         ) from None
 
 
-def tokenizer_path_for(checkpoint: str | os.PathLike, given: str | os.PathLike | None, run_default: Path) -> Path:
+def tokenizer_path_for(checkpoint: str | os.PathLike, given: str | os.PathLike | None,
+                       run_default: str | os.PathLike | None) -> Path:
     """The tokenizer to read `checkpoint` with: `given` (--tokenizer), else the tokenizer.json of
-    the run the checkpoint lies in (RUN/checkpoints/...), else `run_default` (the --run's)."""
+    the run the checkpoint lies in (RUN/checkpoints/...), else `run_default` (the --run's), else a
+    tokenizer.json beside the checkpoint."""
     if given:
         return Path(given)
     owner = RunPaths.of_checkpoint(checkpoint)
-    return owner.tokenizer if owner and owner.tokenizer.is_file() else run_default
+    if owner and (owner.tokenizer.is_file() or run_default is None):
+        return owner.tokenizer
+    return Path(run_default) if run_default is not None else Path(checkpoint).with_name("tokenizer.json")
 
 
 def load_tokenizer_for(path: str | os.PathLike, checkpoint: str | os.PathLike, sha256: str | None) -> Tokenizer:

@@ -126,8 +126,11 @@ def train(
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
     """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
     The device and --compile are left out: they change where the run goes, not what it learns."""
+    def shown(value) -> str:
+        return "unset" if value is None else str(value)  # None: the preset's, or no --tokens budget
+
     return ", ".join(
-        f"--{f.name.replace('_', '-')} {getattr(now, f.name)} (was {getattr(saved, f.name)})"
+        f"--{f.name.replace('_', '-')} {shown(getattr(now, f.name))} (was {shown(getattr(saved, f.name))})"
         for f in dataclasses.fields(TrainConfig)
         if f.name not in ("device", "compile") and getattr(now, f.name) != getattr(saved, f.name)
     )
@@ -136,6 +139,8 @@ def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
 def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[str] | None, model: ModelConfig) -> TrainConfig:
     """The saved settings, with the options given now (`explicit`) and the device choice applied."""
     changes = {k: getattr(given, k) for k in (explicit or ()) if hasattr(saved, k)}
+    if "steps" in changes and "tokens" not in changes:
+        changes["tokens"] = None  # a --steps given now replaces a --tokens budget the run started with
     has = {"preset": saved.preset, "layers": model.n_layer, "heads": model.n_head, "width": model.n_embd, "context": model.block_size}
     for k in TrainConfig.SHAPE_FIELDS:
         if k in changes and changes[k] != has[k]:
@@ -160,10 +165,10 @@ def _check_budget(step: int, max_steps: int, stop_at: int | None) -> None:
             f"the run is already at step {step} of its {max_steps}-step budget; "
             f"pass a larger --steps (or --tokens) with --resume to train further"
         )
-    if stop_at is not None and not step < stop_at <= max_steps:
+    if stop_at is not None and not step < stop_at < max_steps:
         raise InputError(
             f"--stop-at {stop_at} is outside the run: it goes from step {step} to {max_steps}; "
-            f"give a step in between, or change --steps"
+            f"give a step in between (the run ends at {max_steps} by itself), or change --steps"
         )
 
 
@@ -231,6 +236,7 @@ class Loop:
         data.check_context(model.config.block_size)
         model.to(device)
         optimizer = make_optimizer(model, cfg)
+        cfg.check_schedule()
         _check_budget(step, budget(cfg, model.config.block_size, dist.world)[1], stop_at)
         # Every setting has been checked and the model built: only now may --restart delete the old run.
         if dist.is_main and (restart or not resume):
@@ -241,11 +247,11 @@ class Loop:
             ckpt.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
-        if cfg.warmup >= loop.max_steps:
+        if cfg.warmup >= loop.max_steps - 1:
             loop.say(
-                f"note: --warmup {cfg.warmup} is not shorter than the run ({loop.max_steps} steps): the learning "
-                f"rate only rises, to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} at the last step "
-                f"(--lr {cfg.lr:g}), and never decays; lower --warmup for a short run"
+                f"note: --warmup {cfg.warmup} leaves no steps for the cosine decay in a run of {loop.max_steps}: "
+                f"the learning rate rises to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} "
+                f"(--lr {cfg.lr:g}) and never decays; lower --warmup for a short run"
             )
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as the run was started)")

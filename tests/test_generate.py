@@ -320,7 +320,7 @@ def _error(r) -> str:
 @pytest.mark.parametrize("args, says", [
     (["-t", "-1"], "--temperature"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
     (["--top-k", "-3"], "--top-k"), (["--num-samples", "0"], "--num-samples"),
-    (["--seed", str(2**63)], "--seed"), (["--slide", "100"], "--slide 100"),  # the context is 16
+    (["--seed", str(2**64)], "--seed"), (["--slide", "100"], "--slide 100"),  # the context is 16
 ])
 def test_cli_bad_sampling_values(runner, run, args, says):
     assert says in _error(_cli(runner, run, "hi", *args))

@@ -1,7 +1,6 @@
 """The model's three paths agree, checkpoints round-trip and refuse what does not fit, layering holds."""
 
 import ast
-import os
 import stat
 from pathlib import Path
 
@@ -146,17 +145,14 @@ def test_checkpoint_round_trip_and_checks(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", "junk.safetensors"]
 
 
-def test_atomic_writes_get_the_permissions_of_a_plain_write(model, tmp_path):
-    old = os.umask(0o022)
-    try:
-        path = tmp_path / "ck.safetensors"
-        save_weights(path, model, CheckpointInfo(model.config))
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0600
-        path.chmod(0o640)
-        save_weights(path, model, CheckpointInfo(model.config))  # a file that exists keeps its own
-        assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    finally:
-        os.umask(old)
+def test_atomic_writes_get_the_permissions_of_a_plain_write(model, tmp_path, monkeypatch):
+    monkeypatch.setattr("fabric_cli.files._UMASK", 0o022)  # the umask the process started with
+    path = tmp_path / "ck.safetensors"
+    save_weights(path, model, CheckpointInfo(model.config))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0600
+    path.chmod(0o640)
+    save_weights(path, model, CheckpointInfo(model.config))  # a file that exists keeps its own
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_checkpoint_shape_mismatch_is_named(model, tmp_path):

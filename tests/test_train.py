@@ -138,6 +138,8 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     (["--steps", "5", "--tokens", "300"], "not both"),
     (["--steps", "5", "--min-lr", "0.01"], "--min-lr 0.01 is above --lr 0.003"),
     (["--steps", "5", "--stop-at", "9"], "--stop-at 9 is outside the run"),
+    (["--steps", "5", "--stop-at", "5"], "--stop-at 5 is outside the run"),  # the run ends there by itself
+    (["--steps", "5", "--lr", "5e-5"], "--min-lr 0.0003 is above --lr 5e-05"),  # FAST_ARGS: --min-lr 3e-4
     (["--steps", "5", "--seed", str(2**64)], "--seed must be between 0 and"),
     (["--steps", "5", "--seed", "-1"], "--seed must be between 0 and"),
 ])
@@ -148,11 +150,22 @@ def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says
     assert not run.latest.exists() and not run.metrics.exists()
 
 
+def test_resume_checks_the_settings_it_trains_with_and_steps_replace_a_token_budget(run, runner):
+    base = ["train", "--run", str(run.root), "--preset", "tiny", "--batch-size", "8", "--eval-batches", "2",
+            "--warmup", "1", "--device", "cpu"]
+    first = runner.invoke(app, [*base, "--lr", "5e-5", "--min-lr", "1e-5", "--tokens", "300"])  # 3 steps of 128
+    assert first.exit_code == 0 and read_info(run.latest).step == 3, first.output
+    more = runner.invoke(app, [*base, "--resume", "--lr", "4e-5", "--steps", "5"])  # the saved --min-lr 1e-5 holds
+    assert more.exit_code == 0, more.output
+    assert read_info(run.latest).step == 5
+    assert "--steps 5 (was 1000), --tokens unset (was 300), --lr 4e-05 (was 5e-05)" in more.stderr
+
+
 def test_summary_says_what_its_figures_cover_and_a_long_warmup_is_noted(run, runner):
-    r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "3", "--warmup", "5",
+    r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "3", "--warmup", "2",
                             "--eval-interval", "2", "--json"])
     assert r.exit_code == 0, r.output
-    assert "note: --warmup 5 is not shorter than the run (3 steps)" in r.stderr
+    assert "note: --warmup 2 leaves no steps for the cosine decay in a run of 3" in r.stderr  # steps 1, 2, 3 at 3e-3
     out = json.loads(r.stdout)
     assert out["val_step"] == 3 and 0 < out["train_seconds"] <= out["seconds"]
     assert out["tokens_per_s"] == pytest.approx(out["tokens_seen"] / out["train_seconds"], rel=1e-6)
