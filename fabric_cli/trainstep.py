@@ -225,8 +225,10 @@ def build_model(model_cfg: ModelConfig, seed: int) -> GPT:
 def progress_bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
+    # On a terminal the bar redraws ten times a second; into a file (a cluster job's log) that
+    # would be a frame every 0.1 s for hours, so there it is drawn at most once a minute.
     return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr, unit="step",
-                dynamic_ncols=True, leave=True, desc="train")
+                dynamic_ncols=True, leave=True, desc="train", mininterval=0.1 if sys.stderr.isatty() else 60.0)
 
 
 def remove_run_outputs(paths: RunPaths) -> None:

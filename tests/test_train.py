@@ -192,6 +192,13 @@ def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
         assert word in result.stdout, word
 
 
+def test_the_bar_into_a_file_is_not_redrawn_every_tenth_of_a_second(run, runner):
+    r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "200", "--eval-interval", "200"])
+    assert r.exit_code == 0, r.output
+    # stderr is not a terminal here: the first frame, one redrawn around the evaluation line, the last
+    assert 2 <= r.stderr.count("train:") <= 5 and "200/200" in r.stderr, r.stderr
+
+
 def test_out_of_memory_names_the_knobs_to_turn(run, runner, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
