@@ -68,7 +68,7 @@ RunOpt = Annotated[
     Optional[Path],
     typer.Option("--run", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.", metavar="")]
 
 
 def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
@@ -102,7 +102,7 @@ def tokenize(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
     show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.", metavar="")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -193,9 +193,9 @@ def train(
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps (and at step 0) for emergence studies; 0 is off.")] = _TRAIN.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, batches and dropout.")] = _TRAIN.seed,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _TRAIN.device,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster steps after a slow start).")] = _TRAIN.compile,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.")] = False,
-    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster steps after a slow start).", metavar="")] = _TRAIN.compile,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.", metavar="")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.", metavar="")] = False,
     stop_at: Annotated[Optional[int], typer.Option("--stop-at", help="Save and stop at this step (the schedule still spans the budget); continue with --resume.", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with train.bin, val.bin, meta.json (default: the run's tokens/).", show_default=False)] = None,
     run: RunOpt = None,
@@ -246,13 +246,13 @@ def probe(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Your own prompts: a .jsonl suite, or a text file in the [referent] {pronoun} <distractor> markup.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
-    ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
+    ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.", metavar="")] = _PROBE.ablate,
     random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison.")] = _PROBE.random_heads,
     seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
-    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
+    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.", metavar="")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
-    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).", metavar="")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -290,11 +290,11 @@ def generate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (default: a fresh seed each run).", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", help="Completions of the prompt, made as one batch.")] = _SAMPLE.num_samples,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a completion before this text (repeatable).", show_default=False)] = None,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.")] = _SAMPLE.use_cache,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.", metavar="")] = _SAMPLE.use_cache,
     slide: Annotated[int, typer.Option("--slide", help="Tokens kept when the context fills; 0 is half the context.")] = _SAMPLE.slide,
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.")] = False,
-    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.", metavar="")] = False,
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).", metavar="")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.", metavar="")] = False,
     as_json: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
@@ -369,7 +369,7 @@ def demo(
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps for the emergence study.")] = _DEMO.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the weights, batches and samples.")] = _DEMO.seed,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _DEMO.device,
-    restart: Annotated[bool, typer.Option("--restart", help="Tokenize and train again even if the run has tokens and a checkpoint.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Tokenize and train again even if the run has tokens and a checkpoint.", metavar="")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

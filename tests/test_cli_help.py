@@ -21,3 +21,9 @@ def test_preset_help_gives_each_shape(runner, command):
     text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).stdout.replace("│", " ").split())
     for name, c in PRESETS.items():
         assert f"{name} ({c.n_layer} layers x {c.n_head} heads, width {c.n_embd}, context {c.block_size})" in text
+
+
+def test_flags_do_not_look_like_they_take_a_value(runner):
+    text = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).stdout.replace("│", " ").split())
+    for flag in ("--resume", "--restart", "--compile", "--json"):
+        assert f"{flag} <bool>" not in text and f"{flag} " in text, flag
