@@ -270,9 +270,17 @@ class RunPaths:
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike) -> "RunPaths | None":
-        """The run a checkpoint file lies in (RUN/checkpoints/NAME.safetensors -> RUN), else None."""
+        """The run a checkpoint file lies in (RUN/checkpoints/NAME.safetensors -> RUN), else None.
+
+        RUN must hold something `fabric` wrote there besides checkpoints (metrics.jsonl, a tokenizer
+        or tokens): any folder named checkpoints is not a run, and its parent not a place to read
+        metrics from or write a probe report into.
+        """
         p = Path(checkpoint)
-        return cls(p.parent.parent) if p.parent.name == "checkpoints" else None
+        if p.parent.name != "checkpoints":
+            return None
+        run = cls(p.parent.parent)
+        return run if run.metrics.is_file() or run.tokenizer.is_file() or run.meta.is_file() else None
 
     @property
     def tokenizer(self) -> Path:

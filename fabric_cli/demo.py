@@ -21,11 +21,11 @@ from typing import Callable
 from fabric_cli.checkpoint import read_info
 from fabric_cli.config import SEED_LIMIT, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, bundled_corpus
 from fabric_cli.errors import InputError
-from fabric_cli.files import write_json_atomic
+from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.report import bar
-from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus, tokenizer_sha256
+from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import train
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
@@ -74,7 +74,7 @@ def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
 def _check_chronicles_tokens(paths: RunPaths) -> None:
     """Tokens of another corpus in the run directory would silently change the story: refuse them."""
     sources = json.loads(paths.meta.read_text()).get("sources", [])
-    if [src.get("sha256") for src in sources] != [tokenizer_sha256(bundled_corpus())]:
+    if [src.get("sha256") for src in sources] != [file_sha256(bundled_corpus())]:
         names = ", ".join(Path(src.get("path", "?")).name for src in sources) or "an unrecorded corpus"
         raise InputError(
             f"{paths.tokens} holds tokens of {names}, not the bundled Chronicles the demo is told on; "

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fabric_cli.config import EOT, RunPaths, TokenizeConfig, bundled_corpus
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path, write_json_atomic
+from fabric_cli.files import atomic_path, file_sha256, write_json_atomic
 
 FORMAT, VERSION = "fabric-tokens", 1
 BYTE_ALPHABET = 256
@@ -144,13 +144,8 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def tokenizer_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes. Checkpoints record a tokenizer.json's to detect a changed
-    tokenizer; `fabric demo` compares the bundled corpus's with the one its tokens came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """A tokenizer.json's identity: checkpoints record it to detect a changed tokenizer."""
+    return file_sha256(path)
 
 
 def show_split(tok: Tokenizer, text: str) -> dict:

@@ -177,6 +177,19 @@ def test_a_checkpoint_outside_a_run_reads_no_foreign_metrics(tmp_path, runner):
     assert named["metrics"] == str(tmp_path / "metrics.jsonl") and named["gradient_flow"]["steps"] == [4]
 
 
+def test_a_folder_named_checkpoints_is_a_run_only_beside_what_fabric_wrote(tmp_path):
+    """RUN/checkpoints/x.safetensors names RUN only when RUN holds metrics, a tokenizer or tokens:
+    ~/models/checkpoints/ is not a run to read metrics from or write a probe report into."""
+    ck = tmp_path / "models" / "checkpoints" / "x.safetensors"
+    assert RunPaths.of_checkpoint(ck) is None
+    for made in ("metrics.jsonl", "tokenizer.json", "tokens/meta.json"):
+        path = tmp_path / made.replace("/", "-") / "checkpoints" / "x.safetensors"
+        (path.parents[1] / made).parent.mkdir(parents=True, exist_ok=True)
+        (path.parents[1] / made).write_text("{}")
+        assert RunPaths.of_checkpoint(path).root == path.parents[1]
+    assert RunPaths.of_checkpoint(tmp_path / "metrics.jsonl-x" / "x.safetensors") is None  # not in checkpoints/
+
+
 def test_the_eval_loss_line_is_one_evaluation(tmp_path, runner):
     """The checkpoint's stored val loss (9.0) never sits beside another evaluation's train loss."""
     paths = RunPaths(tmp_path / "run")

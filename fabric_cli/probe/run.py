@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from fabric_cli.checkpoint import load_model, read_info
 from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
-from fabric_cli.files import write_json_atomic
+from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
 from fabric_cli.probe.encode import Encoded, count_kinds, encode_items
@@ -44,14 +43,6 @@ def check_head(text: str, config: ModelConfig) -> Head:
             f"and {config.n_head} heads (0-{config.n_head - 1})"
         )
     return h
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe_run(paths: RunPaths, checkpoint: Path | None) -> RunPaths:
