@@ -18,9 +18,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 5, tries: int = 3) -> float:
-    """fp32 n x n matmul GFLOP/s on `device`: the best of `tries` timings of `reps` products."""
-    a = torch.randn(n, n, device=device)
+def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 5, tries: int = 3,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """n x n matmul GFLOP/s on `device` (fp32 unless `dtype`): the best of `tries` timings of `reps` products."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
     a @ a  # warm up
     sync(device)
     best = 0.0

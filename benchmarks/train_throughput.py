@@ -3,10 +3,15 @@
     python benchmarks/train_throughput.py                  # the fixed shape and the cpu preset, 3 rounds of 60 steps
     python benchmarks/train_throughput.py --steps 120
     python benchmarks/train_throughput.py --json
+    python benchmarks/train_throughput.py --device cuda    # the gpt2 preset in bf16: model FLOP utilisation
+    python benchmarks/train_throughput.py --device cuda --compile --batch-size 32
 
-Two shapes, trained on random tokens (speed does not depend on them):
+Shapes, trained on random tokens (speed does not depend on them):
 - fixed: 4 layers, 4 heads, width 128, context 64, batch 12, vocabulary 512;
-- cpu:   the `cpu` preset (5 layers, 8 heads, width 128, context 128, vocabulary 4096), batch 16.
+- cpu:   the `cpu` preset (5 layers, 8 heads, width 128, context 128, vocabulary 4096), batch 16;
+- gpt2:  the `gpt2` preset (12 layers, 12 heads, width 768, context 1024), batch 16, vocabulary
+         50304 (GPT-2's 50257 padded to a multiple of 64, as nanoGPT does). The default on CUDA,
+         where `fabric train` runs bf16 autocast; --shapes picks others.
 Each runs through `fabric_cli.train.train` itself in a temporary run directory, so what is timed
 is the step `fabric train` takes: the learning rate, the dropout seed, the batch drawn from the
 token file, forward, backward, gradient norm and clipping, the fused AdamW step, and the host
@@ -19,6 +24,11 @@ just before and just after each run. The shapes alternate over --rounds rounds, 
 machine (this one's speed moves by a third within minutes) hits both. The goal on a 2-core CPU:
 the fixed shape's step at 60% or more of the matmul figure, best interval against best matmul;
 beside it, each round's median interval against that round's own matmul figures.
+
+On CUDA the reference is bf16 8192x8192 matmul TFLOP/s (torch) measured the same way, and the
+figure of merit is model FLOP utilisation (MFU): achieved model FLOP/s (the median interval)
+against the GPU's dense bf16 peak from its data sheet (PEAK_BF16; an unlisted GPU is measured
+against the matmul figure instead, and says so). The goal there: the gpt2 shape at 40% MFU or more.
 """
 
 from __future__ import annotations
@@ -42,7 +52,18 @@ LOG_INTERVAL = 10
 SHAPES = {
     "fixed": dict(vocab=512, cfg=dict(preset="cpu", layers=4, heads=4, width=128, context=64, batch_size=12)),
     "cpu": dict(vocab=4096, cfg=dict(preset="cpu", batch_size=16)),
+    "gpt2": dict(vocab=50304, cfg=dict(preset="gpt2", batch_size=16)),
 }
+# Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (without sparsity), by the
+# first name that torch.cuda.get_device_name contains.
+PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12, "H800": 989.4e12,
+             "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L4": 121e12}
+
+
+def gpu_peak(device: str) -> tuple[str, float | None]:
+    """(the GPU's name, its dense bf16 peak in FLOP/s, or None when it is not in PEAK_BF16)."""
+    name = torch.cuda.get_device_name(torch.device(device))
+    return name, next((peak for key, peak in PEAK_BF16.items() if key in name), None)
 
 
 def write_random_tokens(folder: Path, vocab: int, n_train: int = 400_000, n_val: int = 20_000) -> None:
@@ -55,25 +76,36 @@ def write_random_tokens(folder: Path, vocab: int, n_train: int = 400_000, n_val:
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-def run_shape(name: str, steps: int) -> dict:
+def reference_gflops(device: str) -> float:
+    """The machine reference: fp32 2048x2048 matmul on the CPU, bf16 8192x8192 on CUDA (GFLOP/s)."""
+    if device.startswith("cuda"):
+        return matmul_gflops(device, n=8192, reps=10, dtype=torch.bfloat16)
+    return matmul_gflops(device)
+
+
+def run_shape(name: str, steps: int, device: str, overrides: dict) -> dict:
     """Train one shape for `steps` steps with `fabric train`'s loop: tokens/s of each logged
-    interval but the first (warm-up), and the matmul reference just before and just after."""
+    interval but the first (warm-up, and --compile's compilation), and the matmul reference just
+    before and just after."""
     shape = SHAPES[name]
-    before = matmul_gflops()
-    cfg = TrainConfig(**shape["cfg"], steps=steps, warmup=10, eval_interval=steps, eval_batches=1,
-                      log_interval=LOG_INTERVAL, device="cpu")
+    before = reference_gflops(device)
+    cfg = TrainConfig(**{**shape["cfg"], **overrides}, steps=steps, warmup=10, eval_interval=steps, eval_batches=1,
+                      log_interval=LOG_INTERVAL, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(Path(tmp) / "run")
         write_random_tokens(paths.tokens, shape["vocab"])
         train(paths, cfg, progress=False)
         logged = [r["tokens_per_s"] for r in read_metrics(paths.metrics) if r["kind"] == "train"]
-    return {"intervals": logged[1:], "matmul": [before, matmul_gflops()]}
+    memory = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None
+    return {"intervals": logged[1:], "matmul": [before, reference_gflops(device)], "peak_memory": memory}
 
 
-def summarise(name: str, runs: list[dict]) -> dict:
+def summarise(name: str, runs: list[dict], overrides: dict) -> dict:
     """One shape over the rounds: best interval against the best matmul figure, and the median
     of the rounds' own ratios (each round's median interval against its own matmul figures)."""
-    cfg = TrainConfig(**SHAPES[name]["cfg"])
+    cfg = TrainConfig(**{**SHAPES[name]["cfg"], **overrides})
     with torch.device("meta"):  # the shape only, no memory
         model = GPT(cfg.model_config(SHAPES[name]["vocab"]))
     c, flops = model.config, model.flops_per_token()
@@ -92,53 +124,108 @@ def summarise(name: str, runs: list[dict]) -> dict:
         "gflops": round(flops * best / 1e9, 2),
         "tokens_per_s_median": round(median, 1),
         "gflops_median": round(flops * median / 1e9, 2),
-        "matmul_fp32_gflops": round(reference, 1),
+        "matmul_gflops": round(reference, 1),
         "matmul_all": [round(m, 1) for r in runs for m in r["matmul"]],
         "matmul_ratio": round(flops * best / 1e9 / reference, 3),
         "matmul_ratio_rounds": [round(x, 3) for x in round_ratios],
         "matmul_ratio_median": round(statistics.median(round_ratios), 3),
+        "peak_memory_gib": (round(max(r["peak_memory"] for r in runs) / 2**30, 2)
+                            if runs[0]["peak_memory"] is not None else None),
     }
+
+
+def model_flops_utilisation(r: dict, peak: float | None) -> dict:
+    """MFU of a summarised shape: the median interval's model FLOP/s against the data-sheet peak,
+    or against the measured matmul figure when the peak is unknown."""
+    if peak is None:
+        return {"mfu": round(r["matmul_ratio_median"], 3), "mfu_against": "measured bf16 matmul (GPU not in PEAK_BF16)"}
+    return {"mfu": round(r["gflops_median"] * 1e9 / peak, 3), "mfu_against": f"data-sheet dense bf16 peak {peak / 1e12:.1f} TFLOP/s"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="steps per shape and round (a multiple of 10, at least 30)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each trains every shape once, between its matmul figures")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, as `fabric train` runs there)")
+    ap.add_argument("--shapes", default=None, help=f"comma-separated, of {', '.join(SHAPES)} (default: fixed,cpu; gpt2 on CUDA)")
+    ap.add_argument("--batch-size", type=int, default=None, help="sequences per step for every shape (default: each shape's own)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model, as `fabric train --compile`")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.steps < 3 * LOG_INTERVAL:
         ap.error(f"--steps must be at least {3 * LOG_INTERVAL}: the first {LOG_INTERVAL} are warm-up")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available here")
+    if args.device != "cpu" and not gpu:
+        ap.error(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    names = (args.shapes or ("gpt2" if gpu else "fixed,cpu")).split(",")
+    if unknown := [n for n in names if n not in SHAPES]:
+        ap.error(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile)) if v}
 
     load_before = load_average()
-    runs = {name: [] for name in SHAPES}
+    runs = {name: [] for name in names}
     for _ in range(args.rounds):  # shapes alternate, so a busy moment on a shared machine hits both
-        for name in SHAPES:
-            runs[name].append(run_shape(name, args.steps))
-    shapes = {name: summarise(name, r) for name, r in runs.items()}
+        for name in names:
+            runs[name].append(run_shape(name, args.steps, args.device, overrides))
+    shapes = {name: summarise(name, r, overrides) for name, r in runs.items()}
     res = {
-        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "load": [load_before, load_average()],
-        "shapes": shapes,
-        "goal": "fixed shape at >= 0.60 of the matmul figure (best interval)", "goal_met": shapes["fixed"]["matmul_ratio"] >= 0.60,
+        "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "compile": args.compile, "load": [load_before, load_average()],
+        "reference": "bf16 8192x8192 matmul" if gpu else "fp32 2048x2048 matmul", "shapes": shapes,
     }
+    if gpu:
+        res["gpu"], peak = gpu_peak(args.device)
+        for r in shapes.values():
+            r.update(model_flops_utilisation(r, peak))
+        if "gpt2" in shapes:
+            res["goal"] = "gpt2 shape at >= 0.40 model FLOP utilisation (median interval)"
+            res["goal_met"] = shapes["gpt2"]["mfu"] >= 0.40
+    elif "fixed" in shapes:
+        res["goal"] = "fixed shape at >= 0.60 of the matmul figure (best interval)"
+        res["goal_met"] = shapes["fixed"]["matmul_ratio"] >= 0.60
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"machine   cpu, {res['threads']} threads, torch {res['torch']}; {res['load'][0]} before, {res['load'][1]} after")
-    for name, r in shapes.items():
+    print_report(res)
+
+
+def print_report(res: dict) -> None:
+    gpu = res["device"].startswith("cuda")
+    where = f"{res['gpu']}, bf16 autocast" if gpu else f"cpu, {res['threads']} threads"
+    print(f"machine   {where}, torch {res['torch']}{', compiled' if res['compile'] else ''}; "
+          f"{res['load'][0]} before, {res['load'][1]} after")
+    reference = res["reference"]
+    for name, r in res["shapes"].items():
         print(f"{name:<9} {r['shape']} ({r['params']:,} parameters)")
-        print(f"          fp32 2048x2048 matmul {r['matmul_fp32_gflops']} GFLOP/s best (all: {', '.join(map(str, r['matmul_all']))})")
+        if gpu:
+            print(f"          {reference} {r['matmul_gflops'] / 1000:.1f} TFLOP/s best "
+                  f"(all: {', '.join(f'{m / 1000:.1f}' for m in r['matmul_all'])}); peak memory {r['peak_memory_gib']} GiB")
+            print(f"          {r['tokens_per_s_median']:>9,.0f} tokens/s median of the intervals = "
+                  f"{r['gflops_median'] / 1000:.1f} TFLOP/s of model FLOPs: MFU {r['mfu']:.1%} against the {r['mfu_against']}; "
+                  f"{r['matmul_ratio_median']:.0%} of the measured matmul")
+            print(f"          {r['tokens_per_s']:>9,.0f} tokens/s best interval ({r['flops_per_token'] / 1e6:.1f} MFLOP/token, "
+                  f"attention {r['attention_share']:.0%} of it)")
+            continue
+        print(f"          {reference} {r['matmul_gflops']} GFLOP/s best (all: {', '.join(map(str, r['matmul_all']))})")
         print(f"          {r['tokens_per_s']:>9,.0f} tokens/s  {r['ms_per_step']:>7.2f} ms/step  "
               f"{r['gflops']:>6.1f} GFLOP/s = {r['matmul_ratio']:.0%} of matmul  "
               f"({r['flops_per_token'] / 1e6:.2f} MFLOP/token, attention {r['attention_share']:.0%} of it)")
         print(f"          {r['tokens_per_s_median']:>9,.0f} tokens/s median of the intervals, {r['gflops_median']:.1f} GFLOP/s; "
               f"each round against its own matmul: {', '.join(f'{x:.0%}' for x in r['matmul_ratio_rounds'])} "
               f"(median {r['matmul_ratio_median']:.0%})")
+    if "goal" not in res:
+        return
     verdict = "met" if res["goal_met"] else "NOT met"
-    print(f"goal      fixed shape at 60% of matmul or more: {verdict} ({shapes['fixed']['matmul_ratio']:.1%} best, "
-          f"{shapes['fixed']['matmul_ratio_median']:.1%} median of the rounds)")
+    if gpu:
+        print(f"goal      gpt2 at 40% model FLOP utilisation or more: {verdict} ({res['shapes']['gpt2']['mfu']:.1%})")
+    else:
+        fixed = res["shapes"]["fixed"]
+        print(f"goal      fixed shape at 60% of matmul or more: {verdict} ({fixed['matmul_ratio']:.1%} best, "
+              f"{fixed['matmul_ratio_median']:.1%} median of the rounds)")
 
 
 if __name__ == "__main__":
