@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from test_probe_world import make_tokenizer, planted_model, random_model, write_run, write_suite
@@ -202,3 +203,93 @@ def test_a_checkpoint_of_another_run_is_probed_with_that_runs_snapshots_and_fold
     assert r.exit_code == 0, r.output
     assert [row["step"] for row in json.loads(r.stdout)["emergence"]["rows"]] == [300, 400]
     assert (demo / "probe" / "report.json").is_file() and not (exports / "probe").exists()
+
+
+def _words(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_help_shows_the_markup_and_what_the_defaults_are(runner):
+    """Rich ate "[referent]" as a markup tag; --suite's default is none when --prompts is given."""
+    text = _words(runner.invoke(app, ["probe", "--help"], terminal_width=200).stdout)
+    assert "a text file in the [referent] {pronoun} <distractor> markup" in text
+    assert "default: every suite there, or none when --prompts is given" in text
+    assert "--over-checkpoints study (default: the top-ranked head)" in text
+
+
+def test_a_probe_folder_that_cannot_be_written_is_one_error_line(world, tmp_path):
+    """RUN/probe is a file: one line naming it, exit 1, no traceback, and no report or picture anywhere."""
+    tok = make_tokenizer()
+    run = tmp_path / "run"
+    write_run(run, tok, planted_model(tok))
+    (run / "probe").write_text("not a folder\n", encoding="utf-8")
+    for extra in ([], ["--plot"] if importlib.util.find_spec("matplotlib") else []):
+        r = probe(world, *extra, run=str(run))
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("fabric: error: cannot write the ") and str(run / "probe") in line
+        assert "Traceback" not in r.output
+        assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "probe", "tokenizer.json"]
+        assert (run / "probe").read_text(encoding="utf-8") == "not a folder\n"
+
+
+def test_input_errors_come_before_the_model_is_loaded(world, monkeypatch, tmp_path):
+    """--over-checkpoints without snapshots, a bad --prompts file, a head the model lacks: refused
+    before minutes of scoring and ablation, not after them."""
+    from fabric_cli.config import ProbeConfig, RunPaths
+    from fabric_cli.errors import InputError
+    from fabric_cli.probe import run as run_mod
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(run_mod, "load_model", must_not_load)
+    no_snaps = RunPaths(Path(world["random"]))
+    with pytest.raises(InputError, match="no snapshots"):
+        run_mod.run_probe(ProbeConfig(prompts=world["suite"], ablate=True, over_checkpoints=True), no_snaps)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("[The queen] met <the king> before {she} sang.\n[The queen] met the king.\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2: expected exactly one pronoun"):
+        run_mod.run_probe(ProbeConfig(prompts=str(bad)), no_snaps)
+    with pytest.raises(InputError, match="head 7.3 does not exist"):
+        run_mod.run_probe(ProbeConfig(prompts=world["suite"], head="7.3"), no_snaps)
+
+
+def test_the_named_heads_example_comes_from_a_prompt_with_a_choice(world, tmp_path):
+    """A prompt whose only candidate is the referent counts as 'right' whatever the head looked at;
+    the headline example must not be such a prompt (here the head looked at the queen, not the king)."""
+    lone = {"id": "lone", "text": "The king greeted the queen before she sang.", "pronoun": [34, 37], "referent": [0, 8]}
+    suite = tmp_path / "mixed.jsonl"
+    suite.write_text(json.dumps(lone) + "\n" + open(world["suite"], encoding="utf-8").read(), encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(suite), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    first = json.loads(open(world["suite"], encoding="utf-8").readline())
+    (p0, p1), (r0, r1) = first["pronoun"], first["referent"]
+    assert report["named_head"] == "1.2" and report["example"] == f"{first['text'][p0:p1]} -> {first['text'][r0:r1]}"
+
+
+def test_over_checkpoints_without_a_distractor_says_accuracy_is_undefined(world, tmp_path):
+    lone = tmp_path / "lone.txt"
+    lone.write_text("[The queen] smiled before {she} sang.\n[The king] smiled before {he} sang.\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(lone), "--over-checkpoints"])
+    assert r.exit_code == 0, r.output
+    assert "no accuracy to follow: no prompt has a distractor before its pronoun" in r.stdout
+    assert "never reached" not in r.stdout
+
+
+def test_only_ambiguous_prompts_give_the_right_reason(world, tmp_path):
+    amb = tmp_path / "amb.txt"
+    amb.write_text("? [The queen] greeted <the girl> before {she} sang.\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(amb)])
+    assert r.exit_code == 0, r.output
+    assert "every prompt probed is marked ambiguous" in r.stdout and "no prompt has a distractor" not in r.stdout
+
+
+def test_emergence_names_its_suites_and_no_random_heads_is_said_plainly(world):
+    r = probe(world, "--over-checkpoints", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["emergence"]["suites"] == ["toy"]
+    r = probe(world, "--ablate", "--random-heads", "0")
+    assert r.exit_code == 0, r.output
+    assert "no random head to compare with (--random-heads 0" in r.stdout

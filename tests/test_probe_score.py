@@ -116,3 +116,32 @@ def test_crossing_needs_the_head_to_stay_above():
     assert crossing([0, 100, 200], [0.1, 0.95, 0.5], 0.9) == (100, None)
     assert crossing([0, 100, 200], [0.1, 0.95, 0.92], 0.9) == (100, 100)
     assert crossing([0, 100], [None, 0.2], 0.9) == (None, None)
+
+
+def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
+    """'xylophonist' is many byte-level pieces, each with less attention than 'king', together more:
+    the head's largest attention is on the referent's word (DESIGN: summed over its pieces)."""
+    from types import SimpleNamespace
+
+    tok, _ = world
+    item = parse_markup_line("[The xylophonist] met <the king> before {she} sang.")
+    (e,), _ = encode_items([item], tok, 64, tok.token_to_id("<|endoftext|>"))
+    pieces = [p for p in e.candidates[0] if e.token_text(p).strip() != "The"]
+    king = next(p for p in e.candidates[1] if e.token_text(p).strip() == "king")
+    assert len(pieces) > 2
+    row = torch.zeros(len(e.ids))
+    row[pieces] = 0.6 / len(pieces)  # each piece well below 0.4
+    row[king] = 0.4
+
+    class Attends:  # a one-head "model" whose pronoun attends as `row` says
+        config = SimpleNamespace(n_layer=1, n_head=1)
+
+        def __call__(self, idx, probe):
+            att = torch.zeros(idx.size(0), 1, idx.size(1), idx.size(1))  # (B, nh, T, T)
+            att[0, 0, e.pronoun, : len(row)] = row
+            probe.attention.append(att)
+            return None, None
+
+    per_item = score_items(Attends(), make_batches([e], 4), 1)
+    assert per_item.argmax_hit[0, 0, 0] and per_item.correct[0, 0, 0]
+    assert per_item.mass[0, 0, 0] == pytest.approx(0.6)

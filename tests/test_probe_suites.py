@@ -147,3 +147,32 @@ def test_bundled_showcase_suite_loads_and_flags_its_ambiguous_items():
 def test_unknown_suite_names_the_ones_there_are():
     with pytest.raises(InputError, match="no such suite.*showcase"):
         load_suites(["no-such-suite"])
+
+
+def test_a_suite_named_twice_is_read_once():
+    """Its prompts counted twice would double n and narrow every confidence interval."""
+    assert load_suites(["showcase", "showcase"]) == load_suites(["showcase"])
+
+
+def test_a_folder_or_a_jsonl_suite_under_another_name_is_said_plainly(tmp_path):
+    with pytest.raises(InputError, match="is a folder; pass one .jsonl suite or one markup file"):
+        load_file(tmp_path)
+    misnamed = tmp_path / "suite.json"
+    misnamed.write_text(_jsonl() + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 1: .*the line is JSON: a JSONL suite's file name must end in \.jsonl"):
+        load_file(misnamed)
+    upper = tmp_path / "SUITE.JSONL"
+    upper.write_text(_jsonl() + "\n", encoding="utf-8")
+    assert load_file(upper)[0].referent == (0, 9)
+
+
+def test_an_unreadable_prompts_file_is_an_input_error(tmp_path, monkeypatch):
+    f = tmp_path / "mine.txt"
+    f.write_text("[The queen] met <the king> before {she} sang.\n", encoding="utf-8")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(f), "read_text", denied)
+    with pytest.raises(InputError, match=f"cannot read the probe file {f}: Permission denied"):
+        load_file(f)

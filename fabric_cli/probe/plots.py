@@ -23,8 +23,12 @@ def require_matplotlib() -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    except OSError as e:
+        raise InputError(f"cannot write the picture {path}: {e.strerror or e}; "
+                         f"make {path.parent} a writable folder, or pass another --run") from None
     return path
 
 

@@ -57,9 +57,10 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
 
 
 def _example(encoded: list[Encoded], scores: ItemScores, h: Head) -> str | None:
-    """'her -> professor': the first unambiguous prompt the head got right."""
+    """'her -> professor': the first unambiguous prompt the head got right, among those with a choice
+    (with the referent alone before the pronoun, `correct` holds whatever the head looked at)."""
     for i, e in enumerate(encoded):
-        if not e.item.ambiguous and scores.correct[i][h]:
+        if not e.item.ambiguous and len(e.candidates) > 1 and scores.correct[i][h]:
             return f"{e.item.show(e.item.pronoun)} -> {e.item.show(e.item.referent)}"
     return None
 
@@ -208,6 +209,8 @@ def _verdict(r: dict, heads: dict) -> str:
                 f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}")
     top = heads[r["ranking"][0]]
     if top["accuracy"] is None:
+        if not r["prompts"]["scored"]:
+            return "No pronoun head found: every prompt probed is marked ambiguous, and ambiguous prompts are not scored."
         return "No pronoun head found: no prompt has a distractor before its pronoun, so there is nothing to choose between."
     return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {top['n']} prompts, "
             f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}.")
@@ -244,7 +247,8 @@ def _ablation_lines(a: dict | None) -> list[str]:
         f"  zero ablation {a['zero']:+.3f} (drop {a['zero_drop']:+.3f});  mean ablation {a['mean']:+.3f} "
         f"(drop {a['mean_drop']:+.3f})",
         (f"  {k} random other heads: zero drop mean {rz['mean']:+.3f}, max {rz['max']:+.3f}; "
-         f"mean drop mean {rm['mean']:+.3f}, max {rm['max']:+.3f}") if k else "  no other head to compare with",
+         f"mean drop mean {rm['mean']:+.3f}, max {rm['max']:+.3f}") if k
+        else "  no random head to compare with (--random-heads 0, or the model has no other head)",
     ]
 
 
@@ -257,7 +261,10 @@ def _emergence_lines(em: dict | None) -> list[str]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
         lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}  {_pct(row['argmax_accuracy'])}  {mass:>6}  "
                      f"{row['best_head']} ({_pct(row['best_accuracy']).strip()})")
-    if em["emerged_at"] is not None:
+    if all(row["accuracy"] is None for row in em["rows"]):
+        lines.append("  no accuracy to follow: no prompt has a distractor before its pronoun "
+                     "(the argmax and mass columns still do)")
+    elif em["emerged_at"] is not None:
         lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "
                      f"(first reached at step {em['first_reached']})")
     elif em["first_reached"] is not None:

@@ -66,16 +66,20 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     """
     ckpt = Path(checkpoint or paths.latest)
     owner = probe_run(paths, checkpoint)
+    # what a user can get wrong is checked before the minutes of scoring and ablation, not after
+    items = load_suites(cfg.suites, cfg.prompts)
     tok_path = tokenizer_path_for(ckpt, tokenizer, paths.tokenizer)
-    tok = load_tokenizer_for(tok_path, ckpt, read_info(ckpt).tokenizer_sha256)
+    meta = read_info(ckpt)  # the header alone: enough to check the tokenizer and --head before loading
+    tok = load_tokenizer_for(tok_path, ckpt, meta.tokenizer_sha256)
+    chosen = check_head(cfg.head, meta.config) if cfg.head else None
+    if cfg.over_checkpoints and not owner.snapshots():
+        raise _no_snapshots(owner)
     tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
     model, info = load_model(ckpt, device, tok_sha)
-    chosen = check_head(cfg.head, info.config) if cfg.head else None
     if tok.get_vocab_size() > info.config.vocab_size:
         raise CheckpointError(f"tokenizer {tok_path} has {tok.get_vocab_size()} tokens, the model in {ckpt} only "
                               f"{info.config.vocab_size}; pass the run's own tokenizer with --tokenizer")
-    items = load_suites(cfg.suites, cfg.prompts)
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, info.config.block_size, bos)
     if not encoded:
@@ -100,7 +104,9 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
 
         current = (info.step, str(ckpt), source["sha256"], heads)
         snaps = _snapshot_scores(owner, ckpt, current, score, device, tok_sha, info.config, progress)
-        report["emergence"] = emergence_table(snaps, chosen, cfg.threshold)
+        # which prompts the figures come from: a report may carry an emergence section from another probe
+        report["emergence"] = {**emergence_table(snaps, chosen, cfg.threshold),
+                               "suites": list(dict.fromkeys(it.suite for it in items))}
     return ProbeResult(report, encoded, scores, heads, chosen, owner)
 
 
@@ -108,8 +114,7 @@ def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progr
     """(step, path, sha256, HeadScores) for every snapshot and the probed checkpoint, by step."""
     snaps = snapshot_steps(paths.snapshots())
     if not snaps:
-        raise InputError(f"--over-checkpoints: no snapshots (step-*.safetensors) in {paths.checkpoints}; "
-                         f"train with --snapshot-every N to keep them")
+        raise _no_snapshots(paths)
     rows = []
     for s, path in tqdm(snaps, desc="snapshots", file=sys.stderr, disable=None if progress is None else not progress):
         if path.resolve() == ckpt.resolve():
@@ -126,8 +131,17 @@ def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progr
     return sorted(rows, key=lambda r: r[0])
 
 
+def _no_snapshots(paths: RunPaths) -> InputError:
+    return InputError(f"--over-checkpoints: no snapshots (step-*.safetensors) in {paths.checkpoints}; "
+                      f"train with --snapshot-every N to keep them")
+
+
 def save_report(report: dict, folder: Path) -> Path:
-    """probe/report.json, written atomically."""
+    """probe/report.json, written atomically; a folder that cannot take it is an InputError."""
     path = Path(folder) / "report.json"
-    write_json_atomic(path, report)
+    try:
+        write_json_atomic(path, report)
+    except OSError as e:
+        raise InputError(f"cannot write the probe report {path}: {e.strerror or e}; "
+                         f"make {Path(folder)} a writable folder, or pass another --run") from None
     return path

@@ -64,12 +64,14 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | N
     """The items of the named bundled suites and/or a user's prompts file.
 
     With neither, every bundled suite. Unknown names are an InputError listing the suites there are.
+    A name given twice is read once: its prompts counted twice would narrow every interval.
     """
     bundled = available_suites()
     if not names and prompts is None:
         if not bundled:
             raise InputError(f"no probe suites in {probes_dir()}; pass --prompts FILE or run `fabric corpus`")
         names = list(bundled)
+    names = list(dict.fromkeys(names))
     items: list[ProbeItem] = []
     for name in names:
         if name not in bundled:
@@ -85,13 +87,17 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | N
 def load_file(path: str | Path) -> list[ProbeItem]:
     """A .jsonl suite, or any other file as markup, one prompt a line."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"probe file {path} is a folder; pass one .jsonl suite or one markup file")
     if not path.is_file():
         raise InputError(f"probe file {path} does not exist")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise InputError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    parse = parse_jsonl_line if path.suffix == ".jsonl" else parse_markup_line
+    except OSError as e:
+        raise InputError(f"cannot read the probe file {path}: {e.strerror or e}") from None
+    parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
     items = []
     for n, line in enumerate(lines, start=1):
         if not line.strip() or (parse is parse_markup_line and line.lstrip().startswith("#")):
@@ -99,7 +105,10 @@ def load_file(path: str | Path) -> list[ProbeItem]:
         try:
             items.append(parse(line, suite=path.stem, default_id=f"{path.stem}:{n}", where=f"{path}:{n}"))
         except _LineError as e:
-            raise InputError(f"{path}, line {n}: {e}") from None
+            hint = ""
+            if parse is parse_markup_line and _is_json_object(line):
+                hint = "; the line is JSON: a JSONL suite's file name must end in .jsonl"
+            raise InputError(f"{path}, line {n}: {e}{hint}") from None
     if not items:
         raise InputError(f"probe file {path} holds no prompts")
     return items
@@ -107,6 +116,13 @@ def load_file(path: str | Path) -> list[ProbeItem]:
 
 class _LineError(ValueError):
     """What is wrong with one line; load_file adds the file and line number."""
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 # --------------------------------------------------------------------------- JSONL
