@@ -40,7 +40,7 @@ def test_planted_head_ranks_first_at_100_percent_and_is_named(world):
     assert hs.accuracy[PLANTED] == 1.0 and hs.argmax_accuracy[PLANTED] == 1.0 and hs.mass[PLANTED] > 0.95
     assert hs.n == sum(not e.item.ambiguous for e in encoded)  # ambiguous items are left out
     assert hs.significant.sum() == 1  # the uniform heads are not significant
-    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5})
+    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 0.0})
     assert hs.accuracy.shape == (2, 4)
 
 
@@ -51,6 +51,25 @@ def test_scores_do_not_depend_on_batching_or_padding(world):
     b, hb = _scores(model, encoded, batch_size=64)
     assert torch.equal(a.correct, b.correct) and torch.equal(a.argmax_hit, b.argmax_hit)
     assert torch.allclose(a.mass, b.mass, atol=1e-6) and hb.ranking == ha.ranking
+
+
+def test_a_head_that_only_spreads_its_attention_is_not_named_on_longer_referents(world):
+    """Referents of four words against one-word distractors, first and second equally often:
+    nearest, first and chance are all 50%, and the planted model's uniform heads sum more attention
+    over the longer mention every time. The uniform-attention baseline (100%) keeps them unnamed."""
+    tok, _ = world
+    lines = []
+    for a, b in [("queen", "king"), ("nurse", "farmer"), ("girl", "man"), ("woman", "boy")] * 2:
+        lines.append(f"[The {a} and the {b}] greeted <Bob> before {{they}} danced.")
+        lines.append(f"<Bob> greeted [the {a} and the {b}] before {{they}} danced.")
+    encoded, skipped = encode_items([parse_markup_line(x) for x in lines], tok, 32, tok.token_to_id("<|endoftext|>"))
+    assert not skipped and all(e.longest_is_referent for e in encoded)
+    _, hs = _scores(planted_model(tok), encoded)
+    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 1.0})
+    uniform_head = Head(0, 0)  # zero query and key weights: attention spread evenly
+    assert hs.accuracy[uniform_head] == 1.0
+    assert float(hs.lower_bound[uniform_head]) > 0.5  # the other three baselines alone would name it
+    assert hs.named is None and not hs.significant.any()
 
 
 @pytest.mark.parametrize("seed, std", [(0, None), (1, None), (2, 0.3), (3, 1.0)])

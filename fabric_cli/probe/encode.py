@@ -41,6 +41,13 @@ class Encoded:
     def n_words(self) -> int:
         return max(self.words, default=-1) + 1
 
+    @property
+    def longest_is_referent(self) -> bool:
+        """The referent has more tokens than every other candidate: where a head that spreads its
+        attention evenly over the earlier tokens puts the most of it."""
+        ref, *others = (len(c) for c in self.candidates)
+        return all(ref > o for o in others)
+
     def token_text(self, pos: int) -> str:
         s, e = self.offsets[pos]
         return self.item.text[s:e] if e > s else "<|endoftext|>"

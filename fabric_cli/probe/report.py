@@ -17,7 +17,7 @@ from fabric_cli.probe.suites import ProbeItem
 
 FORMAT, VERSION = "fabric-probe-report", 1
 CRITERION = ("named only if the one-sided {conf:.0%} Wilson lower bound of its accuracy, Bonferroni-corrected "
-             "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance)")
+             "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance, uniform attention)")
 
 
 def _grid(t: torch.Tensor) -> list[list[float | None]]:
@@ -154,7 +154,8 @@ def render_text(r: dict, top: int = 10) -> str:
                    + ("  *" if h["significant"] else ""))
     b = r["baselines"]
     out.append(f"  baselines: nearest candidate {_pct(b['nearest']).strip()}, first candidate "
-               f"{_pct(b['first']).strip()}, chance {_pct(b['chance']).strip()}")
+               f"{_pct(b['first']).strip()}, chance {_pct(b['chance']).strip()}, "
+               f"uniform attention {_pct(b['uniform']).strip()}")
     out.append(f"  * {r['settings']['criterion']}")
     out += ["", *_grid_lines(r), ""]
     out.append(_verdict(r, heads))

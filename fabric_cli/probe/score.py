@@ -8,7 +8,9 @@ For every item and head the attention row of the pronoun's token is read (B, L, 
 - mass: the attention summed over the referent's tokens.
 Scores come back as [n_layer, n_head] tensors. A head is named only when the lower bound of its
 accuracy (Wilson score interval, one-sided, Bonferroni-corrected over all heads) beats the best
-baseline: nearest earlier candidate, first candidate, or chance (mean of 1 / candidates).
+baseline: nearest earlier candidate, first candidate, chance (mean of 1 / candidates), or uniform
+attention (attention spread evenly over the earlier tokens: the mention with the most tokens wins,
+so a suite whose referents are longer than their distractors cannot name a head on length alone).
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class HeadScores:
     ci_low: torch.Tensor  # 95% Wilson interval of the accuracy
     ci_high: torch.Tensor
     lower_bound: torch.Tensor  # one-sided, Bonferroni over all heads: what naming compares
-    baselines: dict[str, float]  # nearest, first, chance accuracies over the same n items
+    baselines: dict[str, float]  # nearest, first, chance, uniform accuracies over the same n items
     significant: torch.Tensor  # bool: lower_bound beats the best baseline
     ranking: list[Head]  # all heads, best first
     alpha: float
@@ -193,6 +195,7 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
         "nearest": sum(encoded[i].nearest_is_referent for i in choice) / n if n else float("nan"),
         "first": sum(encoded[i].first_is_referent for i in choice) / n if n else float("nan"),
         "chance": sum(1 / len(encoded[i].candidates) for i in choice) / n if n else float("nan"),
+        "uniform": sum(encoded[i].longest_is_referent for i in choice) / n if n else float("nan"),
     }
     best = max(baselines.values()) if n else 1.0
     significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
