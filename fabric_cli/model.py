@@ -196,15 +196,18 @@ class GPT(nn.Module):
         probe: Probe | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        at: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, vocab) and the mean cross-entropy if targets given.
 
         With `cache`, positions continue from cache.pos and the cache advances by T. `last_only`
-        (generation) applies the LM head to the last position alone: logits (B, 1, vocab).
+        (generation) applies the LM head to the last position alone, `at` (B,) (probing) to one
+        position of each row: logits (B, 1, vocab). The LM head is a third of a small model's
+        forward pass; a probe reads the logits of the pronoun's position only.
         """
         B, T = idx.shape
-        if last_only and targets is not None:
-            raise ValueError("last_only computes one position's logits; the loss needs every position's")
+        if (last_only or at is not None) and targets is not None:
+            raise ValueError("last_only and at compute one position's logits; the loss needs every position's")
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens > context length {self.config.block_size}")
@@ -216,6 +219,8 @@ class GPT(nn.Module):
             x = block(x, probe=probe, cache=cache)
         if last_only:
             x = x[:, -1:]  # (B, 1, C): the only position whose next token is wanted
+        elif at is not None:
+            x = x[torch.arange(B, device=x.device), at][:, None]  # (B, 1, C): one position per row
         x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T

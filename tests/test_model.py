@@ -68,6 +68,17 @@ def test_decode_step_leaves_the_onednn_setting_as_it_found_it(model, onednn, mon
         torch.backends.mkldnn.enabled = before
 
 
+def test_at_gives_one_row_of_the_full_logits_per_sequence(model):
+    idx = torch.randint(0, model.config.vocab_size, (3, 12))
+    at = torch.tensor([11, 0, 5])
+    full, _ = model(idx)
+    some, _ = model(idx, at=at, probe=Probe())  # the probing path, as fabric probe calls it
+    assert some.shape == (3, 1, model.config.vocab_size)
+    torch.testing.assert_close(some[:, 0], full[torch.arange(3), at], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="loss needs every position"):
+        model(idx, targets=idx, at=at)
+
+
 def test_last_only_is_the_last_row_of_the_full_logits(model):
     idx = torch.randint(0, 97, (2, 12))
     full, _ = model(idx)

@@ -155,7 +155,7 @@ def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
     class Attends:  # a one-head "model" whose pronoun attends as `row` says
         config = SimpleNamespace(n_layer=1, n_head=1)
 
-        def __call__(self, idx, probe):
+        def __call__(self, idx, probe, at):
             att = torch.zeros(idx.size(0), 1, idx.size(1), idx.size(1))  # (B, nh, T, T)
             att[0, 0, e.pronoun, : len(row)] = row
             probe.attention.append(att)

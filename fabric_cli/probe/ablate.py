@@ -29,9 +29,8 @@ def preference(model, batches: list[Batch], ablate: dict | None = None, mean_out
     total, count, out_sum, positions = 0.0, 0, None, 0
     for batch in batches:
         probe = Probe(capture_attention=False, capture_head_outputs=mean_out, ablate=ablate or {})
-        logits, _ = model(batch.idx, probe=probe)  # (B, T, vocab)
-        b = torch.arange(batch.idx.size(0), device=batch.idx.device)
-        logp = logits[b, batch.pron].float().log_softmax(-1)  # (B, vocab)
+        logits, _ = model(batch.idx, probe=probe, at=batch.pron)  # (B, 1, vocab): the pronoun's position
+        logp = logits[:, 0].float().log_softmax(-1)  # (B, vocab)
         pair = logp.gather(1, batch.conts)  # (B, 2)
         total += float((pair[:, 0] - pair[:, 1]).sum())
         count += batch.idx.size(0)

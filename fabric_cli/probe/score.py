@@ -102,7 +102,7 @@ def score_items(model, batches: list[Batch], n_items: int) -> ItemScores:
     rows: list[torch.Tensor | None] = [None] * n_items
     for batch in batches:
         probe = Probe(capture_attention=True)
-        model(batch.idx, probe=probe)
+        model(batch.idx, probe=probe, at=batch.pron)  # the attention is what is read; logits at one position
         att = pronoun_rows(probe, batch.pron).float()  # (B, L, nh, T)
         per_cand = torch.einsum("blht,bmt->blhm", att, batch.cand)  # (B, L, nh, M)
         others = per_cand[..., 1:].masked_fill(~batch.cand_ok[:, None, None, 1:], float("-inf"))
