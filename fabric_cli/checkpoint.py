@@ -126,27 +126,31 @@ def load_weights(path: str | os.PathLike, model: GPT) -> None:
 
 
 def load_model(
-    path: str | os.PathLike, device: str = "cpu", tokenizer_sha256: str | None = None
+    path: str | os.PathLike, device: str = "cpu", tokenizer_sha256: str | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
 ) -> tuple[GPT, CheckpointInfo]:
     """Rebuild a model from one weights file, in eval mode.
 
-    If `tokenizer_sha256` is given it must match the checkpoint's; a mismatch names both sides.
+    If `tokenizer_sha256` is given it must match the checkpoint's; a mismatch names both sides
+    (the tokenizer by its file, `tokenizer_path`, when given).
 
     Example:
         >>> model, info = load_model("fabric-run/checkpoints/latest.safetensors")  # doctest: +SKIP
     """
     info = read_info(path)
-    check_tokenizer(path, info, tokenizer_sha256)
+    check_tokenizer(path, info, tokenizer_sha256, tokenizer_path)
     model = GPT(info.config)
     load_weights(path, model)
     return model.to(device).eval(), info
 
 
-def check_tokenizer(path, info: CheckpointInfo, tokenizer_sha256: str | None) -> None:
+def check_tokenizer(path, info: CheckpointInfo, tokenizer_sha256: str | None,
+                    tokenizer_path: str | os.PathLike | None = None) -> None:
     if tokenizer_sha256 and info.tokenizer_sha256 and tokenizer_sha256 != info.tokenizer_sha256:
+        tokenizer = f"the tokenizer {tokenizer_path}" if tokenizer_path else "the tokenizer given"
         raise CheckpointError(
             f"tokenizer mismatch: checkpoint {path} was trained with tokenizer sha256 "
-            f"{info.tokenizer_sha256[:12]}, the tokenizer given has {tokenizer_sha256[:12]}; "
+            f"{info.tokenizer_sha256[:12]}, {tokenizer} has {tokenizer_sha256[:12]}; "
             f"pass the run's own tokenizer.json with --tokenizer"
         )
 

@@ -21,7 +21,7 @@ from fabric_cli.errors import FabricError, InputError
 
 
 class _FabricGroup(typer.core.TyperGroup):
-    """Turns a FabricError raised anywhere below into one line on stderr and exit 1."""
+    """Turns a FabricError, or an OSError of a path the user named, into one line on stderr and exit 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # lifecycle order, not alphabetical
@@ -32,6 +32,20 @@ class _FabricGroup(typer.core.TyperGroup):
         except FabricError as e:
             click.echo(f"fabric: error: {e}", err=True)
             ctx.exit(1)
+        except OSError as e:  # a run folder under a file, a read-only disk, a full disk, ...
+            where = f" ({e.filename})" if e.filename else ""
+            click.echo(f"fabric: error: {e.strerror or e}{where}; check the path (--run, the files named) "
+                       f"and that it can be written", err=True)
+            ctx.exit(1)
+
+
+def _type_column(self, ctx: click.Context) -> str | None:
+    """An on/off flag takes no value: its help row shows none (typer prints <bool>)."""
+    return None if self.is_flag else _typer_type_column(self, ctx)
+
+
+_typer_type_column = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _type_column
 
 
 app = typer.Typer(
@@ -56,10 +70,22 @@ def _root(
         Optional[Path],
         typer.Option("--run", envvar="FABRIC_RUN", help="Run directory (default ./fabric-run).", show_default=False),
     ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", envvar="FABRIC_THREADS", show_default=False,
+                     help="CPU threads for torch (default: one per core). On a busy machine fewer can be much faster: "
+                          "a thread waiting for a taken core stalls every kernel."),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be 1 or more, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     ctx.obj = {"run": run}
 
 
@@ -68,7 +94,7 @@ RunOpt = Annotated[
     Optional[Path],
     typer.Option("--run", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.", metavar="")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
@@ -102,7 +128,7 @@ def tokenize(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
     show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.", metavar="")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -193,9 +219,9 @@ def train(
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps (and at step 0) for emergence studies; 0 is off.")] = _TRAIN.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, batches and dropout.")] = _TRAIN.seed,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _TRAIN.device,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model: a slow first step, then fused kernels (on a 2-core CPU measured no faster than without).", metavar="")] = _TRAIN.compile,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.", metavar="")] = False,
-    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.", metavar="")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model: a slow first step, then fused kernels (on a 2-core CPU measured no faster than without).")] = _TRAIN.compile,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.")] = False,
     stop_at: Annotated[Optional[int], typer.Option("--stop-at", help="Save and stop at this step (the schedule still spans the budget); continue with --resume.", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with train.bin, val.bin, meta.json (default: the run's tokens/).", show_default=False)] = None,
     run: RunOpt = None,
@@ -246,13 +272,13 @@ def probe(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Your own prompts: a .jsonl suite, or a text file in the \\[referent] {pronoun} <distractor> markup.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
-    ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.", metavar="")] = _PROBE.ablate,
+    ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
     random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison.")] = _PROBE.random_heads,
     seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
-    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.", metavar="")] = _PROBE.over_checkpoints,
+    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
-    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).", metavar="")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -290,11 +316,11 @@ def generate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (default: a fresh seed each run).", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", help="Completions of the prompt, made as one batch.")] = _SAMPLE.num_samples,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a completion before this text (repeatable).", show_default=False)] = None,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.", metavar="")] = _SAMPLE.use_cache,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.")] = _SAMPLE.use_cache,
     slide: Annotated[int, typer.Option("--slide", help="Tokens kept when the context fills; 0 is half the context.")] = _SAMPLE.slide,
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.", metavar="")] = False,
-    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).", metavar="")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.", metavar="")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.")] = False,
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.")] = False,
     as_json: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
@@ -369,7 +395,7 @@ def demo(
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps for the emergence study.")] = _DEMO.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the weights, batches and samples.")] = _DEMO.seed,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _DEMO.device,
-    restart: Annotated[bool, typer.Option("--restart", help="Tokenize and train again even if the run has tokens and a checkpoint.", metavar="")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Tokenize and train again even if the run has tokens and a checkpoint.")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

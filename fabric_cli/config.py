@@ -143,7 +143,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name} must be a positive integer, got {value}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "warmup", "snapshot_every"):
+        if not self.lr > 0:  # also NaN
+            raise InputError(f"--lr must be above 0, got {self.lr:g}: at 0 the weights never change")
+        for name in ("min_lr", "weight_decay", "grad_clip", "warmup", "snapshot_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.preset not in PRESETS:

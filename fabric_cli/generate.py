@@ -282,7 +282,7 @@ def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | No
     tokenizer = tokenizer_path_for(checkpoint, tokenizer, run_tokenizer)
     tok = load_tokenizer_for(tokenizer, checkpoint, info.tokenizer_sha256)
     choice = choose_device(device)
-    model, info = load_model(checkpoint, choice.device, tokenizer_sha256=tokenizer_sha256(tokenizer))
+    model, info = load_model(checkpoint, choice.device, tokenizer_sha256(tokenizer), tokenizer)
     if tok.get_vocab_size() > info.config.vocab_size:
         raise CheckpointError(
             f"tokenizer {tokenizer} has {tok.get_vocab_size()} tokens but checkpoint {checkpoint} has a "

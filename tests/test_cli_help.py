@@ -27,3 +27,32 @@ def test_flags_do_not_look_like_they_take_a_value(runner):
     text = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).stdout.replace("│", " ").split())
     for flag in ("--resume", "--restart", "--compile", "--json"):
         assert f"{flag} <bool>" not in text and f"{flag} " in text, flag
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "-h"], ["probe", "--help"]])
+def test_no_help_row_shows_a_bool_value(runner, args):
+    """typer prints <bool> beside on/off flags (--help, --version, --json, ...): they take no value."""
+    r = runner.invoke(app, args, terminal_width=200)
+    assert r.exit_code == 0 and "--help" in r.stdout and "<bool>" not in r.stdout
+
+
+def test_threads_sets_torch_threads(runner, monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    r = runner.invoke(app, ["--threads", "1", "inspect", "--help"])
+    assert r.exit_code == 0 and seen == [1]
+    r = runner.invoke(app, ["--threads", "0", "inspect", "--help"])
+    assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threads must be 1 or more, got 0"
+
+
+def test_an_os_error_is_one_line_naming_the_path(runner, tmp_path):
+    """A run folder under a file: the OSError becomes one line, no traceback."""
+    (tmp_path / "notes.txt").write_text("x")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Once upon a time. " * 50)
+    r = runner.invoke(app, ["--run", str(tmp_path / "notes.txt" / "run"), "tokenize", str(corpus), "--vocab-size", "300"])
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fabric: error:") and "notes.txt" in lines[0] and "Traceback" not in r.output

@@ -331,7 +331,7 @@ def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
     other = train_tokenizer(["completely different text for another tokenizer"] * 5, vocab_size=280)
     other.save(str(tmp_path / "other.json"))
     msg = _error(_cli(runner, run, "hi", "--tokenizer", str(tmp_path / "other.json")))
-    assert "tokenizer mismatch" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg
+    assert "tokenizer mismatch" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg and "other.json has" in msg
     small = _make_run(tmp_path / "small", tok, vocab_size=200, record_sha=False)  # no sha: the size check speaks
     assert "vocabulary of 200" in _error(_cli(runner, small, "hi"))
     plain = new_tokenizer()  # a byte-level BPE trained without the end-of-text token

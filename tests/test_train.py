@@ -142,6 +142,7 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     (["--steps", "5", "--lr", "5e-5"], "--min-lr 0.0003 is above --lr 5e-05"),  # FAST_ARGS: --min-lr 3e-4
     (["--steps", "5", "--seed", str(2**64)], "--seed must be between 0 and"),
     (["--steps", "5", "--seed", "-1"], "--seed must be between 0 and"),
+    (["--steps", "5", "--lr", "0", "--min-lr", "0"], "--lr must be above 0, got 0"),
 ])
 def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
     r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, *extra])

@@ -76,7 +76,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
         raise _no_snapshots(owner)
     tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
-    model, info = load_model(ckpt, device, tok_sha)
+    model, info = load_model(ckpt, device, tok_sha, tok_path)
     if tok.get_vocab_size() > info.config.vocab_size:
         raise CheckpointError(f"tokenizer {tok_path} has {tok.get_vocab_size()} tokens, the model in {ckpt} only "
                               f"{info.config.vocab_size}; pass the run's own tokenizer with --tokenizer")
