@@ -195,7 +195,7 @@ _PRESET_HELP = "Model size: " + "; ".join(
 _SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
-@app.command(epilog='Examples:\n\n  fabric train\n\n  fabric train --preset small --steps 5000 --snapshot-every 250\n\n  fabric train --resume --steps 8000\n\n  torchrun --nproc_per_node=4 -m fabric_cli train --preset gpt2 --batch-size 8 --grad-accum 8')
+@app.command(epilog='Examples:\n\n  fabric train\n\n  fabric train --preset small --steps 5000 --snapshot-every 250\n\n  fabric train --resume --steps 8000\n\n  FABRIC_RUN=big torchrun --nproc_per_node=4 -m fabric_cli train --preset gpt2 --batch-size 8 --grad-accum 8')
 def train(
     ctx: typer.Context,
     preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = _TRAIN.preset,
