@@ -108,6 +108,17 @@ def test_ablating_the_planted_head_moves_the_preference_far_more_than_random_hea
     assert abs(rnd["mean_drop"]["max"]) < 0.01 * result["mean_drop"]
 
 
+def test_ablation_shows_a_bar_over_its_passes(world, capsys):
+    """--ablate makes 1 + 2 x (1 + k) forward passes over the suite: minutes on a CPU, so a bar counts them."""
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous][:8]
+    quiet = ablation_study(planted_model(tok), make_batches(usable, 16), PLANTED, k=3, seed=0)
+    assert "ablation" not in capsys.readouterr().err
+    shown = ablation_study(planted_model(tok), make_batches(usable, 16), PLANTED, k=3, seed=0, progress=True)
+    assert "ablation" in (err := capsys.readouterr().err) and "9/9" in err
+    assert shown == quiet
+
+
 def test_random_heads_are_seeded_and_exclude_the_target():
     a = random_heads(Head(1, 2), 5, 8, 10, seed=0)
     assert a == random_heads(Head(1, 2), 5, 8, 10, seed=0) and a != random_heads(Head(1, 2), 5, 8, 10, seed=1)

@@ -12,8 +12,10 @@ The same is done for K other heads drawn at random (seeded) so the drop can be c
 from __future__ import annotations
 
 import random
+import sys
 
 import torch
+from tqdm import tqdm
 
 from fabric_cli.config import Head
 from fabric_cli.model import Probe
@@ -49,26 +51,41 @@ def random_heads(target: Head, n_layer: int, n_head: int, k: int, seed: int) -> 
     return sorted(random.Random(seed).sample(others, min(k, len(others))))
 
 
-def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed: int = 0) -> dict:
-    """Zero and mean ablation of `target` and of k random heads; drops in the mean preference."""
+def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed: int = 0,
+                   progress: bool | None = False) -> dict:
+    """Zero and mean ablation of `target` and of k random heads; drops in the mean preference.
+
+    `progress`: a bar on stderr over the passes (True, False, or None: only on a terminal).
+    """
     n = sum(b.idx.size(0) for b in batches)
     if n == 0:
         return {"head": str(target), "n": 0, "note": "no unambiguous item has two distinct continuations"}
-    clean, means = preference(model, batches, mean_out=True)
+    heads = random_heads(target, model.config.n_layer, model.config.n_head, k, seed)
+    bar = tqdm(total=1 + 2 * (1 + len(heads)), desc="ablation", unit="pass", file=sys.stderr,
+               disable=None if progress is None else not progress)
 
-    def drops(h: Head) -> dict:
-        zero = preference(model, batches, {h: None})
-        mean = preference(model, batches, {h: means[h.layer, h.head]})  # (hs,) broadcast to (B, T, hs)
-        return {"head": str(h), "zero": round(zero, 6), "zero_drop": round(clean - zero, 6),
-                "mean": round(mean, 6), "mean_drop": round(clean - mean, 6)}
+    def measured(ablate: dict | None = None, mean_out: bool = False):
+        result = preference(model, batches, ablate, mean_out)
+        bar.update(1)
+        return result
 
-    others = [drops(h) for h in random_heads(target, model.config.n_layer, model.config.n_head, k, seed)]
+    with bar:
+        clean, means = measured(mean_out=True)
+
+        def drops(h: Head) -> dict:
+            zero = measured({h: None})
+            mean = measured({h: means[h.layer, h.head]})  # (hs,) broadcast to (B, T, hs)
+            return {"head": str(h), "zero": round(zero, 6), "zero_drop": round(clean - zero, 6),
+                    "mean": round(mean, 6), "mean_drop": round(clean - mean, 6)}
+
+        target_drops = drops(target)
+        others = [drops(h) for h in heads]
 
     def summary(key: str) -> dict:
         vals = [o[key] for o in others]
         return {"mean": round(sum(vals) / len(vals), 6), "max": round(max(vals), 6)} if vals else {"mean": None, "max": None}
 
     return {
-        "head": str(target), "n": n, "clean": round(clean, 6), **{k_: v for k_, v in drops(target).items() if k_ != "head"},
+        "head": str(target), "n": n, "clean": round(clean, 6), **{k_: v for k_, v in target_drops.items() if k_ != "head"},
         "random": {"seed": seed, "heads": others, "zero_drop": summary("zero_drop"), "mean_drop": summary("mean_drop")},
     }

@@ -96,7 +96,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     if cfg.ablate:
         usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
         report["ablation"] = ablation_study(model, make_batches(usable, cfg.batch_size, device), chosen,
-                                            cfg.random_heads, cfg.seed)
+                                            cfg.random_heads, cfg.seed, progress)
         report["ablation"]["without_continuations"] = sum(not e.item.ambiguous for e in encoded) - len(usable)
     if cfg.over_checkpoints:
         def score(m) -> HeadScores:
