@@ -267,8 +267,12 @@ class RunPaths:
 
     @classmethod
     def resolve(cls, run: str | os.PathLike | None = None) -> "RunPaths":
-        """--run, else $FABRIC_RUN, else ./fabric-run."""
-        return cls(Path(run or os.environ.get("FABRIC_RUN") or DEFAULT_RUN))
+        """--run, else $FABRIC_RUN, else ./fabric-run. A file there is an InputError: a run is a folder."""
+        root = Path(run or os.environ.get("FABRIC_RUN") or DEFAULT_RUN)
+        if root.exists() and not root.is_dir():
+            raise InputError(f"--run {root} is a file; a run is a folder (default ./fabric-run): "
+                             f"name the folder, e.g. the one holding tokenizer.json and checkpoints/")
+        return cls(root)
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike) -> "RunPaths | None":

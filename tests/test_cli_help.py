@@ -56,3 +56,9 @@ def test_an_os_error_is_one_line_naming_the_path(runner, tmp_path):
     assert r.exit_code == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fabric: error:") and "notes.txt" in lines[0] and "Traceback" not in r.output
+
+
+def test_a_run_that_is_a_file_is_refused(runner, tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    r = runner.invoke(app, ["--run", str(tmp_path / "tokenizer.json"), "inspect"])
+    assert r.exit_code == 1 and r.stderr.strip().startswith(f"fabric: error: --run {tmp_path / 'tokenizer.json'} is a file")
