@@ -128,7 +128,7 @@ def tokenize(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
     show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-tokenize even if the run already has a trained checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-tokenize a run that has a trained checkpoint; a new tokenizer starts the run over (deletes its checkpoints, snapshots and metrics.jsonl).")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -165,26 +165,23 @@ def corpus(
     suites: Annotated[Optional[Path], typer.Option("--suites", help="Also write the probe suites (gender, number, long_distance, referent_first, referent_second) as DIR/<suite>.jsonl.", show_default=False)] = None,
     suite_size: Annotated[int, typer.Option("--suite-size", help="Items per probe suite.")] = _CORPUS.suite_size,
     suite_seed: Annotated[int, typer.Option("--suite-seed", help="Random seed of the probe suites.")] = _CORPUS.suite_seed,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing corpus file or suite files.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate the Chronicles: short stories whose pronouns a model must resolve, and probe suites with ground truth."""
     from fabric_cli import corpus as cp
 
-    if out is None and suites is None:
-        raise InputError("nothing to write: give a corpus file (fabric corpus stories.txt) and/or --suites DIR")
-    result: dict = {}
-    if out is not None:
-        n_chars = None if stories is not None else cp.parse_size(size)
-        big = (n_chars or 0) >= 1_000_000 or (stories or 0) >= 2_000
-        result["corpus"] = cp.write_corpus(out, n_stories=stories, n_chars=n_chars, seed=seed, progress=big).to_dict()
-    if suites is not None:
-        result["suites"] = cp.write_suites(suites, suite_size, suite_seed)
+    n_chars = None if stories is not None or out is None else cp.parse_size(size)
+    big = (n_chars or 0) >= 1_000_000 or (stories or 0) >= 2_000
+    summary, suite_rows = cp.write_all(out, suites, n_stories=stories, n_chars=n_chars, seed=seed, suite_size=suite_size,
+                                       suite_seed=suite_seed, force=force, progress=big)
+    result = {k: v for k, v in (("corpus", summary and summary.to_dict()), ("suites", suite_rows)) if v is not None}
     if json_out:
         return echo_json(result)
-    if "corpus" in result:
-        typer.echo(cp.CorpusSummary(**result["corpus"]).lines()[0])
-    for s in result.get("suites", []):
-        typer.echo(f"wrote {s['path']}: {s['items']} items (referent is the nearest candidate in "
+    if summary is not None:
+        typer.echo(summary.lines()[0])
+    for s in suite_rows or []:
+        typer.echo(f"wrote {s['path']}: {cp.plural(s['items'], 'item')} (referent is the nearest candidate in "
                    f"{s['nearest']:.0%}, the first in {s['first']:.0%})")
 
 

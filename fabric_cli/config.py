@@ -327,6 +327,10 @@ class RunPaths:
         """Snapshots sorted by step."""
         return sorted(self.checkpoints.glob("step-*.safetensors"))
 
+    def training_outputs(self) -> list[Path]:
+        """What training writes, and starting over deletes: the checkpoint, its state, snapshots, metrics."""
+        return [self.latest, self.latest_state, self.metrics, *self.snapshots()]
+
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"

@@ -16,7 +16,9 @@ No torch here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import re
 import sys
@@ -26,11 +28,11 @@ from typing import Iterator
 
 from fabric_cli import grammar as G
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path
+from fabric_cli.files import atomic_path, undo_new_folders
 from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 
-__all__ = ["CorpusConfig", "SUITES", "HELDOUT_PERCENT", "is_heldout_pair", "generate_corpus", "write_corpus",
+__all__ = ["CorpusConfig", "SUITES", "HELDOUT_PERCENT", "is_heldout_pair", "generate_corpus", "write_corpus", "write_all",
            "parse_size", "generate_suite", "write_suites", "baselines"]
 
 SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
@@ -139,6 +141,16 @@ def parse_size(text: str) -> int:
     return n
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 story', '2 stories': a count and its noun in agreement.
+
+    Example:
+        >>> plural(1, "story", "stories"), plural(1_000, "item")
+        ('1 story', '1,000 items')
+    """
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
 @dataclass
 class CorpusSummary:
     path: str
@@ -152,39 +164,112 @@ class CorpusSummary:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        return [f"wrote {self.path}: {self.stories:,} stories, {self.characters:,} characters, "
-                f"{self.words:,} words, {self.nouns} distinct nouns (seed {self.seed})"]
+        return [f"wrote {self.path}: {plural(self.stories, 'story', 'stories')}, {plural(self.characters, 'character')}, "
+                f"{plural(self.words, 'word')}, {plural(self.nouns, 'distinct noun')} (seed {self.seed})"]
 
 
 def write_corpus(path: str | Path, n_stories: int | None = None, n_chars: int | None = None, seed: int = 0,
-                 progress: bool = False) -> CorpusSummary:
+                 progress: bool = False, force: bool = False) -> CorpusSummary:
     """Write a corpus file atomically (a blank line between stories) and return what it holds.
 
-    progress draws a bar on stderr.
+    An existing file is refused unless force; progress draws a bar on stderr.
     """
+    return write_all(path, None, n_stories=n_stories, n_chars=n_chars, seed=seed, force=force, progress=progress)[0]
+
+
+def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int | None = None,
+              n_chars: int | None = None, seed: int = 0, suite_size: int = 400, suite_seed: int = 1,
+              force: bool = False, progress: bool = False) -> tuple[CorpusSummary | None, list[dict] | None]:
+    """`fabric corpus`: the corpus file `out` and/or the probe suites in the folder `suites`.
+
+    Every setting and destination is checked before anything is written; the files are written
+    to temporary names and moved into place together, so on an error nothing is left behind
+    (not even a folder made for them). An existing corpus file or suite file is replaced only
+    with force. Returns (corpus summary or None, per suite its path, size and baselines, or None).
+    """
+    if out is None and suites is None:
+        raise InputError("nothing to write: give a corpus file (fabric corpus stories.txt) and/or --suites DIR")
+    made = _stories(n_stories, n_chars, seed) if out is not None else None  # checks the size
+    if suites is not None and suite_size < 1:
+        raise InputError(f"--suite-size must be at least 1, got {suite_size}")
+    targets = []  # (path, what it is): every file this call writes
+    if out is not None:
+        targets.append((_check_corpus_file(Path(out), force), "the corpus"))
+    if suites is not None:
+        targets += [(p, "the probe suite") for p in _check_suites_folder(Path(suites), force)]
+    suite_items = {kind: generate_suite(kind, suite_size, suite_seed) for kind in SUITES} if suites is not None else {}
+    summary, where = None, targets[0]
+    try:
+        # each atomic_path moves its file into place as the block ends; folders made are removed on failure
+        with undo_new_folders(*(p.parent for p, _ in targets)), contextlib.ExitStack() as stack:
+            for (path, what), kind in zip(targets[out is not None:], SUITES):
+                where = (path, what)
+                tmp = stack.enter_context(atomic_path(path))
+                tmp.write_text("".join(json.dumps(it) + "\n" for it in suite_items[kind]), encoding="utf-8")
+            if made is not None:
+                where = targets[0]
+                summary = _write_stories(stack.enter_context(atomic_path(targets[0][0])), made, n_stories, n_chars,
+                                         seed, progress, str(out))
+    except OSError as e:
+        raise InputError(f"cannot write {where[1]} {where[0]}: {e.strerror or e}") from None
+    suite_rows = None
+    if suites is not None:
+        suite_rows = [{"suite": kind, "path": str(Path(suites) / f"{kind}.jsonl"), "items": len(suite_items[kind]),
+                       **baselines(suite_items[kind])} for kind in SUITES]
+    return summary, suite_rows
+
+
+def _write_stories(tmp: Path, made, n_stories, n_chars, seed: int, progress: bool, name: str) -> CorpusSummary:
     from tqdm import tqdm
 
-    if Path(path).is_dir():
-        raise InputError(f"{path} is a folder; give a file name, such as {Path(path) / 'chronicles.txt'}")
-    made = _stories(n_stories, n_chars, seed)  # checks the size before anything is written
     bar = tqdm(total=n_chars if n_stories is None else n_stories, unit="char" if n_stories is None else "story",
                unit_scale=True, desc="corpus", disable=not progress, file=sys.stderr)
     stories = chars = words = 0
     nouns: set[str] = set()
-    try:
-        with atomic_path(path) as tmp, bar, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for text, keys in made:
-                if stories:
-                    f.write(SEPARATOR)
-                    chars += len(SEPARATOR)
-                f.write(text)
-                stories, chars, words = stories + 1, chars + len(text), words + len(text.split())
-                nouns.update(keys)
-                bar.update(1 if n_stories is not None else len(text) + len(SEPARATOR))
-            f.write("\n")
-    except OSError as e:
-        raise InputError(f"cannot write the corpus to {path}: {e.strerror or e}") from None
-    return CorpusSummary(str(path), seed, stories, chars + 1, words, len(nouns))
+    with bar, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for text, keys in made:
+            if stories:
+                f.write(SEPARATOR)
+                chars += len(SEPARATOR)
+            f.write(text)
+            stories, chars, words = stories + 1, chars + len(text), words + len(text.split())
+            nouns.update(keys)
+            bar.update(1 if n_stories is not None else len(text) + len(SEPARATOR))
+        f.write("\n")
+    return CorpusSummary(name, seed, stories, chars + 1, words, len(nouns))
+
+
+def _check_corpus_file(path: Path, force: bool) -> Path:
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name, such as {path / 'chronicles.txt'}")
+    if path.exists() and not force:
+        raise InputError(f"corpus file {path} already exists; pass --force to replace it, or give another file name")
+    _check_folder(path.parent, f"cannot write the corpus to {path}")
+    return path
+
+
+def _check_suites_folder(folder: Path, force: bool) -> list[Path]:
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--suites {folder} is a file; give a folder (it is made if missing)")
+    _check_folder(folder, f"cannot write the probe suites to {folder}")
+    paths = [folder / f"{kind}.jsonl" for kind in SUITES]
+    if taken := [p for p in paths if p.is_dir()]:
+        raise InputError(f"--suites {folder} holds a folder named {taken[0].name}; remove it or give another folder")
+    if (taken := [p.name for p in paths if p.exists()]) and not force:
+        raise InputError(f"--suites {folder} already holds {', '.join(taken)}; pass --force to replace "
+                         f"{'it' if len(taken) == 1 else 'them'}, or give another folder")
+    return paths
+
+
+def _check_folder(folder: Path, doing: str) -> None:
+    """A folder that exists, or can be made: its nearest existing ancestor is a writable folder."""
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{doing}: {p} is a file, not a folder; give a path inside a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{doing}: the folder {p} is not writable; give a path you can write to")
 
 
 # --------------------------------------------------------------------------- probe suites
@@ -283,18 +368,8 @@ def baselines(items: list[dict]) -> dict[str, float]:
     return {"nearest": nearest / len(items), "first": first / len(items)}
 
 
-def write_suites(folder: str | Path, n: int = 400, seed: int = 1) -> list[dict]:
-    """Write every suite to FOLDER/<kind>.jsonl atomically; return per suite its path, size and baselines."""
-    if Path(folder).exists() and not Path(folder).is_dir():
-        raise InputError(f"--suites {folder} is a file; give a folder (it is made if missing)")
-    out = []
-    for kind in SUITES:
-        items = generate_suite(kind, n, seed)
-        path = Path(folder) / f"{kind}.jsonl"
-        try:
-            with atomic_path(path) as tmp:
-                tmp.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-        except OSError as e:
-            raise InputError(f"cannot write the probe suite {path}: {e.strerror or e}") from None
-        out.append({"suite": kind, "path": str(path), "items": len(items), **baselines(items)})
-    return out
+def write_suites(folder: str | Path, n: int = 400, seed: int = 1, force: bool = False) -> list[dict]:
+    """Write every suite to FOLDER/<kind>.jsonl atomically; return per suite its path, size and baselines.
+
+    Existing suite files are replaced only with force."""
+    return write_all(None, folder, suite_size=n, suite_seed=seed, force=force)[1]

@@ -87,3 +87,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def undo_new_folders(*folders: str | os.PathLike) -> Iterator[None]:
+    """If the block fails, remove the folders (of `folders` and their parents) that did not exist
+    before it, deepest first and only while empty: a failed write leaves no folders behind."""
+    new: list[Path] = []
+    for folder in folders:
+        p = Path(folder).absolute()
+        while not p.exists() and p != p.parent and p not in new:
+            new.append(p)
+            p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in sorted(new, key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise

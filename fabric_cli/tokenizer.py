@@ -28,10 +28,15 @@ from tqdm import tqdm
 
 from fabric_cli.config import EOT, RunPaths, TokenizeConfig, bundled_corpus
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path, file_sha256, write_json_atomic
+from fabric_cli.files import atomic_path, file_sha256, undo_new_folders, write_json_atomic
 
 FORMAT, VERSION = "fabric-tokens", 1
 BYTE_ALPHABET = 256
+# Token files hold uint32 above 65,535 tokens, so the dtype is no limit; memory is. The BPE trainer
+# allocates about 70 bytes per vocabulary slot up front (a billion aborts the process), and a model's
+# embedding grows with the vocabulary too. 2**20 is four times the largest vocabularies in use
+# (about 256k), so it refuses only typos and absurd values.
+MAX_VOCAB = 2**20
 CHUNK_BYTES = 1 << 20  # read size
 BATCH_CHARS = 1 << 18  # characters per encode_batch call: keeps the cores busy, memory small
 MAX_PIECE_CHARS = 4 << 20  # a longer document is encoded in pieces, so memory stays flat
@@ -84,6 +89,11 @@ def train_tokenizer(texts: Iterable, vocab_size: int = 4096, min_frequency: int 
 
 def check_vocab_size(vocab_size: int) -> None:
     need = BYTE_ALPHABET + 1
+    if vocab_size > MAX_VOCAB:
+        raise InputError(
+            f"--vocab-size {vocab_size:,} is too large: at most {MAX_VOCAB:,} (2**20) tokens; real vocabularies "
+            f"are 4,096 to 262,144 (the default is {TokenizeConfig.vocab_size})"
+        )
     if vocab_size < need:
         raise InputError(
             f"--vocab-size {vocab_size} is too small: the byte alphabet ({BYTE_ALPHABET}) plus {EOT} "
@@ -352,6 +362,7 @@ class TokenizeSummary:
     mb_per_s: float
     tokenizer_sha256: str
     sources: list[dict]
+    started_over: bool = False  # --force on a trained run with a new tokenizer: its training outputs were deleted
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -366,7 +377,8 @@ class TokenizeSummary:
             f"characters   {self.characters:,}",
             f"per token    {self.chars_per_token:.2f} characters, {self.tokens_per_word:.2f} tokens per word",
             f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
-        ]
+        ] + ([f"started over {Path(self.tokenizer).parent}: its checkpoints, snapshots and metrics.jsonl, "
+              f"trained with the old tokenizer, are deleted"] if self.started_over else [])
 
 
 def _is_val(i: int, f: float) -> bool:
@@ -389,7 +401,9 @@ def tokenize_corpus(
         paths: the run directory.
         cfg: vocab size, min frequency, validation fraction, UTF-8 error handling.
         tokenizer: an existing tokenizer.json to reuse instead of training one.
-        force: re-tokenize even though the run has a trained checkpoint.
+        force: re-tokenize even though the run has a trained checkpoint. When the tokenizer
+            changes, that starts the run over: its checkpoints, snapshots and metrics.jsonl are
+            deleted once the new files are in place (a reused identical tokenizer keeps them).
         progress: tqdm bars on stderr (None: only when stderr is a terminal).
     Returns:
         a TokenizeSummary. Everything is checked before anything is moved into place; on an
@@ -397,6 +411,7 @@ def tokenize_corpus(
     """
     cfg, t0 = cfg or TokenizeConfig(), time.perf_counter()
     _check_settings(cfg, paths, tokenizer, force)
+    trained_with = _checkpoint_tokenizer(paths) if paths.latest.exists() else None
     with contextlib.ExitStack() as stack:
         sources = resolve_sources(inputs, stack)
         total = sum(s.bytes for s in sources)
@@ -416,7 +431,7 @@ def tokenize_corpus(
         vocab = tok.get_vocab_size(with_added_tokens=True)
         dtype = np.dtype(token_dtype(vocab)).newbyteorder("<")
         in_place = tokenizer is not None and paths.tokenizer.exists() and os.path.samefile(tokenizer, paths.tokenizer)
-        with _undo_new_folders(paths.tokens), contextlib.ExitStack() as out:
+        with undo_new_folders(paths.tokens), contextlib.ExitStack() as out:
             # each atomic_path moves its file into place when the block ends without an error
             tok_tmp = Path(tokenizer) if in_place else out.enter_context(atomic_path(paths.tokenizer))
             val_tmp = out.enter_context(atomic_path(paths.val_bin))
@@ -444,6 +459,10 @@ def tokenize_corpus(
                 "sources": [{"path": s.name, "bytes": s.bytes, "sha256": s.sha256} for s in sources],
             }
     write_json_atomic(paths.meta, meta)  # lands last: it names the files now in place
+    started_over = paths.latest.exists() and meta["tokenizer_sha256"] != trained_with
+    if started_over:  # the checkpoints cannot read the new tokens; --force said to start over
+        for p in paths.training_outputs():
+            p.unlink(missing_ok=True)
     tokens, seconds = meta["train_tokens"] + meta["val_tokens"], time.perf_counter() - t0
     return TokenizeSummary(
         tokenizer=str(paths.tokenizer), tokens_dir=str(paths.tokens), trained=tokenizer is None,
@@ -451,6 +470,7 @@ def tokenize_corpus(
         tokens=tokens, chars_per_token=round(counts.characters / max(1, tokens - counts.documents), 4),
         tokens_per_word=round((tokens - counts.documents) / max(1, counts.words), 4), seconds=round(seconds, 3),
         train_seconds=round(train_seconds, 3), mb_per_s=round(total / 1e6 / max(seconds, 1e-9), 3),
+        started_over=started_over,
     )
 
 
@@ -464,8 +484,21 @@ def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool
     if paths.latest.exists() and not force:
         raise InputError(
             f"run {paths.root} already has a trained checkpoint ({paths.latest}) that would no longer "
-            f"match its tokens; pass --force to re-tokenize anyway, or use another --run"
+            f"match its tokens; pass --force to re-tokenize and start the run over (a new tokenizer "
+            f"deletes its checkpoints, snapshots and metrics.jsonl), or use another --run"
         )
+
+
+def _checkpoint_tokenizer(paths: RunPaths) -> str | None:
+    """The sha256 of the tokenizer the run's checkpoint was trained with: as its metadata records
+    it, else the run's tokenizer.json as it is now; None when neither can be read."""
+    from safetensors import safe_open  # reads the header only; no torch
+
+    with contextlib.suppress(Exception):  # safetensors raises its own errors for a malformed file
+        with safe_open(str(paths.latest), framework="numpy") as f:
+            if sha := (f.metadata() or {}).get("tokenizer_sha256"):
+                return sha
+    return tokenizer_sha256(paths.tokenizer) if paths.tokenizer.is_file() else None
 
 
 def _encode(tok: Tokenizer, batches, eot: int, dtype: np.dtype, val_fraction: float,
@@ -498,19 +531,3 @@ def _move_tail(train: Path, val: Path, nbytes: int) -> None:
         src.seek(cut)
         shutil.copyfileobj(src, dst, CHUNK_BYTES)
         src.truncate(cut)
-
-
-@contextlib.contextmanager
-def _undo_new_folders(folder: Path) -> Iterator[None]:
-    """Remove the folders this block created if it fails, so a failure leaves nothing behind."""
-    new, p = [], folder.absolute()
-    while not p.exists():
-        new.append(p)  # deepest first
-        p = p.parent
-    try:
-        yield
-    except BaseException:
-        for d in new:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise

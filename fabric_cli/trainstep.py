@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -233,5 +232,5 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
 def remove_run_outputs(paths: RunPaths) -> None:
     """--restart: delete the checkpoints, snapshots and metrics of the previous run."""
-    for p in [paths.latest, paths.latest_state, paths.metrics, *paths.snapshots()]:
-        Path(p).unlink(missing_ok=True)
+    for p in paths.training_outputs():
+        p.unlink(missing_ok=True)

@@ -219,7 +219,10 @@ def test_write_corpus_is_atomic(tmp_path):
     with pytest.raises(InputError):
         write_corpus(out, n_chars=0)
     assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
-    summary = write_corpus(out, n_stories=25, seed=2)
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        write_corpus(out, n_stories=25, seed=2)
+    assert out.read_text() == "old"
+    summary = write_corpus(out, n_stories=25, seed=2, force=True)
     text = out.read_text()
     assert text == "\n\n".join(generate_corpus(n_stories=25, seed=2)) + "\n"
     assert (summary.stories, summary.characters, summary.words) == (25, len(text), len(text.split()))
@@ -248,6 +251,59 @@ def test_cli_errors_are_one_line(runner, tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 1 and r.output.startswith("fabric: error: ") and r.output.count("\n") == 1, r.output
     assert not (tmp_path / "x.txt").exists()
+
+
+def _fails(runner, args, expect: str) -> str:
+    r = runner.invoke(app, ["corpus", *map(str, args)])
+    assert r.exit_code == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr.startswith("fabric: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert re.search(expect, r.stderr), r.stderr
+    return r.stderr
+
+
+def test_a_failure_writes_nothing(runner, tmp_path):
+    """Every setting and destination is checked first: no corpus file, no folder, is left behind."""
+    out = tmp_path / "c/x.txt"
+    (tmp_path / "afile").write_text("mine")
+    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "c/suites", "--suite-size", 0], r"--suite-size must be at least 1, got 0")
+    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "afile"], r"--suites .*afile is a file")
+    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "afile/sub"], r"afile is a file, not a folder")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken/number.jsonl").write_text("mine")
+    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "taken"], r"taken already holds number\.jsonl; pass --force")
+    if Path("/proc/self").is_dir():  # a folder nothing can be made in, found only when writing
+        _fails(runner, [out, "--stories", 3, "--suites", "/proc/fabric-suites"], r"cannot write the probe suite /proc/fabric-suites/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken"]
+    assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in (tmp_path / "taken").iterdir()] == ["number.jsonl"]
+
+
+def test_existing_files_are_replaced_only_with_force(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("mine")
+    _fails(runner, ["notes.txt", "--stories", 2], r"corpus file notes\.txt already exists; pass --force to replace it")
+    assert Path("notes.txt").read_text() == "mine"
+    r = runner.invoke(app, ["corpus", "notes.txt", "--stories", 2, "--force"])
+    assert r.exit_code == 0 and Path("notes.txt").read_text() == "\n\n".join(generate_corpus(n_stories=2)) + "\n"
+    assert runner.invoke(app, ["corpus", "--suites", "s", "--suite-size", 2]).exit_code == 0
+    _fails(runner, ["--suites", "s", "--suite-size", 3], r"already holds gender\.jsonl, .*; pass --force to replace them")
+    (Path("s") / "mine.txt").write_text("kept")  # other files in the folder are no obstacle, and are kept
+    assert runner.invoke(app, ["corpus", "--suites", "s", "--suite-size", 3, "--force"]).exit_code == 0
+    assert len(Path("s/gender.jsonl").read_text().splitlines()) == 3 and Path("s/mine.txt").read_text() == "kept"
+
+
+def test_missing_folders_are_made_and_a_file_is_not_a_folder(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["corpus", "new/deeper/x.txt", "--stories", 1])
+    assert r.exit_code == 0 and Path("new/deeper/x.txt").is_file(), r.output
+    Path("notes.txt").write_text("mine")
+    _fails(runner, ["notes.txt/x.txt", "--stories", 1], r"cannot write the corpus to notes\.txt/x\.txt: notes\.txt is a file, not a folder")
+
+
+def test_counts_agree_with_their_nouns(runner, tmp_path):
+    r = runner.invoke(app, ["corpus", str(tmp_path / "one.txt"), "--stories", "1", "--suites", str(tmp_path / "s"), "--suite-size", "1"])
+    assert r.exit_code == 0, r.output
+    assert ": 1 story, " in r.stdout and "1 stories" not in r.stdout
+    assert r.stdout.count(": 1 item (") == len(SUITES) and "1 items" not in r.stdout
 
 
 # --------------------------------------------------------------------------- the bundled data

@@ -244,10 +244,30 @@ def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, cor
     run = tmp_path / "run"
     assert invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 300).exit_code == 0
     (run / "checkpoints").mkdir()
-    (run / "checkpoints/latest.safetensors").write_bytes(b"weights")
-    _bad(runner, tmp_path, corpus_file, "--vocab-size", 320, expect=r"already has a trained checkpoint.*--force")
-    r = invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 320, "--force", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["vocab_size"] == 320
+    outputs = [run / "checkpoints" / n for n in ("latest.safetensors", "latest.state.safetensors", "step-000010.safetensors")]
+    for p in outputs + [run / "metrics.jsonl"]:
+        p.write_bytes(b"trained")
+    _bad(runner, tmp_path, corpus_file, "--vocab-size", 320,
+         expect=r"already has a trained checkpoint.*--force to re-tokenize and start the run over .*deletes its checkpoints")
+    # --force that fails (bad input) deletes nothing: _bad proves the run is as it was
+    _bad(runner, tmp_path, tmp_path / "nope.txt", "--vocab-size", 320, "--force", expect=r"nope\.txt does not exist")
+    # the same tokenizer again: the checkpoint still matches it, so it is kept
+    r = invoke(runner, "tokenize", corpus_file, "--run", run, "--tokenizer", run / "tokenizer.json", "--force", "--json")
+    assert r.exit_code == 0 and not json.loads(r.stdout)["started_over"] and all(p.exists() for p in outputs)
+    # a new tokenizer: the checkpoints could read neither it nor its tokens, so the run starts over
+    r = invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 320, "--force")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[-1].startswith(f"started over {run}: its checkpoints, snapshots and metrics.jsonl")
+    assert not any(p.exists() for p in outputs + [run / "metrics.jsonl"])
+    assert json.loads((run / "tokens/meta.json").read_text())["vocab_size"] == 320
+
+
+def test_an_absurd_vocab_size_is_refused_before_training(tmp_path, runner, corpus_file):
+    # the BPE trainer allocates per slot up front: a billion aborted the process (rc 134) in Rust
+    with pytest.raises(tk.InputError, match=r"--vocab-size 1,000,000,000 is too large: at most 1,048,576"):
+        tk.check_vocab_size(10**9)  # what train_tokenizer checks first
+    _bad(runner, tmp_path, corpus_file, "--vocab-size", 2**20 + 1, expect=r"--vocab-size 1,048,577 is too large")
+    tk.check_vocab_size(2**20)  # uint32 token files hold it; the limit is memory, not the dtype
 
 
 def test_no_files_uses_the_bundled_corpus(tmp_path, runner, corpus_file, monkeypatch):
