@@ -253,6 +253,9 @@ class Loop:
                 f"the learning rate rises to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} "
                 f"(--lr {cfg.lr:g}) and never decays; lower --warmup for a short run"
             )
+        if cfg.tokens and cfg.tokens % loop.tokens_per_step:
+            loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens: "
+                     f"training {loop.max_steps:,} steps, {loop.max_steps * loop.tokens_per_step:,} tokens")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as the run was started)")
         loop.say(

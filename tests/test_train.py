@@ -156,6 +156,7 @@ def test_resume_checks_the_settings_it_trains_with_and_steps_replace_a_token_bud
             "--warmup", "1", "--device", "cpu"]
     first = runner.invoke(app, [*base, "--lr", "5e-5", "--min-lr", "1e-5", "--tokens", "300"])  # 3 steps of 128
     assert first.exit_code == 0 and read_info(run.latest).step == 3, first.output
+    assert "note: --tokens 300 is not a whole number of steps of 128 tokens: training 3 steps, 384 tokens" in first.stderr
     more = runner.invoke(app, [*base, "--resume", "--lr", "4e-5", "--steps", "5"])  # the saved --min-lr 1e-5 holds
     assert more.exit_code == 0, more.output
     assert read_info(run.latest).step == 5
