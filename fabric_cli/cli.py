@@ -397,10 +397,15 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """The whole life in one command: tokenize the bundled Chronicles, train, find the pronoun head, generate."""
-    from fabric_cli.demo import run_demo
+    from fabric_cli.demo import OPTIONS, DemoStopped, run_demo
 
     cfg = DemoConfig(steps=steps, preset=preset, context=context, snapshot_every=min(snapshot_every, steps), seed=seed, device=device)
-    summary = run_demo(run_paths(ctx, run), cfg, say=err if json_out else typer.echo, restart=restart)
+    given = frozenset(k for k in OPTIONS if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE')  # typed, not defaults
+    try:
+        summary = run_demo(run_paths(ctx, run), cfg, say=err if json_out else typer.echo, restart=restart, given=given)
+    except DemoStopped as e:
+        err(f"fabric: {e}")
+        raise typer.Exit(_SIGNAL_EXIT.get(e.stopped_by, 1))
     if json_out:
         echo_json(summary)
 

@@ -6,44 +6,80 @@ generate text. Every stage is the library function its subcommand calls, so what
 what `fabric tokenize`, `train`, `probe` and `generate` do; it adds only the telling.
 
 Re-running the demo on the same run directory reuses what is already there: the tokens, and the
-checkpoint once it has reached the demo's steps (an unfinished one is resumed). `restart=True`
-starts everything over.
+checkpoint once it has reached its step budget (an unfinished one is resumed, with the run's own
+settings except those typed on this command line). `restart=True` starts everything over.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Callable
 
-from fabric_cli.checkpoint import read_info
-from fabric_cli.config import SEED_LIMIT, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, bundled_corpus
-from fabric_cli.errors import InputError
+from fabric_cli.checkpoint import load_train_state, read_info
+from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, RunPaths, SampleConfig,
+                               TokenizeConfig, TrainConfig, bundled_corpus)
+from fabric_cli.device import choose_device
+from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.report import bar
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
-from fabric_cli.train import train
+from fabric_cli.train import budget, resume_config, train
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
 HELD_OUT_SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
 
 
+OPTIONS = ("steps", "preset", "context", "snapshot_every", "seed", "device")  # DemoConfig fields with a flag
+TRAINED = ("steps", "preset", "context", "snapshot_every", "seed")  # a resumed run keeps its own unless typed
+
 Say = Callable[[str], None]
 
 
-def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False) -> dict:
+class DemoStopped(FabricError):
+    """A signal cut the demo's training short; the checkpoint is saved and `command` resumes the run."""
+
+    def __init__(self, stopped_by: str, step: int, command: str):
+        super().__init__(f"stopped by {stopped_by} at step {step:,}; checkpoint saved. Continue with `{command}`")
+        self.stopped_by, self.step, self.command = stopped_by, step, command
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """What the demo's training stage will do, settled before anything is written."""
+
+    config: TrainConfig  # the settings train() is given
+    explicit: frozenset[str]  # the settings typed on the command line, which a resumed run takes over its own
+    resume: bool
+    step: int  # the run's checkpoint step; 0 for a new run
+    steps: int  # the step budget the run trains to
+    model: str  # "the tiny preset (2 layers, 2 heads, width 16, context 16)"
+
+
+def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
+             given: frozenset[str] = frozenset()) -> dict:
     """Run every stage on `paths`, telling the story through `say`; returns the demo's summary.
 
-    The summary is also written to the run directory as demo.json.
+    `given` names the settings (DemoConfig fields) typed on the command line: a run being resumed
+    keeps its own value of every other one. The device and a resume's settings are checked before
+    stage 1 writes anything. The summary is also written to the run directory as demo.json.
+
+    Raises:
+        DemoStopped when a signal stops the training (its checkpoint is saved; the error names the
+        command that resumes the run); InputError on settings that cannot be used.
     """
     t0 = time.perf_counter()
-    summary = {"run": str(paths.root), "settings": dataclasses.asdict(cfg)}
+    plan = plan_training(paths, cfg, given, restart)
+    settings = {**dataclasses.asdict(cfg), "steps": plan.steps, "preset": plan.config.preset,
+                "context": plan.config.context, "snapshot_every": plan.config.snapshot_every}
+    summary = {"run": str(paths.root), "settings": settings}
     summary["tokenize"] = _tokenize(paths, say, restart)
-    summary["train"] = _train(paths, cfg, say, restart)
+    summary["train"] = _train(paths, plan, say, restart, resume_command(paths, cfg, given))
     summary["probe"] = _probe(paths, cfg, say)
     summary["generate"] = _generate(paths, cfg, say)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
@@ -56,7 +92,7 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False) 
 
 
 def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
-    say("\n== 1. The Tokenizer: learning the words of the Chronicles")
+    say("== 1. The Tokenizer: learning the words of the Chronicles")
     if paths.meta.exists() and paths.tokenizer.exists() and not restart:
         _check_chronicles_tokens(paths)
         say(f"reusing {paths.tokenizer} and {paths.tokens}/ (--restart to tokenize again)")
@@ -82,21 +118,52 @@ def _check_chronicles_tokens(paths: RunPaths) -> None:
         )
 
 
-def _train(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool) -> dict:
-    say(f"\n== 2. The Gradient: training the {cfg.preset} preset for {cfg.steps:,} steps")
-    done = paths.latest.exists() and not restart and read_info(paths.latest).step >= cfg.steps
-    if done:
-        info = read_info(paths.latest)
-        say(f"reusing {paths.latest} (step {info.step:,}); --restart trains again")
-        return {"reused": True, "step": info.step}
-    resume = paths.latest.exists() and not restart
-    if resume:
-        say(f"resuming {paths.latest} from step {read_info(paths.latest).step:,}")
-    result = train(paths, cfg.train_config(), resume=resume, restart=restart and paths.latest.exists(),
-                   explicit={"steps"})  # a larger --steps extends a finished or stopped run
+def plan_training(paths: RunPaths, cfg: DemoConfig, given: frozenset[str], restart: bool) -> TrainPlan:
+    """The settings the training stage will use: the demo's for a new run; for a run being resumed,
+    its saved ones with the settings typed now (`given`). Refuses an unusable device, or a typed
+    setting that would change a resumed model's shape, before anything is written."""
+    choose_device(cfg.device)
+    explicit = frozenset(given) & frozenset(TRAINED)
+    config = cfg.train_config()
+    if restart or not paths.latest.exists():
+        config.check_schedule()
+        return TrainPlan(config, explicit, resume=False, step=0, steps=config.steps,
+                         model=_model_line(config.preset, config.model_config(PRESETS[config.preset].vocab_size)))
+    info = read_info(paths.latest)
+    _, meta = load_train_state(paths.latest_state, paths.latest)
+    config = resume_config(TrainConfig.from_json(meta["train_config"]), config, explicit, info.config)
+    config.check_schedule()
+    steps = budget(config, info.config.block_size, 1)[1]
+    return TrainPlan(config, explicit, resume=True, step=info.step, steps=steps,
+                     model=_model_line(config.preset, info.config))
+
+
+def _model_line(preset: str, c: ModelConfig) -> str:
+    return f"the {preset} preset ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size})"
+
+
+def resume_command(paths: RunPaths, cfg: DemoConfig, given: frozenset[str]) -> str:
+    """The command that takes this run up again: its --run, and the settings typed on this command line."""
+    words = ["fabric", "demo", "--run", str(paths.root)]
+    for name in OPTIONS:
+        if name in given and getattr(cfg, name) is not None:
+            words += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
+    return shlex.join(words)
+
+
+def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str) -> dict:
+    if plan.resume and plan.step >= plan.steps:
+        say(f"\n== 2. The Gradient: {plan.model}, trained for {plan.step:,} steps")
+        say(f"reusing {paths.latest} (step {plan.step:,}); --restart trains again")
+        return {"reused": True, "step": plan.step}
+    say(f"\n== 2. The Gradient: training {plan.model} for {plan.steps:,} steps")
+    if plan.resume:
+        say(f"resuming {paths.latest} from step {plan.step:,}")
+    result = train(paths, plan.config, resume=plan.resume, restart=restart and paths.latest.exists(),
+                   explicit=plan.explicit)  # a larger --steps typed now extends a finished or stopped run
     say(result.summary())
     if result.stopped_by:
-        raise InputError(f"training stopped by {result.stopped_by} at step {result.step}; run `fabric demo` again to resume")
+        raise DemoStopped(result.stop_reason(), result.step, again)
     return {"reused": False, **result.to_dict()}
 
 

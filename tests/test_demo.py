@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import fabric_cli.demo
 from fabric_cli.checkpoint import read_info
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths
+from fabric_cli.metrics import read_metrics
+from fabric_cli.train import train
 
 SHORT = ["--preset", "tiny", "--context", "64", "--steps", "30", "--snapshot-every", "10"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +39,7 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     for chapter in ("1. The Tokenizer", "2. The Gradient", "3. The Prompt Engineers", "4. Head", "5. When did head",
                     "6. The Inference Engine", "The end"):
         assert chapter in r.stdout, chapter
+    assert r.stdout.startswith("== 1. The Tokenizer")  # no blank line before the first chapter
     paths = RunPaths(root)
     assert paths.tokenizer.exists() and paths.train_bin.stat().st_size > 0 and paths.meta.exists()
     assert read_info(paths.latest).step == 30
@@ -55,6 +67,13 @@ def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
     assert RunPaths(root).latest.stat().st_mtime_ns == before
 
 
+def with_tokens_of(demo_run, other):
+    """A new run directory holding the Chronicles tokens of `demo_run` (tokenizing again takes long)."""
+    shutil.copytree(RunPaths(demo_run[0]).tokens, RunPaths(other).tokens)
+    shutil.copy(RunPaths(demo_run[0]).tokenizer, RunPaths(other).tokenizer)
+    return RunPaths(other)
+
+
 def test_tokens_of_another_corpus_are_refused_not_reused(demo_run, tmp_path):
     root, _ = demo_run
     other = tmp_path / "run"
@@ -75,3 +94,67 @@ def test_bad_demo_options_are_one_line_errors(tmp_path):
     assert not (tmp_path / "x").exists()
     r = CliRunner().invoke(app, ["demo", "--run", str(tmp_path / "y"), "--preset", "huge"])
     assert r.exit_code != 0 and "unknown preset" in r.stderr and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_training_exits_like_fabric_train_and_names_the_command_that_resumes(demo_run, tmp_path, sig):
+    paths = with_tokens_of(demo_run, tmp_path / "my run")
+    flags = ["--preset", "tiny", "--context", "64", "--steps", "100000", "--snapshot-every", "100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "fabric_cli", "demo", "--run", str(paths.root), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 60
+    while len(read_metrics(paths.metrics)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    step = read_info(paths.latest).step
+    again = f"fabric demo --run '{paths.root}' --steps 100000 --preset tiny --context 64 --snapshot-every 100000"
+    assert f"stopped by {sig.name} at step {step:,}; checkpoint saved. Continue with `{again}`" in err
+    assert "Traceback" not in err and "3. The Prompt" not in out
+
+
+@pytest.fixture(scope="module")
+def resumed_demo(demo_run, tmp_path_factory, request):
+    """A demo of 40 steps stopped at step 20, then taken up by a plain `fabric demo --run RUN`."""
+    paths = with_tokens_of(demo_run, tmp_path_factory.mktemp("resumed") / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fabric_cli.demo, "train", functools.partial(train, stop_at=20))
+        first = CliRunner().invoke(app, ["demo", "--run", str(paths.root), *SHORT[:4], "--steps", "40",
+                                         "--snapshot-every", "10"])
+    assert first.exit_code == 1 and "stopped by --stop-at at step 20" in first.stderr, first.output
+    assert f"Continue with `fabric demo --run {paths.root} --steps 40 --preset tiny --context 64" in first.stderr
+    return paths, CliRunner().invoke(app, ["demo", "--run", str(paths.root)])
+
+
+def test_resuming_without_steps_keeps_the_runs_step_budget_and_settings(resumed_demo):
+    paths, r = resumed_demo
+    assert r.exit_code == 0, r.output
+    assert "resuming with" not in r.stderr  # nothing typed, so nothing changed
+    assert read_info(paths.latest).step == 40
+    assert [read_info(p).step for p in paths.snapshots()] == [0, 10, 20, 30, 40]  # its own --snapshot-every
+
+
+def test_the_training_header_describes_the_resumed_run_not_the_defaults(resumed_demo):
+    paths, r = resumed_demo
+    assert "2. The Gradient: training the tiny preset (2 layers, 2 heads, width 16, context 64) for 40 steps" in r.stdout
+    summary = json.loads((paths.root / "demo.json").read_text())
+    assert (summary["settings"]["preset"], summary["settings"]["steps"]) == ("tiny", 40)
+
+
+def test_a_larger_steps_typed_now_extends_a_finished_run(resumed_demo):
+    paths, _ = resumed_demo
+    r = CliRunner().invoke(app, ["demo", "--run", str(paths.root), "--steps", "50"])
+    assert r.exit_code == 0, r.output
+    assert "resuming with --steps 50 (was 40)" in r.stderr and read_info(paths.latest).step == 50
+    r = CliRunner().invoke(app, ["demo", "--run", str(paths.root), "--preset", "cpu"])  # a resumed model keeps its shape
+    assert r.exit_code == 1 and "--preset cpu differs from the checkpoint's tiny" in r.stderr
+    assert "Traceback" not in r.output and "1. The Tokenizer" not in r.stdout  # refused before stage 1
+
+
+def test_an_unusable_device_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = CliRunner().invoke(app, ["demo", "--run", str(tmp_path / "x"), "--preset", "tiny", "--device", "cuda"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip() == "fabric: error: --device cuda: CUDA is not available here; use --device cpu or auto"
+    assert "1. The Tokenizer" not in r.stdout and not (tmp_path / "x").exists()
