@@ -28,7 +28,7 @@ from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.trainstep import (
-    Dist, StepStats, StopFlag, amp_for, build_model, evaluate, keep_freed_memory, lr_at, make_optimizer,
+    Dist, StepStats, StopFlag, amp_for, build_model, check_cpu_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, remove_run_outputs, step_seed, train_step,
 )
 
@@ -234,6 +234,8 @@ class Loop:
             cfg, step, tokens_seen = config, 0, 0
             model = build_model(cfg.model_config(data.vocab_size), cfg.seed)
         data.check_context(model.config.block_size)
+        if device == "cpu":
+            check_cpu_memory(model.config, cfg.batch_size)
         model.to(device)
         optimizer = make_optimizer(model, cfg)
         cfg.check_schedule()

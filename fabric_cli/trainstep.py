@@ -20,6 +20,7 @@ import torch
 
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import EVAL_STREAM, TokenData
+from fabric_cli.errors import InputError
 from fabric_cli.device import choose_device
 from fabric_cli.metrics import LayerGroups
 from fabric_cli.model import GPT
@@ -208,6 +209,30 @@ def keep_freed_memory() -> None:
         return
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks up to 32 MiB come from the heap
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+def activation_bytes(config: ModelConfig, batch_size: int) -> int:
+    """A low estimate of the memory one micro-step's forward pass keeps for the backward pass, fp32:
+    per token, about 16 widths per layer (norm outputs, q/k/v, attention output, the 4x-wide
+    feed-forward before and after GELU, residuals) and the logits twice (with their log-softmax)."""
+    c = config
+    return 4 * batch_size * c.block_size * (16 * c.n_layer * c.n_embd + 2 * c.vocab_size)
+
+
+def check_cpu_memory(config: ModelConfig, batch_size: int) -> None:
+    """Refuse a micro-step whose activations alone exceed the machine's memory: on the CPU the
+    kernel's out-of-memory killer would end the run with a bare 'Killed' and no checkpoint."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that tells
+        return
+    need = activation_bytes(config, batch_size)
+    if need > total:
+        raise InputError(
+            f"--batch-size {batch_size:,} at context {config.block_size:,} needs at least {need / 2**30:,.1f} GiB "
+            f"for one micro-step's activations, more than this machine's {total / 2**30:,.1f} GiB; lower "
+            f"--batch-size (and raise --grad-accum to keep the batch)"
+        )
 
 
 def amp_for(device: str, dtype: str) -> Callable[[], contextlib.AbstractContextManager]:

@@ -143,6 +143,7 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     (["--steps", "5", "--seed", str(2**64)], "--seed must be between 0 and"),
     (["--steps", "5", "--seed", "-1"], "--seed must be between 0 and"),
     (["--steps", "5", "--lr", "0", "--min-lr", "0"], "--lr must be above 0, got 0"),
+    (["--steps", "5", "--batch-size", "100000000"], "for one micro-step's activations, more than this machine's"),
 ])
 def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
     r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, *extra])
