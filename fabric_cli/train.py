@@ -50,6 +50,7 @@ class TrainResult:
     checkpoint: str | None
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
     val_step: int | None = None  # the step val_loss was evaluated at
+    compile_seconds: float = 0.0  # --compile: the first step, compiling; left out of train_seconds and tokens/s
     is_main: bool = True
 
     def to_dict(self) -> dict:
@@ -68,7 +69,8 @@ class TrainResult:
             f"train loss    {loss(self.train_loss)} (the last step's batch)",
             f"val loss      {loss(self.val_loss)}" + (f" (evaluated at step {self.val_step:,})" if self.val_step is not None else ""),
             f"tokens seen   {self.tokens_seen:,}",
-            f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving)",
+            f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving"
+            + (f", and {self.compile_seconds:.1f} s compiling in the first step)" if self.compile_seconds else ")"),
             f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
             f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})",
             f"checkpoint    {self.checkpoint}",
@@ -190,7 +192,8 @@ class Loop:
         self.train_loss: float | None = None
         self.val_loss: float | None = None
         self.val_step: int | None = None
-        self.paused = 0.0  # seconds spent in evaluation and saving (not training)
+        self.paused = 0.0  # seconds spent in evaluation, saving and compiling (not training)
+        self.compile_seconds = 0.0
 
         self.net = model  # what the step runs: the GPT, wrapped for DDP and/or compiled
         if dist.enabled:
@@ -291,7 +294,13 @@ class Loop:
                 ]
                 s = self.step + 1
                 log_now = s % cfg.log_interval == 0 or s == self.max_steps
+                compiling = cfg.compile and self.step == self.start_step  # torch.compile works in the first call
+                t_first = time.perf_counter()
                 stats = train_step(self.net, self.optimizer, batches, self.groups, cfg.grad_clip, self.amp, log_now)
+                if compiling:  # not a training step's time: left out of tokens/s, with the step's tokens
+                    self.compile_seconds = time.perf_counter() - t_first
+                    self.paused += self.compile_seconds
+                    self.tokens_at_log += self.tokens_per_step
                 self.step, self.tokens_seen = s, self.tokens_seen + self.tokens_per_step
                 self.pending.append((s, stats))
                 bar.update(1)
@@ -313,11 +322,12 @@ class Loop:
                 self.save()  # stopped by a signal or --stop-at between evaluations
         seconds = time.perf_counter() - t_start
         train_time = max(seconds - self.paused, 1e-9)
-        tps = (self.step - self.start_step) * self.tokens_per_step / train_time
+        timed_steps = self.step - self.start_step - (1 if self.compile_seconds else 0)
+        tps = max(timed_steps, 0) * self.tokens_per_step / train_time
         return TrainResult(
             step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
             train_loss=self.train_loss, val_loss=self.val_loss, val_step=self.val_step, seconds=seconds,
-            train_seconds=train_time, tokens_per_s=tps,
+            train_seconds=train_time, tokens_per_s=tps, compile_seconds=round(self.compile_seconds, 3),
             flops_per_s=self.model.flops_per_token() * tps, params=self.model.num_params(),
             device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, is_main=dist.is_main,

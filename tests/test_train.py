@@ -181,6 +181,32 @@ def test_summary_says_what_its_figures_cover_and_a_long_warmup_is_noted(run, run
     assert "stopped by --stop-at at step 3" in text.stderr
 
 
+def test_compiling_in_the_first_step_is_left_out_of_tokens_per_s(run, monkeypatch):
+    """--compile: torch.compile works in the first call, tens of seconds on a CPU. That step's time
+    (here a stand-in: torch.compile as identity, the first step made 0.6 s slower) and its tokens
+    are left out of tokens/s, of the logged interval and of the summary's training time."""
+    import torch
+
+    import fabric_cli.train as train_module
+
+    calls = []
+
+    def slow_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.6)
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    monkeypatch.setattr(train_module, "train_step", slow_first)
+    r = train(run, TrainConfig(**{**FAST, "log_interval": 4}, steps=4, eval_interval=4, compile=True), progress=False)
+    assert r.compile_seconds >= 0.6 and r.seconds - r.train_seconds >= 0.6
+    assert r.tokens_per_s == pytest.approx(3 * 8 * 16 / r.train_seconds, rel=1e-6)  # 3 timed steps of 128 tokens
+    logged = [m["tokens_per_s"] for m in read_metrics(run.metrics) if m["kind"] == "train"]
+    assert len(logged) == 1 and logged[0] > 3 * 8 * 16 / (r.train_seconds + 0.6)  # the 0.6 s is not in it
+    assert f"the rest evaluation and saving, and {r.compile_seconds:.1f} s compiling in the first step)" in r.summary()
+
+
 def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
     args = ["train", "--run", str(run.root), *FAST_ARGS, "--layers", "3", "--heads", "4", "--width", "32",
             "--context", "8", "--dropout", "0.1", "--tokens", "300", "--eval-interval", "2", "--log-interval", "1"]
