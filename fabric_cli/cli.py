@@ -344,19 +344,40 @@ def generate(
         echo_json({**result.to_dict(), "checkpoint": str(ckpt), "step": engine.info.step})
 
 
+# C0 control characters but newline and tab, and DEL, shown as their Unicode pictures (ESC as ␛);
+# C1 controls as U+FFFD. A model can emit any byte: on a terminal an ESC or CSI would be obeyed.
+_CONTROL_PICTURES = {**{c: 0x2400 + c for c in range(0x20) if chr(c) not in "\n\t"}, 0x7F: 0x2421,
+                     **{c: 0xFFFD for c in range(0x80, 0xA0)}}
+
+
+def terminal_safe(text: str) -> str:
+    r"""Generated text as a terminal may show it: control characters made visible, not obeyed.
+
+    Example:
+        >>> terminal_safe("a\x1b[2Jb\tc\n")
+        'a␛[2Jb\tc\n'
+    """
+    return text.translate(_CONTROL_PICTURES)
+
+
+def _show(text: str, nl: bool = True) -> None:
+    """Generated text on stdout: made terminal-safe on a terminal, byte for byte into a pipe or file."""
+    typer.echo(terminal_safe(text) if sys.stdout.isatty() else text, nl=nl)
+
+
 def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: bool, quiet: bool):
     """One prompt: stream one sample to stdout, or print several under headers; speed on stderr."""
     from fabric_cli.generate import complete
 
     live = stream and cfg.num_samples == 1
     if live and echo:
-        typer.echo(text, nl=False)
-    result = complete(engine, text, cfg, on_text=(lambda _row, piece: typer.echo(piece, nl=False)) if live else None, on_notice=err)
+        _show(text, nl=False)
+    result = complete(engine, text, cfg, on_text=(lambda _row, piece: _show(piece, nl=False)) if live else None, on_notice=err)
     if live:
         typer.echo()
     elif stream:
         for i, completion in enumerate(result.completions, 1):
-            typer.echo(f"--- sample {i} ---\n{text if echo else ''}{completion}")
+            _show(f"--- sample {i} ---\n{text if echo else ''}{completion}")
     if not quiet:
         err(f"{result.new_tokens} tokens in {result.seconds:.2f} s: first after {result.time_to_first_token_s * 1000:.0f} ms, "
             f"{result.tokens_per_s:.1f} tokens/s ({'kv cache' if cfg.use_cache else 'no cache'}, {result.device}, seed {result.seed})")

@@ -339,3 +339,12 @@ def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
     no_eot = _make_run(tmp_path / "noeot", plain)
     assert "end-of-text" in _error(_cli(runner, no_eot, ""))
     assert _cli(runner, no_eot, "hi", "-n", "3", "-q").exit_code == 0  # a real prompt needs no EOT
+
+
+def test_generated_control_characters_are_shown_not_obeyed_on_a_terminal():
+    """A model can emit any byte: on a terminal ESC [2J would clear the screen, CR overwrite the line."""
+    from fabric_cli.cli import terminal_safe
+
+    assert terminal_safe("a\x1b[2Jb\rc\x00d\x7fe\x9bf") == "a\u241b[2Jb\u240dc\u2400d\u2421e\ufffdf"
+    text = "Zürich, 東京 🦊\n\tnext line"
+    assert terminal_safe(text) == text  # text, newlines and tabs pass unchanged
