@@ -55,9 +55,9 @@ SHAPES = {
     "gpt2": dict(vocab=50304, cfg=dict(preset="gpt2", batch_size=16)),
 }
 # Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (without sparsity), by the
-# first name that torch.cuda.get_device_name contains.
-PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12, "H800": 989.4e12,
-             "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L4": 121e12}
+# first name that torch.cuda.get_device_name contains: longer names first (L40S before L40 before L4).
+PEAK_BF16 = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989.4e12, "H200 NVL": 835e12, "H200": 989.4e12,
+             "H800": 989.4e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
 
 
 def gpu_peak(device: str) -> tuple[str, float | None]:
