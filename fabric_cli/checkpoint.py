@@ -194,6 +194,22 @@ def save_checkpoint_pair(
             save_file(tensors, str(tmp_w), metadata=info.to_metadata())
 
 
+def read_train_config(state_path: str | os.PathLike) -> str | None:
+    """The settings a run trains with (TrainConfig JSON), from its training state's header alone
+    (no tensor is loaded); None when the run has no training state."""
+    path = Path(state_path)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file ({e}); use --restart to start over") from None
+    if meta.get("format") != STATE_FORMAT or "train_config" not in meta:
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}; use --restart to start over")
+    return meta["train_config"]
+
+
 def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The training state's tensors and metadata, checked against the weights file beside it."""
     state_path = Path(state_path)

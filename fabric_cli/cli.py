@@ -7,6 +7,7 @@ line on stderr and exit code 1. torch is imported inside commands so `fabric --h
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -32,10 +33,13 @@ class _FabricGroup(typer.core.TyperGroup):
         except FabricError as e:
             click.echo(f"fabric: error: {e}", err=True)
             ctx.exit(1)
+        except BrokenPipeError:  # `fabric ... | head` closed stdout: not an error of ours to report
+            sys.stdout = open(os.devnull, "w")  # nothing more can be written, not even at exit
+            ctx.exit(141)
         except OSError as e:  # a run folder under a file, a read-only disk, a full disk, ...
             where = f" ({e.filename})" if e.filename else ""
-            click.echo(f"fabric: error: {e.strerror or e}{where}; check the path (--run, the files named) "
-                       f"and that it can be written", err=True)
+            click.echo(f"fabric: error: {e.strerror or e}{where}; check the path (--run, the files named), "
+                       f"its permissions and the free space", err=True)
             ctx.exit(1)
 
 
@@ -44,8 +48,9 @@ def _type_column(self, ctx: click.Context) -> str | None:
     return None if self.is_flag else _typer_type_column(self, ctx)
 
 
-_typer_type_column = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _type_column
+_typer_type_column = getattr(typer.core.TyperOption, "display_type_rich", None)  # typer 0.29 and later
+if _typer_type_column is not None:
+    typer.core.TyperOption.display_type_rich = _type_column
 
 
 app = typer.Typer(

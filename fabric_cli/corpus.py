@@ -183,8 +183,8 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
     """`fabric corpus`: the corpus file `out` and/or the probe suites in the folder `suites`.
 
     Every setting and destination is checked before anything is written; the files are written
-    to temporary names and moved into place together, so on an error nothing is left behind
-    (not even a folder made for them). An existing corpus file or suite file is replaced only
+    to temporary names and moved into place one after another once all are written, so an error
+    while writing leaves nothing behind (not even a folder made for them). An existing corpus file or suite file is replaced only
     with force. Returns (corpus summary or None, per suite its path, size and baselines, or None).
     """
     if out is None and suites is None:
@@ -197,6 +197,8 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
         targets.append((_check_corpus_file(Path(out), force), "the corpus"))
     if suites is not None:
         targets += [(p, "the probe suite") for p in _check_suites_folder(Path(suites), force)]
+    if out is not None and Path(out).absolute() in {p.absolute() for p, _ in targets[1:]}:
+        raise InputError(f"the corpus file {out} is one of the suite files in --suites {suites}; give another name")
     suite_items = {kind: generate_suite(kind, suite_size, suite_seed) for kind in SUITES} if suites is not None else {}
     summary, where = None, targets[0]
     try:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from fabric_cli.checkpoint import load_train_state, read_info
+from fabric_cli.checkpoint import load_train_state, read_info, read_train_config
 from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, RunPaths, SampleConfig,
                                TokenizeConfig, TrainConfig, bundled_corpus)
 from fabric_cli.device import choose_device
@@ -75,7 +75,7 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
     """
     t0 = time.perf_counter()
     plan = plan_training(paths, cfg, given, restart)
-    settings = {**dataclasses.asdict(cfg), "steps": plan.steps, "preset": plan.config.preset,
+    settings = {**dataclasses.asdict(cfg), "steps": plan.steps, "preset": plan.config.preset, "seed": plan.config.seed,
                 "context": plan.config.context, "snapshot_every": plan.config.snapshot_every}
     summary = {"run": str(paths.root), "settings": settings}
     summary["tokenize"] = _tokenize(paths, say, restart)
@@ -124,22 +124,30 @@ def plan_training(paths: RunPaths, cfg: DemoConfig, given: frozenset[str], resta
     setting that would change a resumed model's shape, before anything is written."""
     choose_device(cfg.device)
     explicit = frozenset(given) & frozenset(TRAINED)
+    if "steps" in explicit:  # the evaluation interval follows the step budget (a fifth of it)
+        explicit |= {"eval_interval"}
     config = cfg.train_config()
     if restart or not paths.latest.exists():
         config.check_schedule()
         return TrainPlan(config, explicit, resume=False, step=0, steps=config.steps,
                          model=_model_line(config.preset, config.model_config(PRESETS[config.preset].vocab_size)))
     info = read_info(paths.latest)
-    _, meta = load_train_state(paths.latest_state, paths.latest)
-    config = resume_config(TrainConfig.from_json(meta["train_config"]), config, explicit, info.config)
+    saved = read_train_config(paths.latest_state)
+    if saved is None:  # weights without the state to resume from: usable as they are, not trainable further
+        if "steps" in explicit and config.steps > info.step:
+            load_train_state(paths.latest_state, paths.latest)  # raises: says what is missing and what to do
+        return TrainPlan(config, explicit, resume=True, step=info.step, steps=info.step,
+                         model=_model_line(None, info.config))
+    config = resume_config(TrainConfig.from_json(saved), config, explicit, info.config)
     config.check_schedule()
     steps = budget(config, info.config.block_size, 1)[1]
     return TrainPlan(config, explicit, resume=True, step=info.step, steps=steps,
                      model=_model_line(config.preset, info.config))
 
 
-def _model_line(preset: str, c: ModelConfig) -> str:
-    return f"the {preset} preset ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size})"
+def _model_line(preset: str | None, c: ModelConfig) -> str:
+    shape = f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}"
+    return f"the {preset} preset ({shape})" if preset else f"the model ({shape})"
 
 
 def resume_command(paths: RunPaths, cfg: DemoConfig, given: frozenset[str]) -> str:

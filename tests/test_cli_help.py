@@ -62,3 +62,15 @@ def test_a_run_that_is_a_file_is_refused(runner, tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     r = runner.invoke(app, ["--run", str(tmp_path / "tokenizer.json"), "inspect"])
     assert r.exit_code == 1 and r.stderr.strip().startswith(f"fabric: error: --run {tmp_path / 'tokenizer.json'} is a file")
+
+
+def test_a_closed_stdout_is_a_quiet_exit_not_a_path_error(tmp_path):
+    """`fabric ... | head` closes the pipe early: exit 141 as a shell expects, nothing on stderr."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "fabric_cli", "corpus", "--suites", str(tmp_path / "s"), "--suite-size", "5"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == ""

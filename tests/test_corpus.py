@@ -347,3 +347,9 @@ def test_half_the_stories_or_more_pair_a_woman_and_a_man():
     share = sum({"f", "m"} <= set(story.story_classes(rng, 2)) for _ in range(4000)) / 4000
     assert 0.55 < share < 0.72  # 0.5 chosen outright + 0.5 x P(f and m drawn by the class weights) = 0.63
     assert all(len(set(story.story_classes(rng, n))) == n for n in (2, 3, 4) for _ in range(200))
+
+
+def test_the_corpus_file_cannot_be_a_suite_file(tmp_path):
+    with pytest.raises(InputError, match="is one of the suite files"):
+        corpus.write_all(tmp_path / "s" / "gender.jsonl", tmp_path / "s", n_chars=1000, force=True)
+    assert not (tmp_path / "s").exists()

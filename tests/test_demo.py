@@ -147,9 +147,22 @@ def test_a_larger_steps_typed_now_extends_a_finished_run(resumed_demo):
     r = CliRunner().invoke(app, ["demo", "--run", str(paths.root), "--steps", "50"])
     assert r.exit_code == 0, r.output
     assert "resuming with --steps 50 (was 40)" in r.stderr and read_info(paths.latest).step == 50
+    assert "--eval-interval 10 (was 8)" in r.stderr  # a fifth of the new budget, not of the old one
     r = CliRunner().invoke(app, ["demo", "--run", str(paths.root), "--preset", "cpu"])  # a resumed model keeps its shape
     assert r.exit_code == 1 and "--preset cpu differs from the checkpoint's tiny" in r.stderr
     assert "Traceback" not in r.output and "1. The Tokenizer" not in r.stdout  # refused before stage 1
+
+
+def test_a_finished_run_without_its_training_state_is_reused(demo_run, tmp_path):
+    """Weights alone (the state file gone, or never copied) still probe and generate: no --restart asked."""
+    root = tmp_path / "copy"
+    shutil.copytree(demo_run[0], root)
+    RunPaths(root).latest_state.unlink()
+    r = CliRunner().invoke(app, ["demo", "--run", str(root), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["train"] == {"reused": True, "step": 30}
+    r = CliRunner().invoke(app, ["demo", "--run", str(root), "--steps", "40"])  # training further needs the state
+    assert r.exit_code == 1 and "latest.state.safetensors is missing" in r.stderr and "Traceback" not in r.output
 
 
 def test_an_unusable_device_is_refused_before_anything_is_written(tmp_path, monkeypatch):

@@ -48,13 +48,19 @@ def check_head(text: str, config: ModelConfig) -> Head:
 def probe_run(paths: RunPaths, checkpoint: Path | None) -> RunPaths:
     """The run a probe belongs to: the one `checkpoint` lies in (RUN/checkpoints/...), else `paths` (--run).
 
+    Any RUN/checkpoints/ folder counts, even with nothing else beside it (RunPaths.of_checkpoint
+    asks for more, before reading metrics): its snapshots are the checkpoint's own, and its report
+    must not overwrite another run's.
+
     Example:
         >>> probe_run(RunPaths(Path("demo")), Path("other/checkpoints/latest.safetensors")).root.as_posix()
         'other'
         >>> probe_run(RunPaths(Path("demo")), Path("exports/ck.safetensors")).root.as_posix()
         'demo'
     """
-    return (RunPaths.of_checkpoint(checkpoint) if checkpoint else None) or paths
+    if checkpoint is not None and Path(checkpoint).parent.name == "checkpoints":
+        return RunPaths(Path(checkpoint).parent.parent)
+    return paths
 
 
 def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
