@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -19,11 +15,10 @@ import fabric_cli.demo
 from fabric_cli.checkpoint import read_info
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths
-from fabric_cli.metrics import read_metrics
 from fabric_cli.train import train
+from test_train import interrupt
 
 SHORT = ["--preset", "tiny", "--context", "64", "--steps", "30", "--snapshot-every", "10"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +95,8 @@ def test_bad_demo_options_are_one_line_errors(tmp_path):
 def test_a_signal_during_training_exits_like_fabric_train_and_names_the_command_that_resumes(demo_run, tmp_path, sig):
     paths = with_tokens_of(demo_run, tmp_path / "my run")
     flags = ["--preset", "tiny", "--context", "64", "--steps", "100000", "--snapshot-every", "100000"]
-    proc = subprocess.Popen([sys.executable, "-m", "fabric_cli", "demo", "--run", str(paths.root), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 60
-    while len(read_metrics(paths.metrics)) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, err
+    code, out, err = interrupt(["demo", "--run", str(paths.root), *flags], paths.metrics, 2, sig)
+    assert code == 128 + sig, err
     step = read_info(paths.latest).step
     again = f"fabric demo --run '{paths.root}' --steps 100000 --preset tiny --context 64 --snapshot-every 100000"
     assert f"stopped by {sig.name} at step {step:,}; checkpoint saved. Continue with `{again}`" in err

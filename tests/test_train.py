@@ -328,17 +328,24 @@ def test_huge_lr_fails_cleanly_on_the_command_line(run, runner):
     assert not run.latest.exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(run, sig):
-    cmd = [sys.executable, "-m", "fabric_cli", "train", "--run", str(run.root), "--steps", "100000",
-           "--eval-interval", "100000", "--log-interval", "1", *FAST_ARGS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+def interrupt(args: list[str], metrics: Path, records: int, sig: int) -> tuple[int, str, str]:
+    """Run `python -m fabric_cli ARGS`, send `sig` once metrics.jsonl holds `records` lines:
+    (exit code, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fabric_cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 60
-    while len(read_metrics(run.metrics)) < 3 and time.time() < deadline and proc.poll() is None:
+    while len(read_metrics(metrics)) < records and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, err
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(run, sig):
+    args = ["train", "--run", str(run.root), "--steps", "100000", "--eval-interval", "100000", "--log-interval", "1", *FAST_ARGS]
+    code, out, err = interrupt(args, run.metrics, 3, sig)
+    assert code == 128 + sig, err
     assert "fabric train --resume" in err and sig.name in err and "Traceback" not in err
     info = read_info(run.latest)
     assert info.step >= 3 and info.step == max(train_losses(run))
