@@ -77,15 +77,20 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
         raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
 
 
+def _header(path: Path) -> dict[str, str]:
+    """A safetensors file's metadata, read from its header (no tensor is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is not a safetensors file ({e})") from None
+
+
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run `fabric train` first or pass --checkpoint")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is not a safetensors file ({e})") from None
+    meta = _header(path)
     if meta.get("format") == STATE_FORMAT:
         raise CheckpointError(
             f"{path} is the training state that --resume reads (optimizer and RNG), not model weights; "
@@ -200,14 +205,16 @@ def read_train_config(state_path: str | os.PathLike) -> str | None:
     path = Path(state_path)
     if not path.is_file():
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a safetensors file ({e}); use --restart to start over") from None
-    if meta.get("format") != STATE_FORMAT or "train_config" not in meta:
-        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}; use --restart to start over")
+    meta = _header(path)
+    _check_state_format(path, meta)
     return meta["train_config"]
+
+
+def _check_state_format(path: Path, meta: dict[str, str]) -> None:
+    if meta.get("format") != STATE_FORMAT or "train_config" not in meta:
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+    if int(meta.get("format_version", "0")) > STATE_FORMAT_VERSION:
+        raise CheckpointError(f"{path} has a newer format version {meta['format_version']}; upgrade fabric")
 
 
 def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -219,10 +226,7 @@ def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathL
             f"use --restart to start over"
         )
     tensors, meta = load_tensor_file(state_path)
-    if meta.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{state_path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
-    if int(meta.get("format_version", "0")) > STATE_FORMAT_VERSION:
-        raise CheckpointError(f"{state_path} has a newer format version {meta['format_version']}; upgrade fabric")
+    _check_state_format(state_path, meta)
     info = read_info(weights_path)
     if int(meta.get("step", -1)) != info.step:
         raise CheckpointError(

@@ -295,7 +295,7 @@ class Loop:
                 s = self.step + 1
                 log_now = s % cfg.log_interval == 0 or s == self.max_steps
                 compiling = cfg.compile and self.step == self.start_step  # torch.compile works in the first call
-                t_first = time.perf_counter()
+                t_first = time.perf_counter() if compiling else 0.0
                 stats = train_step(self.net, self.optimizer, batches, self.groups, cfg.grad_clip, self.amp, log_now)
                 if compiling:  # not a training step's time: left out of tokens/s, with the step's tokens
                     self.compile_seconds = time.perf_counter() - t_first
