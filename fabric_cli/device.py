@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 from fabric_cli.errors import InputError
@@ -48,3 +49,11 @@ def _cuda(dev: str, why: str) -> DeviceChoice:
     bf16 = torch.cuda.is_bf16_supported()
     dtype = "bfloat16" if bf16 else "float32"  # fp16 would need loss scaling
     return DeviceChoice(dev, dtype, f"{why}; {dtype} autocast")
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say (not POSIX)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -25,7 +25,7 @@ import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info
 from fabric_cli.config import ModelConfig, SampleConfig
-from fabric_cli.device import choose_device
+from fabric_cli.device import choose_device, physical_memory
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, KVCache
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
@@ -308,6 +308,29 @@ def encode_prompt(tokenizer, prompt: str, block_size: int, eot_id: int | None) -
     return ids[dropped:], dropped
 
 
+def generation_bytes(config: ModelConfig, batch: int, use_cache: bool = True) -> int:
+    """A low estimate of the memory `batch` samples take at once, fp32: the key/value cache (two
+    widths per layer per position of the context), the widest activation of a full-context pass
+    (the feed-forward's), and the logits with sampling's copies of them (scaled, probabilities,
+    cumulative sums)."""
+    c = config
+    kv = 2 * c.n_layer * c.block_size * c.n_embd if use_cache else 0
+    return 4 * batch * (kv + c.block_size * c.n_ff + 4 * c.vocab_size)
+
+
+def check_memory(config: ModelConfig, cfg: SampleConfig, device: str) -> None:
+    """Refuse --num-samples whose batch cannot fit in this machine's memory, before allocating it:
+    on the CPU the allocation fails with a C++ message, or the kernel kills the process."""
+    total = physical_memory() if device == "cpu" else None
+    need = generation_bytes(config, cfg.num_samples, cfg.use_cache)
+    if total is not None and need > total:
+        raise InputError(
+            f"--num-samples {cfg.num_samples:,} needs at least {need / 2**30:,.1f} GiB at context {config.block_size:,} "
+            f"(the key/value cache and logits of every sample), more than this machine's {total / 2**30:,.1f} GiB; "
+            f"lower --num-samples"
+        )
+
+
 @dataclass
 class GenerationResult:
     prompt: str
@@ -344,6 +367,7 @@ def complete(
         on_notice(f"the prompt has {len(ids) + dropped} tokens, the context holds {block}: keeping the last {block}")
     if not prompt and on_notice:
         on_notice("the prompt is empty: starting from the end-of-text token, as a new document")
+    check_memory(engine.model.config, cfg, engine.device)
     n = cfg.num_samples
     x = torch.tensor([ids] * n, dtype=torch.long, device=engine.device)  # (N, T): one row per sample
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
@@ -352,23 +376,26 @@ def complete(
     reasons: list[str | None] = [None] * n
     made, first = 0, None
     start = time.perf_counter()
-    for step in generate(engine.model, x, cfg, generator, engine.eot_id):
-        tokens = step.tolist()  # waits for the device: the timings below are real
-        first = first if first is not None else time.perf_counter() - start
-        for row, token in enumerate(tokens):
-            if reasons[row]:
-                continue
-            made += 1
-            if token == engine.eot_id:
-                reasons[row] = "eot"
-                continue
-            piece = decoders[row].push([token])
-            if decoders[row].stopped:
-                reasons[row] = "stop"
-            if piece and on_text:
-                on_text(row, piece)
-        if all(reasons):
-            break
+    try:
+        for step in generate(engine.model, x, cfg, generator, engine.eot_id):
+            tokens = step.tolist()  # waits for the device: the timings below are real
+            first = first if first is not None else time.perf_counter() - start
+            for row, token in enumerate(tokens):
+                if reasons[row]:
+                    continue
+                made += 1
+                if token == engine.eot_id:
+                    reasons[row] = "eot"
+                    continue
+                piece = decoders[row].push([token])
+                if decoders[row].stopped:
+                    reasons[row] = "stop"
+                if piece and on_text:
+                    on_text(row, piece)
+            if all(reasons):
+                break
+    except torch.OutOfMemoryError:  # a GPU's; the CPU's is refused beforehand (check_memory)
+        raise InputError(f"out of memory on {engine.device} generating {n:,} samples at once: lower --num-samples") from None
     for row, dec in enumerate(decoders):
         piece = dec.finish()
         if piece and on_text:

@@ -21,7 +21,7 @@ import torch
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import EVAL_STREAM, TokenData
 from fabric_cli.errors import InputError
-from fabric_cli.device import choose_device
+from fabric_cli.device import choose_device, physical_memory
 from fabric_cli.metrics import LayerGroups
 from fabric_cli.model import GPT
 
@@ -222,12 +222,9 @@ def activation_bytes(config: ModelConfig, batch_size: int) -> int:
 def check_cpu_memory(config: ModelConfig, batch_size: int) -> None:
     """Refuse a micro-step whose activations alone exceed the machine's memory: on the CPU the
     kernel's out-of-memory killer would end the run with a bare 'Killed' and no checkpoint."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system that tells
-        return
+    total = physical_memory()
     need = activation_bytes(config, batch_size)
-    if need > total:
+    if total is not None and need > total:
         raise InputError(
             f"--batch-size {batch_size:,} at context {config.block_size:,} needs at least {need / 2**30:,.1f} GiB "
             f"for one micro-step's activations, more than this machine's {total / 2**30:,.1f} GiB; lower "

@@ -321,9 +321,19 @@ def _error(r) -> str:
     (["-t", "-1"], "--temperature"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
     (["--top-k", "-3"], "--top-k"), (["--num-samples", "0"], "--num-samples"),
     (["--seed", str(2**64)], "--seed"), (["--slide", "100"], "--slide 100"),  # the context is 16
+    (["--num-samples", str(10**12)], "more than this machine's"),  # refused before allocating a byte of it
 ])
 def test_cli_bad_sampling_values(runner, run, args, says):
     assert says in _error(_cli(runner, run, "hi", *args))
+
+
+def test_cli_device_out_of_memory_is_one_line_naming_the_knob(runner, run, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, as generate is
+
+    monkeypatch.setattr("fabric_cli.generate.generate", out_of_memory)
+    assert "lower --num-samples" in _error(_cli(runner, run, "hi", "--num-samples", "4"))
 
 
 def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
