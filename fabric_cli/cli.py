@@ -280,7 +280,8 @@ def probe(
     over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
-    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs into the run's probe/ folder (needs matplotlib).")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib).")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -295,11 +296,15 @@ def probe(
                       threshold=threshold, batch_size=batch_size, device=device)
     if plot:
         pr.require_matplotlib()  # before the work, not after
+    if report is not None and report.is_dir():
+        raise InputError(f"--report {report} is a folder; give the report's file name, such as {report / 'report.json'}")
     paths = run_paths(ctx, run)
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer)
+    target = report or result.run.probe / "report.json"  # the checkpoint's run, not always --run
     if plot:
-        result.report["plots"] = pr.write_plots(result, result.run.probe)
-    saved = pr.save_report(result.report, result.run.probe)  # the checkpoint's run, not always --run
+        prefix = "" if report is None else f"{report.stem}-"
+        result.report["plots"] = pr.write_plots(result, target.parent, prefix=prefix)
+    saved = pr.save_report(result.report, target)
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
 

@@ -82,6 +82,20 @@ def test_json_prints_the_report(world):
     assert report["head_detail"]["shown"] == 2 and report["head_detail"]["prompts"][0]["top"][0][1] > 0.9
 
 
+def test_report_path_keeps_the_runs_report(world, tmp_path):
+    """--report writes there (folders made as needed) and leaves probe/report.json as it was."""
+    assert probe(world).exit_code == 0
+    kept = Path(world["run"], "probe", "report.json").read_bytes()
+    target = tmp_path / "studies" / "head-1.2.json"
+    r = probe(world, "--head", "1.2", "--json", "--report", str(target))
+    assert r.exit_code == 0, r.output
+    assert json.loads(target.read_text()) == json.loads(r.stdout) and "head_detail" in json.loads(r.stdout)
+    assert Path(world["run"], "probe", "report.json").read_bytes() == kept
+    assert f"report: {target}" in r.stderr
+    r = probe(world, "--report", str(tmp_path))  # a folder: refused before any work
+    assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and "--report" in r.stderr
+
+
 def test_ablate_without_head_takes_the_top_head(world):
     r = probe(world, "--ablate", "--json", "--random-heads", "4")
     assert r.exit_code == 0, r.output

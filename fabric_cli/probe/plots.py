@@ -28,21 +28,21 @@ def _save(fig, path: Path) -> Path:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     except OSError as e:
         raise InputError(f"cannot write the picture {path}: {e.strerror or e}; "
-                         f"make {path.parent} a writable folder, or pass another --run") from None
+                         f"make {path.parent} a writable folder, or pass another --run or --report") from None
     return path
 
 
-def write_plots(result, folder: Path, examples: int = 4) -> list[str]:
-    """Write the pictures into `folder`; returns their paths."""
+def write_plots(result, folder: Path, examples: int = 4, prefix: str = "") -> list[str]:
+    """Write the pictures into `folder`, each name after `prefix`; returns their paths."""
     require_matplotlib()
     from matplotlib.figure import Figure  # the Figure API draws with Agg, no pyplot state
 
     folder = Path(folder)
     r = result.report
-    paths = [_heads(Figure, r, folder / "heads.png")]
-    paths.append(_attention(Figure, result, folder / f"head-{result.chosen}.png", examples))
+    paths = [_heads(Figure, r, folder / f"{prefix}heads.png")]
+    paths.append(_attention(Figure, result, folder / f"{prefix}head-{result.chosen}.png", examples))
     if r.get("emergence"):
-        paths.append(_emergence(Figure, r["emergence"], folder / "emergence.png"))
+        paths.append(_emergence(Figure, r["emergence"], folder / f"{prefix}emergence.png"))
     return [str(p) for p in paths]
 
 

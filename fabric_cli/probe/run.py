@@ -142,12 +142,13 @@ def _no_snapshots(paths: RunPaths) -> InputError:
                       f"train with --snapshot-every N to keep them")
 
 
-def save_report(report: dict, folder: Path) -> Path:
-    """probe/report.json, written atomically; a folder that cannot take it is an InputError."""
-    path = Path(folder) / "report.json"
+def save_report(report: dict, path: Path) -> Path:
+    """The report as JSON at `path` (a run's probe/report.json unless --report), written atomically;
+    a folder that cannot take it is an InputError."""
+    path = Path(path)
     try:
         write_json_atomic(path, report)
     except OSError as e:
         raise InputError(f"cannot write the probe report {path}: {e.strerror or e}; "
-                         f"make {Path(folder)} a writable folder, or pass another --run") from None
+                         f"make {path.parent} a writable folder, or pass another --run or --report") from None
     return path
