@@ -328,8 +328,12 @@ class RunPaths:
         return sorted(self.checkpoints.glob("step-*.safetensors"))
 
     def training_outputs(self) -> list[Path]:
-        """What training writes, and starting over deletes: the checkpoint, its state, snapshots, metrics."""
-        return [self.latest, self.latest_state, self.metrics, *self.snapshots()]
+        """What training writes and what was made from its checkpoints, which starting over deletes:
+        the checkpoint, its state, snapshots, metrics, and the probe's report and pictures and the
+        demo's summary in this run (a probe's --report elsewhere is the user's to keep)."""
+        made_from = [self.probe / "report.json", self.probe / "heads.png", self.probe / "emergence.png",
+                     *self.probe.glob("head-*.png"), self.root / "demo.json"]
+        return [self.latest, self.latest_state, self.metrics, *self.snapshots(), *made_from]
 
     @property
     def metrics(self) -> Path:

@@ -378,7 +378,8 @@ class TokenizeSummary:
             f"per token    {self.chars_per_token:.2f} characters, {self.tokens_per_word:.2f} tokens per word",
             f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
         ] + ([f"started over {Path(self.tokenizer).parent}: its checkpoints, snapshots and metrics.jsonl, "
-              f"trained with the old tokenizer, are deleted"] if self.started_over else [])
+              f"trained with the old tokenizer, are deleted, with the probe report and demo summary made "
+              f"from them"] if self.started_over else [])
 
 
 def _is_val(i: int, f: float) -> bool:

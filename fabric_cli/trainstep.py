@@ -253,6 +253,6 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
 
 def remove_run_outputs(paths: RunPaths) -> None:
-    """--restart: delete the checkpoints, snapshots and metrics of the previous run."""
+    """--restart: delete the previous run's checkpoints, snapshots, metrics and what was made from them."""
     for p in paths.training_outputs():
         p.unlink(missing_ok=True)

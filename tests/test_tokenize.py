@@ -245,7 +245,10 @@ def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, cor
     assert invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 300).exit_code == 0
     (run / "checkpoints").mkdir()
     outputs = [run / "checkpoints" / n for n in ("latest.safetensors", "latest.state.safetensors", "step-000010.safetensors")]
-    for p in outputs + [run / "metrics.jsonl"]:
+    (run / "probe").mkdir()
+    made_from = [run / "probe" / n for n in ("report.json", "heads.png", "head-1.2.png")] + [run / "demo.json"]
+    mine = run / "probe" / "my-prompts.txt"  # the user's own file in probe/ is not the run's output
+    for p in outputs + made_from + [run / "metrics.jsonl", mine]:
         p.write_bytes(b"trained")
     _bad(runner, tmp_path, corpus_file, "--vocab-size", 320,
          expect=r"already has a trained checkpoint.*--force to re-tokenize and start the run over .*deletes its checkpoints")
@@ -253,12 +256,12 @@ def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, cor
     _bad(runner, tmp_path, tmp_path / "nope.txt", "--vocab-size", 320, "--force", expect=r"nope\.txt does not exist")
     # the same tokenizer again: the checkpoint still matches it, so it is kept
     r = invoke(runner, "tokenize", corpus_file, "--run", run, "--tokenizer", run / "tokenizer.json", "--force", "--json")
-    assert r.exit_code == 0 and not json.loads(r.stdout)["started_over"] and all(p.exists() for p in outputs)
+    assert r.exit_code == 0 and not json.loads(r.stdout)["started_over"] and all(p.exists() for p in outputs + made_from)
     # a new tokenizer: the checkpoints could read neither it nor its tokens, so the run starts over
     r = invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 320, "--force")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines()[-1].startswith(f"started over {run}: its checkpoints, snapshots and metrics.jsonl")
-    assert not any(p.exists() for p in outputs + [run / "metrics.jsonl"])
+    assert not any(p.exists() for p in outputs + made_from + [run / "metrics.jsonl"]) and mine.exists()
     assert json.loads((run / "tokens/meta.json").read_text())["vocab_size"] == 320
 
 

@@ -118,9 +118,12 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     more = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "7", "--lr", "1e-3"])
     assert more.exit_code == 0, more.output
     assert "resuming with --steps 7 (was 6), --lr 0.001 (was 0.003) (the rest as the run was started)" in more.stderr
+    run.probe.mkdir(exist_ok=True)
+    (run.probe / "report.json").write_text("{}")  # made from the old run's checkpoints
     again = runner.invoke(app, ["train", "--run", str(run.root), "--steps", "2", "--restart", *FAST_ARGS])
     assert again.exit_code == 0, again.output
     assert read_info(run.latest).step == 2 and run.snapshots() == []  # the old run's snapshots are gone
+    assert not (run.probe / "report.json").exists()
     assert max(train_losses(run)) == 2
 
 
