@@ -27,6 +27,7 @@ from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
+from fabric_cli.probe.report import signed
 from fabric_cli.probe.report import bar
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import budget, resume_config, train
@@ -257,6 +258,6 @@ def _ending(s: dict, say: Say) -> None:
     say("\n== The end")
     say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:
-        say(f"ablating it lowers the referent's continuation by {a['zero_drop']:+.3f} nats; a random head's by "
-            f"{a['random_zero_drop_mean']:+.3f} on average (max {a['random_zero_drop_max']:+.3f})")
+        say(f"ablating it lowers the referent's continuation by {signed(a['zero_drop'])} nats; a random head's by "
+            f"{signed(a['random_zero_drop_mean'])} on average (max {signed(a['random_zero_drop_max'])})")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

@@ -6,7 +6,6 @@ bookkeeping), so a generator bug that writes a wrong pronoun or a wrong span sho
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import json
 import random
@@ -332,9 +331,7 @@ def test_bundled_suites_parse_and_match_the_generator(kind):
     assert len(items) == len(lines) and all(not it.ambiguous for it in items)
 
 
-def test_docs_examples_and_no_torch():
-    for module in (corpus, story, lexicon):
-        assert doctest.testmod(module).failed == 0
+def test_the_corpus_needs_no_torch():
     code = "import sys, fabric_cli.corpus; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

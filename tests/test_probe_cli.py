@@ -307,12 +307,3 @@ def test_emergence_names_its_suites_and_no_random_heads_is_said_plainly(world):
     r = probe(world, "--ablate", "--random-heads", "0")
     assert r.exit_code == 0, r.output
     assert "no random head to compare with (--random-heads 0" in r.stdout
-
-
-def test_the_run_module_examples_hold():
-    """probe_run's examples: a checkpoint in RUN/checkpoints/ belongs to RUN, anywhere else to --run."""
-    import doctest
-
-    import fabric_cli.probe.run as run_module
-
-    assert doctest.testmod(run_module).failed == 0

@@ -121,10 +121,20 @@ def bar(weight: float, width: int = 10) -> str:
 
     Example:
         >>> bar(0.55, 4)
-        '██▏'
+        '██▎'
     """
     eighths = int(round(max(0.0, min(1.0, weight)) * width * 8))
     return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+def signed(x: float) -> str:
+    """A log-probability difference to 3 places with its sign; one that rounds to zero is +0.000.
+
+    Example:
+        >>> signed(-0.0002), signed(1.23456)
+        ('+0.000', '+1.235')
+    """
+    return f"{x if round(x, 3) else 0.0:+.3f}"
 
 
 def _pct(x: float | None) -> str:
@@ -244,11 +254,11 @@ def _ablation_lines(a: dict | None) -> list[str]:
     return [
         f"Ablation of head {a['head']} on {a['n']} prompts: preference = log p(referent's continuation) "
         f"- log p(distractor's), at the pronoun",
-        f"  intact {a['clean']:+.3f}",
-        f"  zero ablation {a['zero']:+.3f} (drop {a['zero_drop']:+.3f});  mean ablation {a['mean']:+.3f} "
-        f"(drop {a['mean_drop']:+.3f})",
-        (f"  {k} random other heads: zero drop mean {rz['mean']:+.3f}, max {rz['max']:+.3f}; "
-         f"mean drop mean {rm['mean']:+.3f}, max {rm['max']:+.3f}") if k
+        f"  intact {signed(a['clean'])}",
+        f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])});  mean ablation {signed(a['mean'])} "
+        f"(drop {signed(a['mean_drop'])})",
+        (f"  {k} random other heads: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
+         f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
     ]
 
