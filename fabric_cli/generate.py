@@ -361,13 +361,13 @@ def complete(
     `on_text(sample, text)` receives each piece of final text as it is made (to stream it);
     `on_notice(message)` receives remarks for the person at the terminal (a prompt cut to fit).
     """
+    check_memory(engine.model.config, cfg, engine.device)
     block = engine.model.config.block_size
     ids, dropped = encode_prompt(engine.tokenizer, prompt, block, engine.eot_id)
     if dropped and on_notice:
         on_notice(f"the prompt has {len(ids) + dropped} tokens, the context holds {block}: keeping the last {block}")
     if not prompt and on_notice:
         on_notice("the prompt is empty: starting from the end-of-text token, as a new document")
-    check_memory(engine.model.config, cfg, engine.device)
     n = cfg.num_samples
     x = torch.tensor([ids] * n, dtype=torch.long, device=engine.device)  # (N, T): one row per sample
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
