@@ -13,9 +13,11 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Collection
 
 import torch
@@ -25,6 +27,7 @@ from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.files import atomic_path, file_sha256
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.trainstep import (
@@ -207,6 +210,7 @@ class Loop:
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
               progress) -> "Loop":
         data = load_tokens(data_dir or paths.tokens)
+        tokenizer_source = _tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
         if has_checkpoint and not (resume or restart):
             at = f" (step {ckpt.read_info(paths.latest).step})" if paths.latest.exists() else ""
@@ -246,6 +250,9 @@ class Loop:
         # Every setting has been checked and the model built: only now may --restart delete the old run.
         if dist.is_main and (restart or not resume):
             remove_run_outputs(paths)  # --restart, or metrics left by a run killed before its first save
+        if dist.is_main and tokenizer_source:
+            with atomic_path(paths.tokenizer) as tmp:
+                shutil.copyfile(tokenizer_source, tmp)
         dist.barrier()
         if resume:
             ckpt.restore_optimizer(model, optimizer, state)
@@ -423,6 +430,26 @@ class Loop:
 def model_cfg_line(model: GPT) -> str:
     c = model.config
     return f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, vocab {c.vocab_size}"
+
+
+def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
+    """Generate and probe read a run's checkpoints with its tokenizer.json, so it must be the one
+    the tokens were made with. Refuses a run that holds another; for a run with none (tokens from
+    another run's --data), returns that run's tokenizer.json to copy in, when it is the one."""
+    want = data.tokenizer_sha256
+    if not want:
+        return None
+    if paths.tokenizer.is_file():
+        have = file_sha256(paths.tokenizer)
+        if have != want:
+            raise InputError(
+                f"{data.folder} holds tokens of tokenizer sha256 {want[:12]}, but this run's {paths.tokenizer} is "
+                f"{have[:12]}: its checkpoints would be read with the wrong tokenizer; train these tokens in "
+                f"another --run, or tokenize this run's own corpus (fabric tokenize --force)"
+            )
+        return None
+    source = Path(data.folder).parent / "tokenizer.json"  # the tokens of RUN are in RUN/tokens
+    return source if source.is_file() and file_sha256(source) == want else None
 
 
 def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:

@@ -26,6 +26,7 @@ from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, TrainConfig, preset
 from fabric_cli.data import load_tokens
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.files import file_sha256
 from fabric_cli.metrics import LayerGroups, read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
@@ -407,3 +408,22 @@ def test_batches_are_a_function_of_the_step_and_ranks_split_the_global_batch(run
     assert torch.equal(x1[:, 1:], y1[:, :-1])
     halves = [data.batch("train", 5, 0, 4, 16, seed=3, rank=r, world_size=2)[0] for r in (0, 1)]
     assert torch.equal(torch.cat(halves), x1)
+
+
+def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_along(tmp_path, runner):
+    """Generate and probe read a run's checkpoints with its tokenizer.json: training must not make them disagree."""
+    other = RunPaths(tmp_path / "other")
+    other.root.mkdir()
+    other.tokenizer.write_text('{"model": "the other run\'s"}')
+    write_tokens(other.tokens, sha=file_sha256(other.tokenizer))
+    mine = RunPaths(tmp_path / "mine")
+    mine.root.mkdir()
+    mine.tokenizer.write_text('{"model": "mine"}')
+    args = ["--data", str(other.tokens), "--steps", "2", *FAST_ARGS]
+    r = runner.invoke(app, ["train", "--run", str(mine.root), *args])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "wrong tokenizer" in r.stderr, r.output
+    assert not mine.checkpoints.exists()
+    fresh = RunPaths(tmp_path / "fresh")
+    r = runner.invoke(app, ["train", "--run", str(fresh.root), *args])
+    assert r.exit_code == 0, r.output
+    assert fresh.tokenizer.read_bytes() == other.tokenizer.read_bytes() and fresh.latest.is_file()
