@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fabric_cli.config import ModelConfig
+from fabric_cli.config import ModelConfig, RunPaths
 from fabric_cli.errors import CheckpointError
 from fabric_cli.files import atomic_path
 from fabric_cli.model import GPT
@@ -86,6 +86,30 @@ def _header(path: Path) -> dict[str, str]:
         raise CheckpointError(f"checkpoint {path} is not a safetensors file ({e})") from None
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The weights file a CHECKPOINT argument names: a file itself, or the latest checkpoint of a run
+    directory or of its checkpoints/ folder.
+
+    Raises:
+        CheckpointError: nothing at `path`, or a folder that holds no latest checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        latest = next((p for p in (RunPaths(path).latest, path / "latest.safetensors") if p.is_file()), None)
+        if latest is None:
+            raise CheckpointError(
+                f"{path} is a folder without checkpoints/latest.safetensors; give a run directory "
+                f"that `fabric train` has saved into, or a weights file such as RUN/checkpoints/step-000100.safetensors"
+            )
+        return latest
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; run `fabric train` first, "
+            f"or give a weights file or a run directory"
+        )
+    return path
+
+
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
@@ -109,25 +133,38 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
     return upgrade_metadata(meta)
 
 
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape, from the file's header alone (no tensor is read)."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def model_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors a checkpoint of `config` must hold, with their shapes (built on the meta device:
+    no memory is allocated, nothing is initialised)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+
+
+def check_fits(path: str | os.PathLike, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    """A checkpoint's tensors (`found`) must be exactly the model's (`expected`), name for name and
+    shape for shape: a cut or edited file is refused, naming what is off."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise CheckpointError(f"checkpoint {path}: tensor {k} has shape {found[k]}, the model expects {shape}")
+
+
 def load_weights(path: str | os.PathLike, model: GPT) -> None:
     """Load weights into `model`, checking every tensor's name and shape first."""
     expected = model.state_dict()
+    check_fits(path, tensor_shapes(path), {k: tuple(v.shape) for k, v in expected.items()})
     with safe_open(str(path), framework="pt") as f:
-        found = set(f.keys())
-        missing, unexpected = sorted(set(expected) - found), sorted(found - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
-        state = {}
-        for k in expected:
-            t = f.get_tensor(k)
-            if tuple(t.shape) != tuple(expected[k].shape):
-                raise CheckpointError(
-                    f"checkpoint {path}: tensor {k} has shape {tuple(t.shape)}, the model expects {tuple(expected[k].shape)}"
-                )
-            state[k] = t
-    model.load_state_dict(state)
+        model.load_state_dict({k: f.get_tensor(k) for k in expected})
 
 
 def load_model(

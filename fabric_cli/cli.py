@@ -106,6 +106,11 @@ def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
     return RunPaths.resolve(run or (ctx.obj or {}).get("run"))
 
 
+def tokenizer_file(path: Optional[Path]) -> Optional[Path]:
+    """--tokenizer as given, or the tokenizer.json in it when it names a folder (a run directory)."""
+    return path / "tokenizer.json" if path is not None and path.is_dir() else path
+
+
 def echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
@@ -282,14 +287,15 @@ def probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib).")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Find the attention heads that tie a pronoun to its referent; writes probe/report.json."""
     from fabric_cli import probe as pr
+    from fabric_cli.checkpoint import resolve_checkpoint
 
     cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
                       top=top, ablate=ablate, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
@@ -299,7 +305,8 @@ def probe(
     if report is not None and report.is_dir():
         raise InputError(f"--report {report} is a folder; give the report's file name, such as {report / 'report.json'}")
     paths = run_paths(ctx, run)
-    result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer)
+    checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
+    result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
     target = report or result.run.probe / "report.json"  # the checkpoint's run, not always --run
     if plot:
         prefix = "" if report is None else f"{report.stem}-"
@@ -329,12 +336,13 @@ def generate(
     echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prompt before its completion (with --interactive only when given).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No speed figures on stderr.")] = False,
     as_json: JsonOpt = False,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: the run's).", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors).", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     run: RunOpt = None,
 ) -> None:
     """Continue a prompt with the trained model, streaming the text as it is made."""
+    from fabric_cli.checkpoint import resolve_checkpoint
     from fabric_cli.generate import load_engine
 
     cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
@@ -342,8 +350,8 @@ def generate(
     if interactive and (as_json or prompt is not None):
         raise InputError("--interactive reads its prompts line by line; give no PROMPT and no --json with it")
     paths = run_paths(ctx, run)
-    ckpt = checkpoint or paths.latest
-    engine = load_engine(ckpt, tokenizer, device, run_tokenizer=paths.tokenizer)
+    ckpt = resolve_checkpoint(checkpoint) if checkpoint else paths.latest
+    engine = load_engine(ckpt, tokenizer_file(tokenizer), device, run_tokenizer=paths.tokenizer)
     cfg.slide_for(engine.model.config.block_size)  # a bad --slide is refused before any output
     if interactive:
         echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it

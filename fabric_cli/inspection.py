@@ -7,14 +7,14 @@ instant even for a large model; the gradient-flow table comes from the run's met
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
-from safetensors import safe_open
 
-from fabric_cli.checkpoint import read_info
+from fabric_cli.checkpoint import check_fits, model_shapes, read_info, resolve_checkpoint, tensor_shapes
 from fabric_cli.config import RunPaths
-from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.errors import InputError
 from fabric_cli.metrics import EXPLODING, VANISHING, gradient_flow, read_metrics
 
 COMPONENTS = ("embeddings", "attention", "feed_forward", "norms")
@@ -33,41 +33,14 @@ def component(name: str) -> str:
     return "other"
 
 
-def parameter_counts(path: str | os.PathLike) -> dict[str, int]:
+def parameter_counts(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """Parameters per component (the LM head is tied to the token embedding: counted once)."""
     counts = dict.fromkeys(COMPONENTS, 0)
-    with safe_open(str(path), framework="pt") as f:
-        for name in f.keys():
-            n = 1
-            for d in f.get_slice(name).get_shape():
-                n *= d
-            key = component(name)
-            counts[key] = counts.get(key, 0) + n
+    for name, shape in shapes.items():
+        key = component(name)
+        counts[key] = counts.get(key, 0) + math.prod(shape)
     counts["total"] = sum(counts.values())
     return counts
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The weights file to inspect: `path` itself, or a run directory's checkpoints/latest.safetensors.
-
-    Raises:
-        CheckpointError: nothing at `path`, or a directory that holds no latest checkpoint.
-    """
-    path = Path(path)
-    if path.is_dir():
-        latest = RunPaths(path).latest
-        if not latest.is_file():
-            raise CheckpointError(
-                f"{path} is a directory without checkpoints/latest.safetensors; give a run directory "
-                f"that `fabric train` has saved into, or a weights file such as RUN/checkpoints/step-000100.safetensors"
-            )
-        return latest
-    if not path.exists():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; run `fabric train` first, "
-            f"or give a CHECKPOINT path (a weights file or a run directory)"
-        )
-    return path
 
 
 def read_named_metrics(path: Path) -> list[dict]:
@@ -125,6 +98,8 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
     """
     path = resolve_checkpoint(path)
     info = read_info(path)
+    shapes = tensor_shapes(path)
+    check_fits(path, shapes, model_shapes(info.config))  # what generate and probe would refuse to load
     if metrics is not None:
         metrics_path = Path(metrics)
         records = read_named_metrics(metrics_path)
@@ -150,7 +125,7 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
             "eval_train_loss": last_eval.get("train_loss") if last_eval else None,
             "val_loss": last_eval.get("val_loss") if last_eval else info.extra.get("val_loss"),
         },
-        "parameters": parameter_counts(path),
+        "parameters": parameter_counts(shapes),
         "metrics": str(metrics_path) if records is not None else None,
         "gradient_flow": flow,
         "gradient_flow_note": None if flow else no_flow_note(path, metrics_path, records is not None, info.step),

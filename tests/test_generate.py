@@ -288,6 +288,13 @@ def test_cli_finds_the_tokenizer_beside_a_checkpoint_or_asks_for_it(runner, run,
     r = runner.invoke(app, [*elsewhere, "--checkpoint", str(run.latest), "The dog", "-t", "0", "-n", "5", "--no-echo", "-q"])
     assert r.exit_code == 0, r.output
     assert r.stdout == _json(runner, run, "The dog", "-t", "0", "-n", "5")["completions"][0] + "\n"
+    # a run directory (or its checkpoints/ folder) names its latest checkpoint, and its tokenizer
+    for ckpt in (run.root, run.checkpoints):
+        by_folder = runner.invoke(app, [*elsewhere, "--checkpoint", str(ckpt), "--tokenizer", str(run.root),
+                                        "The dog", "-t", "0", "-n", "5", "--no-echo", "-q"])
+        assert by_folder.exit_code == 0 and by_folder.stdout == r.stdout, by_folder.output
+    assert "is a folder without checkpoints/latest.safetensors" in _error(
+        runner.invoke(app, [*elsewhere, "--checkpoint", str(tmp_path), "hi"]))
     lone = tmp_path / "lone.safetensors"  # a checkpoint outside any run: no tokenizer beside it
     lone.write_bytes(run.latest.read_bytes())
     msg = _error(runner.invoke(app, [*elsewhere, "--checkpoint", str(lone), "hi"]))

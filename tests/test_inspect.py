@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
 from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, TrainConfig, preset
@@ -90,7 +93,7 @@ def test_without_metrics_or_checkpoint(tmp_path, runner):
     assert (f"gradient flow: no gradient norms: {path} is not inside a run's checkpoints/ folder; "
             f"name its metrics.jsonl with --metrics") in result.stdout
     line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")]))
-    assert "fabric train" in line and "give a CHECKPOINT path" in line and "--checkpoint" not in line
+    assert "fabric train" in line and "give a weights file or a run directory" in line and "--checkpoint" not in line
 
 
 def test_a_named_metrics_file_must_exist_and_be_json_lines(trained, tmp_path, runner):
@@ -133,12 +136,27 @@ def test_a_run_directory_is_read_as_its_latest_checkpoint(trained, tmp_path, run
     assert report["checkpoint"] == str(trained.latest) and report["step"] == 12
     assert report["metrics"] == str(trained.metrics) and report["gradient_flow"]["steps"] == [3, 9, 12]
     line = refused(runner.invoke(app, ["inspect", str(tmp_path)]))
-    assert f"{tmp_path} is a directory without checkpoints/latest.safetensors" in line
+    assert f"{tmp_path} is a folder without checkpoints/latest.safetensors" in line
 
 
 def test_the_training_state_file_points_to_the_weights_beside_it(trained, runner):
     line = refused(runner.invoke(app, ["inspect", str(trained.latest_state)]))
     assert "training state" in line and f"pass the weights file beside it, {trained.latest}" in line
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_refused(trained, tmp_path, runner):
+    """inspect shows what generate and probe can load: a tensor cut out or reshaped is named."""
+    with safe_open(str(trained.latest), framework="pt") as f:
+        meta = f.metadata()  # the config the model is rebuilt from
+    tensors = load_file(trained.latest)
+    cut = {k: v for k, v in tensors.items() if k != "transformer.h.1.mlp.c_fc.bias"}
+    save_file(cut, tmp_path / "cut.safetensors", metadata=meta)
+    line = refused(runner.invoke(app, ["inspect", str(tmp_path / "cut.safetensors")]))
+    assert "does not fit the model: missing ['transformer.h.1.mlp.c_fc.bias']" in line
+    tensors["transformer.ln_f.weight"] = tensors["transformer.ln_f.weight"][:-1].clone()
+    save_file(tensors, tmp_path / "narrow.safetensors", metadata=meta)
+    line = refused(runner.invoke(app, ["inspect", str(tmp_path / "narrow.safetensors")]))
+    assert "tensor transformer.ln_f.weight has shape (15,), the model expects (16,)" in line
 
 
 def test_the_step_loss_and_the_evaluation_losses_are_told_apart(trained, runner):
