@@ -33,6 +33,9 @@ class _FabricGroup(typer.core.TyperGroup):
         except FabricError as e:
             click.echo(f"fabric: error: {e}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:  # Ctrl-C outside training, which saves and says how to resume itself
+            click.echo("fabric: interrupted (Ctrl-C)", err=True)
+            ctx.exit(130)
         except BrokenPipeError:  # `fabric ... | head` closed stdout: not an error of ours to report
             sys.stdout = open(os.devnull, "w")  # nothing more can be written, not even at exit
             ctx.exit(141)

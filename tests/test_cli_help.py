@@ -74,3 +74,14 @@ def test_a_closed_stdout_is_a_quiet_exit_not_a_path_error(tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait() == 141 and err == ""
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(runner, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fabric_cli.tokenizer.tokenize_corpus", interrupted)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Once upon a time. " * 50)
+    r = runner.invoke(app, ["--run", str(tmp_path / "run"), "tokenize", str(corpus)])
+    assert r.exit_code == 130 and r.stderr == "fabric: interrupted (Ctrl-C)\n" and r.stdout == ""
