@@ -269,7 +269,7 @@ class Loop:
             loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens: "
                      f"training {loop.max_steps:,} steps, {loop.max_steps * loop.tokens_per_step:,} tokens")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
-            loop.say(f"resuming with {changed} (the rest as the run was started)")
+            loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
         loop.say(
             f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
             f"[{choice.reason}]; {loop.tokens_per_step:,} tokens/step"

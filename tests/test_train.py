@@ -118,7 +118,7 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     assert done.exit_code == 1 and "already at step 6" in done.output
     more = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "7", "--lr", "1e-3"])
     assert more.exit_code == 0, more.output
-    assert "resuming with --steps 7 (was 6), --lr 0.001 (was 0.003) (the rest as the run was started)" in more.stderr
+    assert "resuming with --steps 7 (was 6), --lr 0.001 (was 0.003) (the rest as saved with the checkpoint)" in more.stderr
     run.probe.mkdir(exist_ok=True)
     (run.probe / "report.json").write_text("{}")  # made from the old run's checkpoints
     again = runner.invoke(app, ["train", "--run", str(run.root), "--steps", "2", "--restart", *FAST_ARGS])
