@@ -54,6 +54,8 @@ class TrainResult:
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
     val_step: int | None = None  # the step val_loss was evaluated at
     compile_seconds: float = 0.0  # --compile: the first step, compiling; left out of train_seconds and tokens/s
+    settings: dict = dataclasses.field(default_factory=dict)  # the TrainConfig the run used (a resume's included)
+    model: dict = dataclasses.field(default_factory=dict)  # the ModelConfig trained
     is_main: bool = True
 
     def to_dict(self) -> dict:
@@ -337,7 +339,8 @@ class Loop:
             train_seconds=train_time, tokens_per_s=tps, compile_seconds=round(self.compile_seconds, 3),
             flops_per_s=self.model.flops_per_token() * tps, params=self.model.num_params(),
             device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
-            stopped_by=stopped_by, is_main=dist.is_main,
+            stopped_by=stopped_by, settings=dataclasses.asdict(self.cfg), model=self.model.config.to_dict(),
+            is_main=dist.is_main,
         )
 
     def sync(self, lr: float | None, stop_flag: bool) -> bool:

@@ -176,6 +176,9 @@ def test_summary_says_what_its_figures_cover_and_a_long_warmup_is_noted(run, run
     out = json.loads(r.stdout)
     assert out["val_step"] == 3 and 0 < out["train_seconds"] <= out["seconds"]
     assert out["tokens_per_s"] == pytest.approx(out["tokens_seen"] / out["train_seconds"], rel=1e-6)
+    # what ran, for a script: the settings (typed or defaulted) and the model's shape
+    assert out["settings"]["warmup"] == 2 and out["settings"]["lr"] == 3e-3 and out["settings"]["preset"] == "tiny"
+    assert out["model"] == preset("tiny", vocab_size=256).to_dict()
     text = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "5", "--eval-interval", "2",
                                "--restart", "--stop-at", "3"])
     assert text.exit_code == 0, text.output
