@@ -336,6 +336,7 @@ class GenerationResult:
     prompt: str
     completions: list[str]
     finish_reasons: list[str]  # per completion: "length", "eot" or "stop"
+    completion_tokens: list[int]  # per completion: tokens sampled, up to and including the one that ended it
     prompt_tokens: int  # as fed to the model (after dropping what did not fit)
     new_tokens: int  # sampled, over all completions, up to and including the one that ended each
     time_to_first_token_s: float
@@ -374,7 +375,7 @@ def complete(
     generator = torch.Generator(device=engine.device).manual_seed(seed)
     decoders = [StreamDecoder(engine.tokenizer, cfg.stop) for _ in range(n)]
     reasons: list[str | None] = [None] * n
-    made, first = 0, None
+    counts, first = [0] * n, None
     start = time.perf_counter()
     try:
         for step in generate(engine.model, x, cfg, generator, engine.eot_id):
@@ -383,7 +384,7 @@ def complete(
             for row, token in enumerate(tokens):
                 if reasons[row]:
                     continue
-                made += 1
+                counts[row] += 1
                 if token == engine.eot_id:
                     reasons[row] = "eot"
                     continue
@@ -400,11 +401,12 @@ def complete(
         piece = dec.finish()
         if piece and on_text:
             on_text(row, piece)
-    seconds = time.perf_counter() - start
+    seconds, made = time.perf_counter() - start, sum(counts)
     return GenerationResult(
         prompt=prompt,
         completions=[d.text for d in decoders],
         finish_reasons=[r or "length" for r in reasons],
+        completion_tokens=counts,
         prompt_tokens=len(ids),
         new_tokens=made,
         time_to_first_token_s=round(first or 0.0, 6),

@@ -247,7 +247,12 @@ def test_cli_streams_and_reports(runner, run, engine):
 def test_cli_json_num_samples_and_stdin(runner, run):
     out = _json(runner, run, "The dog", "-n", "12", "--num-samples", "3", "--seed", "4", "--no-cache")
     assert len(out["completions"]) == 3 and len(set(out["completions"])) == 3  # one batch, three draws
-    assert out["new_tokens"] == 36 and out["cache"] is False and out["tokens_per_s"] > 0
+    assert out["new_tokens"] == 36 and out["completion_tokens"] == [12, 12, 12]
+    assert out["cache"] is False and out["tokens_per_s"] > 0
+    stopped = _json(runner, run, "The dog", "-n", "12", "--num-samples", "4", "--seed", "4", "--stop", "e")
+    counts, reasons = stopped["completion_tokens"], stopped["finish_reasons"]
+    assert sum(counts) == stopped["new_tokens"] and len(set(counts)) > 1  # each sample ends where its own stop is
+    assert all(c == 12 if r == "length" else c <= 12 for c, r in zip(counts, reasons)) and "stop" in reasons
     assert out["step"] == 7 and out["time_to_first_token_s"] > 0
     piped = _cli(runner, run, "-", "--json", "-n", "12", "--num-samples", "3", "--seed", "4", input="The dog")
     assert json.loads(piped.stdout)["prompt"] == "The dog"
