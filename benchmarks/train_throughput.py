@@ -27,7 +27,7 @@ beside it, each round's median interval against that round's own matmul figures.
 
 On CUDA the reference is bf16 8192x8192 matmul TFLOP/s (torch) measured the same way, and the
 figure of merit is model FLOP utilisation (MFU): achieved model FLOP/s (the median interval)
-against the GPU's dense bf16 peak from its data sheet (PEAK_BF16; an unlisted GPU is measured
+against the GPU's dense bf16 peak from its data sheet (fabric_cli.device.PEAK_BF16; an unlisted GPU is measured
 against the matmul figure instead, and says so). The goal there: the gpt2 shape at 40% MFU or more.
 """
 
@@ -44,6 +44,7 @@ import torch
 from machine import load_average, matmul_gflops
 
 from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.device import peak_bf16
 from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
@@ -54,16 +55,10 @@ SHAPES = {
     "cpu": dict(vocab=4096, cfg=dict(preset="cpu", batch_size=16)),
     "gpt2": dict(vocab=50304, cfg=dict(preset="gpt2", batch_size=16)),
 }
-# Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (without sparsity), by the
-# first name that torch.cuda.get_device_name contains: longer names first (L40S before L40 before L4).
-PEAK_BF16 = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989.4e12, "H200 NVL": 835e12, "H200": 989.4e12,
-             "H800": 989.4e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
-
-
 def gpu_peak(device: str) -> tuple[str, float | None]:
     """(the GPU's name, its dense bf16 peak in FLOP/s, or None when it is not in PEAK_BF16)."""
     name = torch.cuda.get_device_name(torch.device(device))
-    return name, next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+    return name, peak_bf16(name)
 
 
 def write_random_tokens(folder: Path, vocab: int, n_train: int = 400_000, n_val: int = 20_000) -> None:

@@ -57,3 +57,19 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+# Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (without sparsity), by the first
+# name that torch.cuda.get_device_name contains: longer names first (L40S before L40 before L4).
+PEAK_BF16 = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989.4e12, "H200 NVL": 835e12, "H200": 989.4e12,
+             "H800": 989.4e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
+
+
+def peak_bf16(gpu_name: str) -> float | None:
+    """A GPU's dense bf16 peak in FLOP/s by its name, or None when it is not in PEAK_BF16.
+
+    Example:
+        >>> peak_bf16("NVIDIA H100 80GB HBM3"), peak_bf16("NVIDIA L40S"), peak_bf16("Tesla V100-SXM2-16GB")
+        (989400000000000.0, 362000000000000.0, None)
+    """
+    return next((peak for key, peak in PEAK_BF16.items() if key in gpu_name), None)

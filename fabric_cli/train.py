@@ -25,7 +25,7 @@ import torch
 from fabric_cli import checkpoint as ckpt
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
-from fabric_cli.device import choose_device
+from fabric_cli.device import choose_device, peak_bf16
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.files import atomic_path, file_sha256
 from fabric_cli.metrics import LayerGroups, MetricsLog
@@ -54,6 +54,8 @@ class TrainResult:
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
     val_step: int | None = None  # the step val_loss was evaluated at
     compile_seconds: float = 0.0  # --compile: the first step, compiling; left out of train_seconds and tokens/s
+    gpu: str | None = None  # the CUDA device's name
+    mfu: float | None = None  # bf16 on CUDA: model FLOP/s per GPU against its data-sheet dense bf16 peak
     settings: dict = dataclasses.field(default_factory=dict)  # the TrainConfig the run used (a resume's included)
     model: dict = dataclasses.field(default_factory=dict)  # the ModelConfig trained
     is_main: bool = True
@@ -77,7 +79,8 @@ class TrainResult:
             f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving"
             + (f", and {self.compile_seconds:.1f} s compiling in the first step)" if self.compile_seconds else ")"),
             f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
-            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})",
+            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})"
+            + (f"; MFU {self.mfu:.1%} of the {self.gpu}'s dense bf16 peak" if self.mfu is not None else ""),
             f"checkpoint    {self.checkpoint}",
         ])
 
@@ -189,7 +192,7 @@ class Loop:
         self.step = self.saved_step = step
         self.start_step, self.tokens_seen, self.device = step, tokens_seen, device
         self.progress = progress and dist.is_main
-        self.amp = amp_for(device, dtype)
+        self.dtype, self.amp = dtype, amp_for(device, dtype)
         self.groups = LayerGroups(model, self.mc.n_layer)
         self.tokens_per_step, self.max_steps = budget(cfg, self.mc.block_size, dist.world)
         self.metrics = MetricsLog(paths.metrics, enabled=dist.is_main)
@@ -333,11 +336,15 @@ class Loop:
         train_time = max(seconds - self.paused, 1e-9)
         timed_steps = self.step - self.start_step - (1 if self.compile_seconds else 0)
         tps = max(timed_steps, 0) * self.tokens_per_step / train_time
+        flops = self.model.flops_per_token() * tps
+        gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None
+        peak = peak_bf16(gpu) if gpu and self.dtype == "bfloat16" else None
         return TrainResult(
             step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
             train_loss=self.train_loss, val_loss=self.val_loss, val_step=self.val_step, seconds=seconds,
             train_seconds=train_time, tokens_per_s=tps, compile_seconds=round(self.compile_seconds, 3),
-            flops_per_s=self.model.flops_per_token() * tps, params=self.model.num_params(),
+            flops_per_s=flops, params=self.model.num_params(), gpu=gpu,
+            mfu=round(flops / (peak * dist.world), 4) if peak else None,
             device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, settings=dataclasses.asdict(self.cfg), model=self.model.config.to_dict(),
             is_main=dist.is_main,

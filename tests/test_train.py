@@ -179,6 +179,7 @@ def test_summary_says_what_its_figures_cover_and_a_long_warmup_is_noted(run, run
     # what ran, for a script: the settings (typed or defaulted) and the model's shape
     assert out["settings"]["warmup"] == 2 and out["settings"]["lr"] == 3e-3 and out["settings"]["preset"] == "tiny"
     assert out["model"] == preset("tiny", vocab_size=256).to_dict()
+    assert out["gpu"] is None and out["mfu"] is None  # MFU needs a GPU's data-sheet peak
     text = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "5", "--eval-interval", "2",
                                "--restart", "--stop-at", "3"])
     assert text.exit_code == 0, text.output
@@ -430,3 +431,16 @@ def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_
     r = runner.invoke(app, ["train", "--run", str(fresh.root), *args])
     assert r.exit_code == 0, r.output
     assert fresh.tokenizer.read_bytes() == other.tokenizer.read_bytes() and fresh.latest.is_file()
+
+
+def test_summary_gives_mfu_against_the_gpus_bf16_peak():
+    """On CUDA in bf16 the summary reads as nanoGPT's does: model FLOP utilisation per GPU."""
+    from fabric_cli.device import peak_bf16
+    from fabric_cli.train import TrainResult
+
+    flops = 0.412 * peak_bf16("NVIDIA H100 80GB HBM3")
+    r = TrainResult(step=10, max_steps=10, tokens_seen=1, train_loss=1.0, val_loss=1.0, seconds=1.0, train_seconds=1.0,
+                    tokens_per_s=1.0, flops_per_s=flops, params=1, device="cuda", world_size=1, checkpoint="c",
+                    gpu="NVIDIA H100 80GB HBM3", mfu=0.412)
+    assert "GFLOP/s (1 parameters, cuda); MFU 41.2% of the NVIDIA H100 80GB HBM3's dense bf16 peak" in r.summary()
+    assert peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("NVIDIA L4") == 121e12 and peak_bf16("Tesla T4") is None
