@@ -170,10 +170,11 @@ _CORPUS = CorpusConfig()
 
 @app.command(epilog='Examples:\n\n  fabric corpus stories.txt --size 200KB --seed 7 --suites suites')
 def corpus(
+    ctx: typer.Context,
     out: Annotated[Optional[Path], typer.Argument(
         metavar="[OUT]", help="Corpus file to write: one story a paragraph, a blank line between stories.", show_default=False)] = None,
     size: Annotated[str, typer.Option("--size", help="Characters to write: 4MB, 500KB, 20000 (KB/MB/GB decimal, KiB/MiB binary).")] = _CORPUS.size,
-    stories: Annotated[Optional[int], typer.Option("--stories", help="Write exactly this many stories (instead of --size).", show_default=False)] = None,
+    stories: Annotated[Optional[int], typer.Option("--stories", help="Write exactly this many stories (not with --size).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same corpus.")] = _CORPUS.seed,
     suites: Annotated[Optional[Path], typer.Option("--suites", help="Also write the probe suites (gender, number, long_distance, referent_first, referent_second) as DIR/<suite>.jsonl.", show_default=False)] = None,
     suite_size: Annotated[int, typer.Option("--suite-size", help="Items per probe suite.")] = _CORPUS.suite_size,
@@ -184,9 +185,10 @@ def corpus(
     """Generate the Chronicles: short stories whose pronouns a model must resolve, and probe suites with ground truth."""
     from fabric_cli import corpus as cp
 
-    n_chars = None if stories is not None or out is None else cp.parse_size(size)
-    big = (n_chars or 0) >= 1_000_000 or (stories or 0) >= 2_000
-    summary, suite_rows = cp.write_all(out, suites, n_stories=stories, n_chars=n_chars, seed=seed, suite_size=suite_size,
+    size_given = ctx.get_parameter_source("size").name == "COMMANDLINE"  # typed, not the default
+    n_stories, n_chars = cp.corpus_length(stories, size if size_given else None)
+    big = out is not None and ((n_chars or 0) >= 1_000_000 or (n_stories or 0) >= 2_000)
+    summary, suite_rows = cp.write_all(out, suites, n_stories=n_stories, n_chars=n_chars, seed=seed, suite_size=suite_size,
                                        suite_seed=suite_seed, force=force, progress=big)
     result = {k: v for k, v in (("corpus", summary and summary.to_dict()), ("suites", suite_rows)) if v is not None}
     if json_out:

@@ -33,7 +33,7 @@ from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 
 __all__ = ["CorpusConfig", "SUITES", "HELDOUT_PERCENT", "is_heldout_pair", "generate_corpus", "write_corpus", "write_all",
-           "parse_size", "generate_suite", "write_suites", "baselines"]
+           "corpus_length", "parse_size", "generate_suite", "write_suites", "baselines"]
 
 SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
 SEPARATOR = "\n\n"  # a blank line between stories: the tokenizer's document boundary
@@ -105,10 +105,11 @@ def generate_corpus(n_stories: int | None = None, n_chars: int | None = None, se
 def _stories(n_stories: int | None, n_chars: int | None, seed: int) -> Iterator[tuple[str, list[str]]]:
     """(story, its characters' nouns) pairs; the arguments are checked before the first story is made."""
     if (n_stories is None) == (n_chars is None):
-        raise InputError("give the corpus size as a number of stories or a number of characters, not both")
-    limit = n_stories if n_stories is not None else n_chars
-    if limit < 1:
-        raise InputError(f"corpus size must be at least 1, got {limit}")
+        raise InputError(_ONE_LENGTH)
+    if n_stories is not None and n_stories < 1:
+        raise InputError(f"--stories must be at least 1, got {n_stories}")
+    if n_chars is not None and n_chars < 1:
+        raise InputError(f"--size must be at least 1 character, got {n_chars}")
 
     def stories() -> Iterator[tuple[str, list[str]]]:
         rng, made, chars = random.Random(seed), 0, 0
@@ -118,6 +119,25 @@ def _stories(n_stories: int | None, n_chars: int | None, seed: int) -> Iterator[
             yield story
 
     return stories()
+
+
+_ONE_LENGTH = "give --stories or --size, not both: each sets the length of the corpus"
+
+
+def corpus_length(stories: int | None = None, size: str | None = None) -> tuple[int | None, int | None]:
+    """(n_stories, n_chars) for write_all from `--stories` and `--size`, each None when not given.
+
+    Each sets the corpus's length, so the two together are refused; neither means the default --size.
+
+    Example:
+        >>> corpus_length(stories=5), corpus_length(size="2KB"), corpus_length()
+        ((5, None), (None, 2000), (None, 4000000))
+    """
+    if stories is not None and size is not None:
+        raise InputError(_ONE_LENGTH)
+    if stories is not None:
+        return stories, None
+    return None, parse_size(CorpusConfig.size if size is None else size)
 
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,

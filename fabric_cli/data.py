@@ -45,11 +45,12 @@ class TokenData:
         return self.meta.get("tokenizer_sha256") or None
 
     def check_context(self, block_size: int) -> None:
+        """Refuse a split shorter than one window: block_size inputs and the target after the last."""
         for split, arr in (("train", self.train), ("val", self.val)):
-            if len(arr) < block_size + 2:
+            if len(arr) < block_size + 1:
                 raise InputError(
-                    f"{self.folder / (split + '.bin')} holds {len(arr)} tokens, fewer than one window of "
-                    f"context {block_size} + 1; tokenize a bigger corpus or pass a smaller --context"
+                    f"{self.folder / (split + '.bin')} holds {len(arr):,} tokens, fewer than one window of "
+                    f"context {block_size:,} + 1; tokenize a bigger corpus or pass a smaller --context"
                 )
 
     def batch(
@@ -79,8 +80,15 @@ class TokenData:
 def load_tokens(folder: str | os.PathLike) -> TokenData:
     """Open train.bin, val.bin and meta.json of a tokens folder, checking what can go wrong."""
     folder = Path(folder)
+    if folder.is_file():
+        raise InputError(
+            f"{folder} is a file, not a tokens folder: --data must be the folder `fabric tokenize` wrote (RUN/tokens, "
+            f"with train.bin, val.bin, meta.json); to train on a text file, run `fabric tokenize {folder}` first"
+        )
     meta_path = folder / "meta.json"
     missing = [p.name for p in (meta_path, folder / "train.bin", folder / "val.bin") if not p.is_file()]
+    if missing and (folder / "tokens" / "meta.json").is_file():
+        raise InputError(f"{folder} is a run directory, not its tokens folder: pass --data {folder / 'tokens'}")
     if missing:
         raise InputError(
             f"no tokens to train on: {folder} lacks {', '.join(missing)}; "
@@ -99,12 +107,12 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
         path = folder / f"{split}.bin"
         size = path.stat().st_size
         if size % dtype.itemsize:
-            raise InputError(f"{path} has {size} bytes, not a whole number of {dtype_name} tokens; tokenize again")
+            raise InputError(f"{path} has {size:,} bytes, not a whole number of {dtype_name} tokens; tokenize again")
         arr = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
         if len(arr) and int(_max_token(arr)) >= vocab_size:
             raise InputError(
                 f"{path} holds token id {int(_max_token(arr))}, but meta.json says the vocabulary has "
-                f"{vocab_size} tokens; the tokens and meta.json come from different tokenizers, tokenize again"
+                f"{vocab_size:,} tokens; the tokens and meta.json come from different tokenizers, tokenize again"
             )
         arrays.append(arr)
     return TokenData(folder, meta, arrays[0], arrays[1])

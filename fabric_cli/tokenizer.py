@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from fabric_cli.config import EOT, RunPaths, TokenizeConfig, bundled_corpus
+from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig, bundled_corpus
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_path, file_sha256, undo_new_folders, write_json_atomic
 
@@ -40,6 +40,10 @@ MAX_VOCAB = 2**20
 CHUNK_BYTES = 1 << 20  # read size
 BATCH_CHARS = 1 << 18  # characters per encode_batch call: keeps the cores busy, memory small
 MAX_PIECE_CHARS = 4 << 20  # a longer document is encoded in pieces, so memory stays flat
+# `fabric train` refuses a split shorter than one window (context + 1 tokens); under two windows it
+# would evaluate on overlapping windows of the same few tokens. Tokenize warns below two windows of
+# the default preset's context, so a user learns it now rather than when training fails.
+SMALL_SPLIT_TOKENS = 2 * PRESETS[TrainConfig.preset].block_size
 
 # The newline ending a line, then one or more blank (whitespace-only) lines: a document boundary.
 _SEP = re.compile(r"\r?\n(?:[^\S\n]*\n)+")
@@ -73,8 +77,7 @@ def train_tokenizer(texts: Iterable, vocab_size: int = 4096, min_frequency: int 
         'Zürich 🦊'
     """
     check_vocab_size(vocab_size)
-    if min_frequency < 0:
-        raise InputError(f"--min-frequency must be 0 or more, got {min_frequency}")
+    check_min_frequency(min_frequency)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -85,6 +88,13 @@ def train_tokenizer(texts: Iterable, vocab_size: int = 4096, min_frequency: int 
     tok = new_tokenizer()
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
+
+
+def check_min_frequency(min_frequency: int) -> None:
+    """Refuse a --min-frequency below 1: the BPE trainer never merges a pair it has not seen, so 0 would act as 1."""
+    if min_frequency < 1:
+        raise InputError(f"--min-frequency must be at least 1, got {min_frequency} (how often a pair must be seen "
+                         f"to be merged; 1 allows every pair)")
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -355,6 +365,8 @@ class TokenizeSummary:
     val_tokens: int
     tokens: int
     val_split: str  # "documents", or "tail" when there were too few documents
+    val_fraction: float  # --val-fraction: the share of documents (or, split by tail, of tokens) in val.bin
+    val_documents: int  # whole documents in val.bin (0 when split by tail)
     chars_per_token: float  # text tokens only: the end-of-text markers are not text
     tokens_per_word: float
     seconds: float
@@ -372,8 +384,10 @@ class TokenizeSummary:
         return [
             f"tokenizer    {self.tokenizer} ({how}, vocab {self.vocab_size:,}, {EOT} = {self.eot_id})",
             f"tokens       {self.tokens_dir}/ train.bin {self.train_tokens:,} + val.bin {self.val_tokens:,}"
-            f" = {self.tokens:,} ({self.dtype}, val by {self.val_split})",
-            f"documents    {self.documents:,} from {len(self.sources)} file(s), {self.bytes / 1e6:,.2f} MB",
+            f" = {self.tokens:,} ({self.dtype}; val: {self._val_held_out()})",
+        ] + self._small_split_warning() + [
+            f"documents    {self.documents:,} from {len(self.sources)} file{'' if len(self.sources) == 1 else 's'}, "
+            f"{self.bytes / 1e6:,.2f} MB",
             f"characters   {self.characters:,}",
             f"per token    {self.chars_per_token:.2f} characters, {self.tokens_per_word:.2f} tokens per word",
             f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
@@ -381,10 +395,33 @@ class TokenizeSummary:
               f"trained with the old tokenizer, are deleted, with the probe report and demo summary made "
               f"from them"] if self.started_over else [])
 
+    def _val_held_out(self) -> str:
+        """What val.bin holds, in words: whole documents, or the tail of the token stream."""
+        if self.val_split == "documents":
+            return f"{self.val_documents:,} of the {self.documents:,} documents, spread evenly"
+        return f"the last {self.val_fraction * 100:g}% of the tokens, too few documents to hold whole ones out"
+
+    def _small_split_warning(self) -> list[str]:
+        """A warning line when train.bin or val.bin holds under SMALL_SPLIT_TOKENS, saying what to do."""
+        small = [(name, n) for name, n in (("train.bin", self.train_tokens), ("val.bin", self.val_tokens))
+                 if n < SMALL_SPLIT_TOKENS]
+        if not small:
+            return []
+        names, counts = " and ".join(name for name, _ in small), " and ".join(f"{n:,}" for _, n in small)
+        now = f"--val-fraction (now {self.val_fraction:g})"
+        fix = {"val.bin": f" or raise {now}", "train.bin": f" or lower {now}"}.get(names, "")
+        return [f"warning      {names} {'holds' if len(small) == 1 else 'hold'} only {counts} tokens, under two "
+                f"windows of fabric train's default context ({SMALL_SPLIT_TOKENS // 2}); tokenize a bigger corpus{fix}"]
+
 
 def _is_val(i: int, f: float) -> bool:
     """Document i is held out when floor((i+1)f) > floor(if): an even, deterministic spread."""
     return math.floor((i + 1) * f) > math.floor(i * f)
+
+
+def _val_documents(documents: int, f: float, split: str) -> int:
+    """Documents _is_val holds out of `documents`: its steps telescope to floor(documents * f)."""
+    return math.floor(documents * f) if split == "documents" else 0
 
 
 def tokenize_corpus(
@@ -468,6 +505,7 @@ def tokenize_corpus(
     return TokenizeSummary(
         tokenizer=str(paths.tokenizer), tokens_dir=str(paths.tokens), trained=tokenizer is None,
         **{k: v for k, v in meta.items() if k not in ("format", "version", "byte_order")}, words=counts.words,
+        val_fraction=cfg.val_fraction, val_documents=_val_documents(counts.documents, cfg.val_fraction, meta["val_split"]),
         tokens=tokens, chars_per_token=round(counts.characters / max(1, tokens - counts.documents), 4),
         tokens_per_word=round((tokens - counts.documents) / max(1, counts.words), 4), seconds=round(seconds, 3),
         train_seconds=round(train_seconds, 3), mb_per_s=round(total / 1e6 / max(seconds, 1e-9), 3),
@@ -482,6 +520,7 @@ def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool
         raise InputError(f"--val-fraction must be between 0 and 1 (exclusive), got {cfg.val_fraction}")
     if tokenizer is None:
         check_vocab_size(cfg.vocab_size)
+        check_min_frequency(cfg.min_frequency)
     if paths.latest.exists() and not force:
         raise InputError(
             f"run {paths.root} already has a trained checkpoint ({paths.latest}) that would no longer "
@@ -521,8 +560,17 @@ def _encode(tok: Tokenizer, batches, eot: int, dtype: np.dtype, val_fraction: fl
 
 def _check_not_empty(counts: _Counts, sources: list[Source]) -> None:
     if counts.documents == 0:
-        names = ", ".join(s.name for s in sources[:3]) + (", ..." if len(sources) > 3 else "")
-        raise InputError(f"the corpus is empty: {names} hold(s) no text; give files with some text in them")
+        if len(sources) == 1:
+            raise InputError(f"the corpus is empty: {_shown(sources[0])} holds no text; give a file with some text in it")
+        more = len(sources) - 3
+        names = [_shown(s) for s in sources[:3]] + ([f"{more:,} more file{'s' if more > 1 else ''}"] if more > 0 else [])
+        raise InputError(f"the corpus is empty: {', '.join(names[:-1])} and {names[-1]} hold no text; "
+                         f"give files with some text in them")
+
+
+def _shown(src: Source) -> str:
+    """A source's name in a message: standard input says so."""
+    return "- (standard input)" if src.name == "-" else src.name
 
 
 def _move_tail(train: Path, val: Path, nbytes: int) -> None:

@@ -19,7 +19,8 @@ import pytest
 from fabric_cli import corpus, grammar, lexicon, story
 from fabric_cli.cli import app
 from fabric_cli.config import bundled_corpus, probes_dir
-from fabric_cli.corpus import SUITES, generate_corpus, generate_suite, is_heldout_pair, parse_size, write_corpus
+from fabric_cli.corpus import (SUITES, corpus_length, generate_corpus, generate_suite, is_heldout_pair, parse_size,
+                               write_corpus)
 from fabric_cli.errors import InputError
 from fabric_cli.lexicon import CATEGORIES, NAME_CLASS, NOUN_CLASS, PRONOUN_CLASS, mention_class
 
@@ -274,6 +275,21 @@ def test_a_failure_writes_nothing(runner, tmp_path):
         _fails(runner, [out, "--stories", 3, "--suites", "/proc/fabric-suites"], r"cannot write the probe suite /proc/fabric-suites/")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken"]
     assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in (tmp_path / "taken").iterdir()] == ["number.jsonl"]
+
+
+def test_stories_and_size_each_set_the_length_so_not_both(runner, tmp_path):
+    assert corpus_length(stories=5) == (5, None) and corpus_length(size="1KB") == (None, 1000)
+    assert corpus_length() == (None, parse_size(corpus.CorpusConfig.size))  # neither: the default --size
+    out = tmp_path / "s3.txt"
+    _fails(runner, [out, "--stories", 5, "--size", "1KB"], r"give --stories or --size, not both: each sets the length of the corpus")
+    _fails(runner, [out, "--size", "1KB", "--stories", 5], r"give --stories or --size, not both")
+    _fails(runner, [out, "--stories", 0], r"--stories must be at least 1, got 0$")
+    _fails(runner, [out, "--stories", -2], r"--stories must be at least 1, got -2$")
+    assert not out.exists()
+    with pytest.raises(InputError, match=r"--size must be at least 1 character, got 0"):
+        generate_corpus(n_chars=0)
+    r = runner.invoke(app, ["corpus", str(out), "--stories", "5"])
+    assert r.exit_code == 0 and ": 5 stories, " in r.stdout, r.output
 
 
 def test_existing_files_are_replaced_only_with_force(runner, tmp_path, monkeypatch):

@@ -221,18 +221,30 @@ def test_bad_inputs_fail_cleanly_and_write_nothing(tmp_path, runner, corpus_file
     (tmp_path / "nodocs").mkdir()
     gpt2_style_tokenizer(tmp_path / "gpt2.json")
     _bad(runner, tmp_path, tmp_path / "nope.txt", expect=r"nope\.txt does not exist")
-    _bad(runner, tmp_path, tmp_path / "empty.txt", expect=r"corpus is empty: .*empty\.txt")
+    _bad(runner, tmp_path, tmp_path / "empty.txt", expect=r"corpus is empty: .*empty\.txt holds no text; give a file with some text in it$")
+    (tmp_path / "blank.txt").write_text("\n")
+    _bad(runner, tmp_path, tmp_path / "empty.txt", tmp_path / "blank.txt",
+         expect=r"corpus is empty: .*empty\.txt and .*blank\.txt hold no text; give files with some text in them$")
+    for i in range(3):
+        (tmp_path / "nothing" / str(i)).mkdir(parents=True)
+        (tmp_path / "nothing" / str(i) / f"{i}.txt").write_text(" \n" * i)
+    _bad(runner, tmp_path, tmp_path / "nothing", tmp_path / "empty.txt", tmp_path / "blank.txt",
+         expect=r"corpus is empty: .*0\.txt, .*1\.txt, .*2\.txt and 2 more files hold no text")
+    _bad(runner, tmp_path, tmp_path / "nothing", tmp_path / "empty.txt", expect=r"2\.txt and 1 more file hold no text")
     _bad(runner, tmp_path, tmp_path / "nodocs", expect=r"nodocs has no \.txt files")
     _bad(runner, tmp_path, tmp_path / "bin.txt", expect=r"bin\.txt looks like a binary file: a NUL byte at byte offset 6")
     _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", expect=r"latin1\.txt is not UTF-8 text: byte 0xef at byte offset 29")
     _bad(runner, tmp_path, corpus_file, "--vocab-size", 200, expect=r"--vocab-size 200 is too small.*257")
     _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "junk.json", expect=r"junk\.json is not a Hugging Face tokenizer")
     _bad(runner, tmp_path, corpus_file, "--val-fraction", 1.5, expect=r"--val-fraction must be between 0 and 1")
+    # the BPE trainer stops at pairs seen fewer than max(1, min_frequency) times: 0 would silently act as 1
+    _bad(runner, tmp_path, corpus_file, "--min-frequency", 0, expect=r"--min-frequency must be at least 1, got 0 \(")
+    _bad(runner, tmp_path, corpus_file, "--min-frequency", -1, expect=r"--min-frequency must be at least 1, got -1")
     _bad(runner, tmp_path, "--show", "hi", expect=r"tokenizer file .*tokenizer\.json does not exist")
     # found while encoding with a reused tokenizer (no training pass): still nothing left behind
     _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"offset 29")
     _bad(runner, tmp_path, tmp_path / "empty.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"corpus is empty")
-    _bad(runner, tmp_path, "-", expect=r"corpus is empty: -", input="")
+    _bad(runner, tmp_path, "-", expect=r"corpus is empty: - \(standard input\) holds no text", input="")
     monkeypatch.setattr(tk, "bundled_corpus", lambda: tmp_path / "gone/chronicles.txt")
     _bad(runner, tmp_path, expect=r"bundled Chronicles corpus .*chronicles\.txt is missing")
     # --errors replace reads the same file anyway
@@ -298,6 +310,53 @@ def test_show_makes_the_split_visible(tmp_path, runner, corpus_file):
     r2 = invoke(runner, "tokenize", "--show", text, "--tokenizer", run / "tokenizer.json", "--run", tmp_path / "none", "--json")
     out = json.loads(r2.stdout)
     assert out["display"] == display and out["ids"] == ids and out["count"] == len(ids) and not (tmp_path / "none").exists()
+
+
+def test_min_frequency_1_merges_every_pair_seen_and_2_does_not():
+    text = ["the cat sat on the mat", "a dog ran"]  # most pairs are seen once
+    once, twice = (tk.train_tokenizer(text, vocab_size=400, min_frequency=m).get_vocab_size() for m in (1, 2))
+    assert once > twice
+    with pytest.raises(tk.InputError, match="--min-frequency must be at least 1, got 0"):
+        tk.train_tokenizer(text, vocab_size=400, min_frequency=0)
+
+
+def summary_of(runner, *args) -> list[str]:
+    r = invoke(runner, "tokenize", *args, "--vocab-size", 300)
+    assert r.exit_code == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_the_summary_says_what_val_holds(tmp_path, runner, corpus_file):
+    lines = summary_of(runner, corpus_file, "--run", tmp_path / "a")
+    _, val, meta = read_tokens(tmp_path / "a")
+    assert len(val) >= tk.SMALL_SPLIT_TOKENS and not any(line.startswith("warning") for line in lines)
+    assert lines[1].endswith(f"(uint16; val: {val.count(meta['eot_id'])} of the 300 documents, spread evenly)")
+    assert lines[2] == f"documents    300 from 1 file, {corpus_file.stat().st_size / 1e6:.2f} MB"
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(stories(20, seed=2)) + "\n")  # a single document: val is the tail
+    lines = summary_of(runner, one, "--run", tmp_path / "b", "--val-fraction", 0.1)
+    assert read_tokens(tmp_path / "b")[2]["val_split"] == "tail"
+    assert lines[1].endswith("(uint16; val: the last 10% of the tokens, too few documents to hold whole ones out)")
+
+
+def test_a_small_split_is_warned_about_at_tokenize_time(tmp_path, runner, corpus_file):
+    """`fabric train` refuses val.bin of 2 tokens; tokenize says so first, and still writes the files."""
+    few = tmp_path / "few.txt"
+    few.write_text("\n\n".join(stories(30, seed=4)) + "\n")
+    lines = summary_of(runner, few, "--run", tmp_path / "a")
+    _, val, _ = read_tokens(tmp_path / "a")
+    assert 0 < len(val) < tk.SMALL_SPLIT_TOKENS
+    assert lines[2] == (f"warning      val.bin holds only {len(val)} tokens, under two windows of fabric train's default "
+                        f"context ({tk.SMALL_SPLIT_TOKENS // 2}); tokenize a bigger corpus or raise --val-fraction (now 0.05)")
+    lines = summary_of(runner, few, "--run", tmp_path / "b", "--val-fraction", 0.97)
+    assert re.fullmatch(r"warning      train\.bin holds only \d+ tokens, .*; tokenize a bigger corpus or lower "
+                        r"--val-fraction \(now 0\.97\)", lines[2]), lines[2]
+    tiny = tmp_path / "mine.txt"
+    tiny.write_text("Hello there. This is mine.\n")
+    lines = summary_of(runner, tiny, "--run", tmp_path / "c")
+    assert re.fullmatch(r"warning      train\.bin and val\.bin hold only \d+ and \d+ tokens, .*; tokenize a bigger corpus",
+                        lines[2]), lines[2]
+    assert (tmp_path / "c/tokens/val.bin").stat().st_size > 0  # a warning, not a failure
 
 
 def test_json_summary_matches_the_files(tmp_path, runner, corpus_file):
