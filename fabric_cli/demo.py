@@ -27,8 +27,7 @@ from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
-from fabric_cli.probe.report import signed
-from fabric_cli.probe.report import bar
+from fabric_cli.probe.report import bar, looked_at, signed
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import budget, resume_config, train
 
@@ -163,7 +162,8 @@ def resume_command(paths: RunPaths, cfg: DemoConfig, given: frozenset[str]) -> s
 def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str) -> dict:
     if plan.resume and plan.step >= plan.steps:
         say(f"\n== 2. The Gradient: {plan.model}, trained for {plan.step:,} steps")
-        say(f"reusing {paths.latest} (step {plan.step:,}); --restart trains again")
+        past = f", already past the --steps {plan.steps:,} asked for" if plan.step > plan.steps else ""
+        say(f"reusing {paths.latest} (step {plan.step:,}{past}); --restart trains again")
         return {"reused": True, "step": plan.step}
     say(f"\n== 2. The Gradient: training {plan.model} for {plan.steps:,} steps")
     if plan.resume:
@@ -208,16 +208,19 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
 
 
 def _showcase_lines(report: dict) -> str:
+    """Each sentence, then its pronoun -> true referent (? when ambiguous) and the token the head looked at
+    most from the pronoun, as `fabric probe --head` writes them."""
     d = report["head_detail"]
     lines = []
     for it in d["prompts"]:
         mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
-        tok, w = it["top"][0]
-        lines.append(f"  {mark} {it['text']}\n      {it['pronoun']} -> {tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}")
+        referent = "?" if it["ambiguous"] else it["referent"]
+        lines.append(f"  {mark} {it['text']}\n      {it['pronoun']} -> {referent:<16} "
+                     f"looked most at: {looked_at(it['top'][:1])}")
     t = d["totals"]
     acc = "n/a" if t["accuracy"] is None else f"{t['accuracy']:.0%}"
-    lines.append(f"  right on {acc} of {t['n']} sentences with a distractor "
-                 f"(✓ right, ✗ wrong, · only one candidate, ? ambiguous by design)")
+    lines.append(f"  right on {acc} of {t['n']} sentences with a distractor (pronoun -> its true referent; "
+                 f"✓ right, ✗ wrong, · only one candidate, ? ambiguous by design)")
     return "\n".join(lines)
 
 
@@ -258,6 +261,7 @@ def _ending(s: dict, say: Say) -> None:
     say("\n== The end")
     say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:
-        say(f"ablating it lowers the referent's continuation by {signed(a['zero_drop'])} nats; a random head's by "
+        say(f"ablating it lowers the first token of the referent's continuation by {signed(a['zero_drop'])} nats "
+            f"against the distractor's; a random head's by "
             f"{signed(a['random_zero_drop_mean'])} on average (max {signed(a['random_zero_drop_max'])})")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

@@ -50,6 +50,8 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     samples = summary["generate"]["samples"]
     assert len(samples) == 2 and all(len(s["completions"]) == 2 for s in samples)
     assert all(s["prompt"] in r.stdout for s in samples)
+    showcase = r.stdout.split("on the Chronicles' own sentences\n")[1].split("\n== 5.")[0].splitlines()
+    assert len(showcase) == 2 * 12 + 1 and all(" -> " in x and " looked most at: " in x for x in showcase[1:-1:2])
 
 
 def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
@@ -60,6 +62,8 @@ def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
     summary = json.loads(r.stdout)
     assert summary["tokenize"]["reused"] and summary["train"]["reused"]
     assert RunPaths(root).latest.stat().st_mtime_ns == before
+    fewer = CliRunner().invoke(app, ["demo", "--run", str(root), *SHORT, "--steps", "20"])  # a run cannot go back
+    assert fewer.exit_code == 0 and "(step 30, already past the --steps 20 asked for)" in fewer.output, fewer.output
 
 
 def with_tokens_of(demo_run, other):
@@ -160,3 +164,23 @@ def test_an_unusable_device_is_refused_before_anything_is_written(tmp_path, monk
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert r.stderr.strip() == "fabric: error: --device cuda: CUDA is not available here; use --device cpu or auto"
     assert "1. The Tokenizer" not in r.stdout and not (tmp_path / "x").exists()
+
+
+def test_the_showcase_labels_the_true_referent_apart_from_where_the_head_looked():
+    """`pronoun -> X` means X is the true referent, as in `fabric probe --head`; what the head looked at
+    most is labelled as such. Here it looked at the pronoun itself, which once read `she -> she`."""
+    def prompt(text, pronoun, referent, correct, top, ambiguous=False):
+        return {"text": text, "pronoun": pronoun, "referent": referent, "correct": correct, "ambiguous": ambiguous,
+                "top": top}
+
+    report = {"head_detail": {"prompts": [
+        prompt("The king praised the nurse when she healed.", "she", "the nurse", False, [[" she", 0.16], [" king", 0.1]]),
+        prompt("The farmer met the queen, and he ploughed.", "he", "The farmer", True, [[" farmer", 0.6]]),
+        prompt("The cat chased the dog because it was fast.", "it", "The cat", None, [[" dog", 0.57]], ambiguous=True),
+    ], "totals": {"accuracy": 0.5, "n": 2}}}
+    lines = fabric_cli.demo._showcase_lines(report).splitlines()
+    assert lines[0] == "  ✗ The king praised the nurse when she healed."
+    assert lines[1] == "      she -> the nurse        looked most at: she █▎ 0.16"
+    assert lines[3] == "      he -> The farmer       looked most at: farmer ████▊ 0.60"
+    assert lines[4].startswith("  ? ") and lines[5] == "      it -> ?                looked most at: dog ████▌ 0.57"
+    assert len(lines) == 7 and "pronoun -> its true referent" in lines[6] and "right on 50% of 2" in lines[6]

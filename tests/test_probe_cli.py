@@ -149,7 +149,7 @@ def test_a_suite_of_unusable_items_is_reported_item_by_item(world, tmp_path):
     only_bad.write_text("".join(json.dumps(x) + "\n" for x in lines[1:]), encoding="utf-8")
     r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(only_bad)])
     assert r.exit_code == 1 and r.stdout == ""
-    assert r.stderr.strip().startswith(f"fabric: error: none of the 2 prompts can be probed (1 order, 1 alignment); "
+    assert r.stderr.strip().startswith(f"fabric: error: no prompt of the 2 given can be probed (1 order, 1 alignment); "
                                        f"the first, {only_bad}:1: the pronoun 'She' comes before")
 
 
@@ -166,7 +166,8 @@ def test_showcase_ambiguous_items_are_scored_apart(world):
     head = next(h for h in report["heads"] if h["head"] == report["chosen_head"])
     assert head["n_all"] == report["prompts"]["scored"]  # the head's figures count no ambiguous item
     text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--suite", "showcase"]).stdout
-    assert f"Ambiguous prompts ({len(flagged)}, not scored)" in text and "it -> " in text
+    assert f"Ambiguous prompts ({len(flagged)}, not scored)" in text and "it looked most at " in text
+    assert "it -> " not in text  # `pronoun -> X` means X is the true referent, not where the head looked
 
 
 def test_a_malformed_prompt_file_is_one_error_line(world, tmp_path):
@@ -248,8 +249,8 @@ def test_a_probe_folder_that_cannot_be_written_is_one_error_line(world, tmp_path
 
 
 def test_input_errors_come_before_the_model_is_loaded(world, monkeypatch, tmp_path):
-    """--over-checkpoints without snapshots, a bad --prompts file, a head the model lacks: refused
-    before minutes of scoring and ablation, not after them."""
+    """--over-checkpoints without snapshots, a bad --prompts file, a head the model lacks, prompts with
+    nothing to choose between: refused before minutes of scoring and ablation, not after them."""
     from fabric_cli.config import ProbeConfig, RunPaths
     from fabric_cli.errors import InputError
     from fabric_cli.probe import run as run_mod
@@ -267,6 +268,10 @@ def test_input_errors_come_before_the_model_is_loaded(world, monkeypatch, tmp_pa
         run_mod.run_probe(ProbeConfig(prompts=str(bad)), no_snaps)
     with pytest.raises(InputError, match="head 7.3 does not exist"):
         run_mod.run_probe(ProbeConfig(prompts=world["suite"], head="7.3"), no_snaps)
+    lone = tmp_path / "lone.txt"
+    lone.write_text("[The king] met {he}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no prompt of the 1 given has a distractor before the pronoun"):
+        run_mod.run_probe(ProbeConfig(prompts=str(lone), ablate=True), RunPaths(Path(world["run"])))
 
 
 def test_the_named_heads_example_comes_from_a_prompt_with_a_choice(world, tmp_path):
@@ -284,12 +289,86 @@ def test_the_named_heads_example_comes_from_a_prompt_with_a_choice(world, tmp_pa
 
 
 def test_over_checkpoints_without_a_distractor_says_accuracy_is_undefined(world, tmp_path):
+    """The only prompt with a distractor is ambiguous (not scored): the argmax and mass still follow."""
     lone = tmp_path / "lone.txt"
-    lone.write_text("[The queen] smiled before {she} sang.\n[The king] smiled before {he} sang.\n", encoding="utf-8")
+    lone.write_text("[The queen] smiled before {she} sang.\n[The king] smiled before {he} sang.\n"
+                    "? [The queen] greeted <the girl> before {she} sang.\n", encoding="utf-8")
     r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(lone), "--over-checkpoints"])
     assert r.exit_code == 0, r.output
-    assert "no accuracy to follow: no prompt has a distractor before its pronoun" in r.stdout
+    assert "no accuracy to follow: no unambiguous prompt has a distractor before its pronoun" in r.stdout
+    assert "no unambiguous prompt has a distractor before its pronoun, so there is nothing to choose" in r.stdout
     assert "never reached" not in r.stdout
+
+
+def test_prompts_without_a_distractor_are_refused_before_any_report(world, tmp_path):
+    """Nothing to choose between in any prompt: one error line, exit 1, no report, table or picture."""
+    tok = make_tokenizer()
+    run = tmp_path / "run"
+    write_run(run, tok, planted_model(tok))
+    king = tmp_path / "king.txt"
+    king.write_text("[The king] met {he}\n", encoding="utf-8")
+    for extra in ([], ["--ablate", "--json"], ["--head", "1.2"]):
+        r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(king), *extra])
+        assert r.exit_code == 1 and r.stdout == "" and "Traceback" not in r.output
+        assert r.stderr == ("fabric: error: no prompt of the 1 given has a distractor before the pronoun, so no head can "
+                            "be scored; add a <distractor> before the {pronoun} (in a .jsonl suite, a \"distractors\" "
+                            "span that ends before the pronoun's)\n")
+        assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "tokenizer.json"]
+    # a distractor after the pronoun is invisible to a causal model; skipped prompts are counted apart
+    later = tmp_path / "later.txt"
+    later.write_text("[The king] met {he} and <the queen>\n{She} greeted [the queen] before <the king> sang.\n",
+                     encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(later)])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.startswith("fabric: error: no prompt of the 1 given (1 more skipped: 1 order) has a distractor "
+                               "before the pronoun, so no head can be scored; add a <distractor> before the {pronoun}")
+    assert not (run / "probe").exists()
+
+
+def test_prompts_of_which_some_lack_a_distractor_are_scored_on_the_others(world, tmp_path):
+    some = tmp_path / "some.txt"
+    some.write_text("[The king] met {he}\n[The queen] greeted <the king> before {she} sang.\n"
+                    "[The boy] smiled before {he} shouted.\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(some), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["prompts"]["scored"] == 3 and report["prompts"]["scored_accuracy"] == 1
+    head = next(h for h in report["heads"] if h["head"] == "1.2")
+    assert (head["n"], head["accuracy"], head["n_all"], head["argmax_accuracy"]) == (1, 1.0, 3, 1.0)
+    text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(some)]).stdout
+    assert "3 scored (1 with a distractor before the pronoun)" in text
+
+
+def test_ablation_says_it_compares_first_tokens_and_names_continuations_that_begin_alike(world, tmp_path):
+    """' sang' and ' sangs' are two continuations but one first token (' sang' + 's'): the preference,
+    which reads only the first token, cannot tell them apart, and the report says so, naming the prompt."""
+    same = tmp_path / "same.txt"
+    same.write_text("[The queen] greeted <the king> before {she} sang. || sang | sangs\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(same), "--ablate"])
+    assert r.exit_code == 0, r.output
+    assert ("Ablation of 1.2: no unambiguous prompt has two continuations that differ in their first token, which "
+            "is all the preference compares") in r.stdout
+    assert (f"  left out: 1 prompt whose two continuations begin with the same token; they must differ in their "
+            f"first token (the first, {same}:1: ' sang' and ' sangs' both begin with the token ' sang')") in r.stdout
+    assert "distinct continuations" not in r.stdout
+    # beside the toy suite: its 24 unambiguous prompts are ablated, the one that begins alike is named
+    toy = open(world["suite"], encoding="utf-8").read()
+    suite = tmp_path / "toy_and_same.jsonl"
+    clash = {"id": "clash", "text": "The queen greeted the king before she sang.", "pronoun": [34, 37],
+             "referent": [0, 9], "distractors": [[18, 26]], "continuations": [" sang", " sangs"]}
+    suite.write_text(toy + json.dumps(clash) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(suite), "--ablate", "--random-heads",
+                                 "2", "--json"])
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)["ablation"]
+    assert a["n"] == 24 and a["without_continuations"] == 0
+    assert a["same_first_token"] == [{"id": "clash", "where": f"{suite}:{len(toy.splitlines()) + 1}",
+                                      "reason": "' sang' and ' sangs' both begin with the token ' sang'"}]
+    text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(suite), "--ablate",
+                                    "--random-heads", "2"]).stdout
+    assert ("Ablation of head 1.2 on 24 prompts: preference = log p of the first token of the referent's continuation "
+            "minus the distractor's, at the pronoun") in text
+    assert "  left out: 1 prompt whose two continuations begin with the same token" in text
 
 
 def test_only_ambiguous_prompts_give_the_right_reason(world, tmp_path):

@@ -24,7 +24,7 @@ from fabric_cli.probe.score import Batch
 
 @torch.inference_mode()
 def preference(model, batches: list[Batch], ablate: dict | None = None, mean_out: bool = False):
-    """Mean preference over the items of `batches` (all must have continuations).
+    """Mean preference over the items of `batches` (all must have continuations whose first tokens differ).
 
     With mean_out, also the mean output of every head over all real positions: (L, nh, hs).
     """
@@ -59,7 +59,8 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     """
     n = sum(b.idx.size(0) for b in batches)
     if n == 0:
-        return {"head": str(target), "n": 0, "note": "no unambiguous item has two distinct continuations"}
+        return {"head": str(target), "n": 0, "note": "no unambiguous prompt has two continuations that differ in "
+                                                     "their first token, which is all the preference compares"}
     heads = random_heads(target, model.config.n_layer, model.config.n_head, k, seed)
     bar = tqdm(total=1 + 2 * (1 + len(heads)), desc="ablation", unit="pass", file=sys.stderr,
                disable=None if progress is None else not progress)

@@ -33,9 +33,10 @@ class Encoded:
     candidates: list[list[int]]  # positions of each candidate before the pronoun; the referent first
     words: list[int]  # per position before the pronoun: its word's index, -1 when none (BOS, spaces)
     referent_words: list[int]  # indices of the words inside the referent
-    continuations: tuple[int, int] | None  # first token of each continuation
+    continuations: tuple[int, int] | None  # first token of each continuation; None unless they differ
     nearest_is_referent: bool  # the candidate closest before the pronoun is the referent
     first_is_referent: bool  # the earliest candidate is the referent
+    same_first_token: str = ""  # why the continuations given cannot be compared: both begin with one token
 
     @property
     def n_words(self) -> int:
@@ -158,11 +159,7 @@ def encode_item(item: ProbeItem, tokenizer, block_size: int, bos_id: int | None)
     rs, re_ = item.referent
     referent_words = [w for w, (ws, we) in enumerate(word_spans) if ws < re_ and rs < we]
 
-    conts = None
-    if item.continuations:
-        firsts = [tokenizer.encode(c, add_special_tokens=False).ids[:1] for c in item.continuations]
-        if all(firsts) and firsts[0] != firsts[1]:
-            conts = (firsts[0][0], firsts[1][0])
+    conts, clash = _first_tokens(item.continuations, tokenizer)
     nearest = max(range(len(candidates)), key=lambda c: max(candidates[c]))
     first = min(range(len(candidates)), key=lambda c: min(candidates[c]))
     return Encoded(
@@ -176,4 +173,20 @@ def encode_item(item: ProbeItem, tokenizer, block_size: int, bos_id: int | None)
         continuations=conts,
         nearest_is_referent=nearest == 0,
         first_is_referent=first == 0,
+        same_first_token=clash,
     )
+
+
+def _first_tokens(continuations: tuple[str, str] | None, tokenizer) -> tuple[tuple[int, int] | None, str]:
+    """(first token of each continuation, "") when they differ there, as the ablation compares only first
+    tokens; (None, why not) when both begin with the same token, as " sang" and " sangs" may ("' sang' and
+    ' sangs' both begin with the token ' sang'"); (None, "") when none are given or one encodes to nothing."""
+    if not continuations:
+        return None, ""
+    firsts = [tokenizer.encode(c, add_special_tokens=False).ids[:1] for c in continuations]
+    if not all(firsts):
+        return None, ""
+    if firsts[0] != firsts[1]:
+        return (firsts[0][0], firsts[1][0]), ""
+    a, b = continuations
+    return None, f"{a!r} and {b!r} both begin with the token {tokenizer.decode(firsts[0])!r}"

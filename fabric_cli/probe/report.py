@@ -11,6 +11,7 @@ import math
 import torch
 
 from fabric_cli.config import Head, ProbeConfig
+from fabric_cli.corpus import plural
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
 from fabric_cli.probe.suites import ProbeItem
@@ -176,8 +177,8 @@ def render_text(r: dict, top: int = 10) -> str:
             for s in r["suites"]))
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
-        out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']} looked most at: "
-                   + "; ".join(f"{it['pronoun']} -> {it['picked']}" for it in a["items"][:5]))
+        out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
+                   + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
     for section in (_detail_lines(r["head_detail"]), _ablation_lines(r["ablation"]), _emergence_lines(r["emergence"])):
         if section:
             out += ["", *section]
@@ -222,7 +223,8 @@ def _verdict(r: dict, heads: dict) -> str:
     if top["accuracy"] is None:
         if not r["prompts"]["scored"]:
             return "No pronoun head found: every prompt probed is marked ambiguous, and ambiguous prompts are not scored."
-        return "No pronoun head found: no prompt has a distractor before its pronoun, so there is nothing to choose between."
+        return ("No pronoun head found: no unambiguous prompt has a distractor before its pronoun, so there is nothing "
+                "to choose between.")
     return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {top['n']} prompts, "
             f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}.")
 
@@ -233,8 +235,7 @@ def _detail_lines(d: dict | None) -> list[str]:
     lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']} of {d['of']}):"]
     for it in d["prompts"]:
         mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
-        looked = "  ".join(f"{tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}" for tok, w in it["top"])
-        lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked}")
+        lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked_at(it['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
     lines.append(f"  totals: accuracy {_pct(t['accuracy']).strip()} of {t['n']} (95% CI {_pct(lo).strip()}-"
@@ -244,23 +245,45 @@ def _detail_lines(d: dict | None) -> list[str]:
     return lines
 
 
+def looked_at(top: list) -> str:
+    """The tokens a head attended to most from the pronoun (head_detail's "top"), each with a bar and its weight.
+
+    Example:
+        >>> looked_at([[" queen", 0.56], [" she", 0.06]])
+        'queen ████▌ 0.56  she ▌ 0.06'
+    """
+    return "  ".join(f"{tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}" for tok, w in top)
+
+
 def _ablation_lines(a: dict | None) -> list[str]:
     if not a:
         return []
     if not a["n"]:
-        return [f"Ablation of {a['head']}: {a['note']}"]
+        return [f"Ablation of {a['head']}: {a['note']}", *_same_first_token_lines(a)]
     rz, rm = a["random"]["zero_drop"], a["random"]["mean_drop"]
     k = len(a["random"]["heads"])
     return [
-        f"Ablation of head {a['head']} on {a['n']} prompts: preference = log p(referent's continuation) "
-        f"- log p(distractor's), at the pronoun",
+        f"Ablation of head {a['head']} on {a['n']} prompts: preference = log p of the first token of the referent's "
+        f"continuation minus the distractor's, at the pronoun",
         f"  intact {signed(a['clean'])}",
         f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])});  mean ablation {signed(a['mean'])} "
         f"(drop {signed(a['mean_drop'])})",
         (f"  {k} random other heads: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
          f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
+        *_same_first_token_lines(a),
     ]
+
+
+def _same_first_token_lines(a: dict) -> list[str]:
+    """The prompts left out because their two continuations begin with the same token: how many, and
+    the first of them with that token (prompts with no continuations are only counted, in the JSON)."""
+    same = a["same_first_token"]
+    if not same:
+        return []
+    first = same[0]
+    return [f"  left out: {plural(len(same), 'prompt')} whose two continuations begin with the same token; they must differ "
+            f"in their first token (the first, {first['where'] or first['id']}: {first['reason']})"]
 
 
 def _emergence_lines(em: dict | None) -> list[str]:
@@ -273,7 +296,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
         lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}  {_pct(row['argmax_accuracy'])}  {mass:>6}  "
                      f"{row['best_head']} ({_pct(row['best_accuracy']).strip()})")
     if all(row["accuracy"] is None for row in em["rows"]):
-        lines.append("  no accuracy to follow: no prompt has a distractor before its pronoun "
+        lines.append("  no accuracy to follow: no unambiguous prompt has a distractor before its pronoun "
                      "(the argmax and mass columns still do)")
     elif em["emerged_at"] is not None:
         lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "

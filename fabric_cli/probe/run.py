@@ -15,10 +15,10 @@ from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
-from fabric_cli.probe.encode import Encoded, count_kinds, encode_items
+from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
 from fabric_cli.probe.report import build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
-from fabric_cli.probe.suites import load_suites
+from fabric_cli.probe.suites import ProbeItem, load_suites
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
 
 
@@ -80,18 +80,15 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     chosen = check_head(cfg.head, meta.config) if cfg.head else None
     if cfg.over_checkpoints and not owner.snapshots():
         raise _no_snapshots(owner)
+    bos = eot_id(tok)
+    encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
+    _check_scorable(items, encoded, skipped)
     tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
     model, info = load_model(ckpt, device, tok_sha, tok_path)
     if tok.get_vocab_size() > info.config.vocab_size:
         raise CheckpointError(f"tokenizer {tok_path} has {tok.get_vocab_size()} tokens, the model in {ckpt} only "
                               f"{info.config.vocab_size}; pass the run's own tokenizer with --tokenizer")
-    bos = eot_id(tok)
-    encoded, skipped = encode_items(items, tok, info.config.block_size, bos)
-    if not encoded:
-        first = skipped[0]
-        raise InputError(f"none of the {len(items)} prompts can be probed ({count_kinds(s.kind for s in skipped)}); "
-                         f"the first, {first.where or first.id}: {first.reason}")
     batches = make_batches(encoded, cfg.batch_size, device)
     scores = score_items(model, batches, len(encoded))
     heads = head_scores(scores, encoded, cfg.alpha)
@@ -100,10 +97,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
               "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
     report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
     if cfg.ablate:
-        usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
-        report["ablation"] = ablation_study(model, make_batches(usable, cfg.batch_size, device), chosen,
-                                            cfg.random_heads, cfg.seed, progress)
-        report["ablation"]["without_continuations"] = sum(not e.item.ambiguous for e in encoded) - len(usable)
+        report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress)
     if cfg.over_checkpoints:
         def score(m) -> HeadScores:
             return head_scores(score_items(m, batches, len(encoded)), encoded, cfg.alpha)
@@ -114,6 +108,33 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
         report["emergence"] = {**emergence_table(snaps, chosen, cfg.threshold),
                                "suites": list(dict.fromkeys(it.suite for it in items))}
     return ProbeResult(report, encoded, scores, heads, chosen, owner)
+
+
+def _check_scorable(items: list[ProbeItem], encoded: list[Encoded], skipped: list[Skipped]) -> None:
+    """Refuse prompts that cannot score a head: none can be probed, or none has a distractor before its
+    pronoun (with the referent alone before it there is nothing to choose between). Prompts marked
+    ambiguous count here: where a head looks on them is shown even though they are not scored."""
+    if not encoded:
+        first = skipped[0]
+        raise InputError(f"no prompt of the {len(items):,} given can be probed ({count_kinds(s.kind for s in skipped)}); "
+                         f"the first, {first.where or first.id}: {first.reason}")
+    if not any(len(e.candidates) > 1 for e in encoded):
+        also = f" ({len(skipped)} more skipped: {count_kinds(s.kind for s in skipped)})" if skipped else ""
+        raise InputError(f"no prompt of the {len(encoded):,} given{also} has a distractor before the pronoun, so no head "
+                         f"can be scored; add a <distractor> before the {{pronoun}} (in a .jsonl suite, a "
+                         f"\"distractors\" span that ends before the pronoun's)")
+
+
+def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, device, progress) -> dict:
+    """The ablation study on the unambiguous prompts whose two continuations differ in their first token,
+    with the others counted: those without continuations, and those whose continuations begin alike."""
+    unambiguous = [e for e in encoded if not e.item.ambiguous]
+    usable = [e for e in unambiguous if e.continuations]
+    study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
+                           progress)
+    same = [{"id": e.item.id, "where": e.item.where, "reason": e.same_first_token}
+            for e in unambiguous if e.same_first_token]
+    return {**study, "without_continuations": len(unambiguous) - len(usable) - len(same), "same_first_token": same}
 
 
 def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progress) -> list[tuple]:

@@ -39,7 +39,7 @@ class Batch:
     words: torch.Tensor  # (B, T) word index of each earlier position; W (a spare slot) otherwise
     ref_word: torch.Tensor  # (B, W + 1) the word is inside the referent
     conts: torch.Tensor  # (B, 2) first token of each continuation (0 when none)
-    cont_ok: torch.Tensor  # (B,) the item has two distinct continuations
+    cont_ok: torch.Tensor  # (B,) the item has two continuations that differ in their first token
 
 
 def make_batches(encoded: list[Encoded], batch_size: int, device="cpu") -> list[Batch]:

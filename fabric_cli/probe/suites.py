@@ -7,7 +7,9 @@ A JSONL line (spans are character offsets [start, end) into "text"):
      "continuations": [" ploughed", " ruled"], "ambiguous": false}
 
 "distractor": [s, e] (one span) is accepted too. continuations[0] is what follows the pronoun if it
-means the referent, continuations[1] if it means the distractor; they are optional.
+means the referent, continuations[1] if it means the distractor; they are optional, and the ablation
+compares only their first tokens, so those must differ (with many tokenizers " lecture" and
+" lectures" do not).
 
 The markup, one prompt a line (a .txt file for `--prompts`):
 
