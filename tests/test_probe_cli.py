@@ -307,7 +307,7 @@ def test_prompts_without_a_distractor_are_refused_before_any_report(world, tmp_p
     write_run(run, tok, planted_model(tok))
     king = tmp_path / "king.txt"
     king.write_text("[The king] met {he}\n", encoding="utf-8")
-    for extra in ([], ["--ablate", "--json"], ["--head", "1.2"]):
+    for extra in ([], ["--ablate", "--json"]):
         r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(king), *extra])
         assert r.exit_code == 1 and r.stdout == "" and "Traceback" not in r.output
         assert r.stderr == ("fabric: error: no prompt of the 1 given has a distractor before the pronoun, so no head can "
@@ -320,9 +320,12 @@ def test_prompts_without_a_distractor_are_refused_before_any_report(world, tmp_p
                      encoding="utf-8")
     r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(later)])
     assert r.exit_code == 1 and r.stdout == ""
-    assert r.stderr.startswith("fabric: error: no prompt of the 1 given (1 more skipped: 1 order) has a distractor "
+    assert r.stderr.startswith("fabric: error: no prompt of the 2 given (1 skipped: 1 order) has a distractor "
                                "before the pronoun, so no head can be scored; add a <distractor> before the {pronoun}")
     assert not (run / "probe").exists()
+    # with --head the question is where that head looks, which a prompt without a distractor answers too
+    shown = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(king), "--head", "1.2"])
+    assert shown.exit_code == 0 and "· " in shown.stdout and "he -> The king" in shown.stdout, shown.output
 
 
 def test_prompts_of_which_some_lack_a_distractor_are_scored_on_the_others(world, tmp_path):

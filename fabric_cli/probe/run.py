@@ -82,7 +82,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
         raise _no_snapshots(owner)
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
-    _check_scorable(items, encoded, skipped)
+    _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
     tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
     model, info = load_model(ckpt, device, tok_sha, tok_path)
@@ -110,17 +110,18 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     return ProbeResult(report, encoded, scores, heads, chosen, owner)
 
 
-def _check_scorable(items: list[ProbeItem], encoded: list[Encoded], skipped: list[Skipped]) -> None:
+def _check_scorable(items: list[ProbeItem], encoded: list[Encoded], skipped: list[Skipped], head_shown: bool) -> None:
     """Refuse prompts that cannot score a head: none can be probed, or none has a distractor before its
     pronoun (with the referent alone before it there is nothing to choose between). Prompts marked
-    ambiguous count here: where a head looks on them is shown even though they are not scored."""
+    ambiguous count here: where a head looks on them is shown even though they are not scored. With
+    --head (`head_shown`) prompts without a distractor still show where that head looks, so they stand."""
     if not encoded:
         first = skipped[0]
         raise InputError(f"no prompt of the {len(items):,} given can be probed ({count_kinds(s.kind for s in skipped)}); "
                          f"the first, {first.where or first.id}: {first.reason}")
-    if not any(len(e.candidates) > 1 for e in encoded):
-        also = f" ({len(skipped)} more skipped: {count_kinds(s.kind for s in skipped)})" if skipped else ""
-        raise InputError(f"no prompt of the {len(encoded):,} given{also} has a distractor before the pronoun, so no head "
+    if not head_shown and not any(len(e.candidates) > 1 for e in encoded):
+        also = f" ({len(skipped)} skipped: {count_kinds(s.kind for s in skipped)})" if skipped else ""
+        raise InputError(f"no prompt of the {len(items):,} given{also} has a distractor before the pronoun, so no head "
                          f"can be scored; add a <distractor> before the {{pronoun}} (in a .jsonl suite, a "
                          f"\"distractors\" span that ends before the pronoun's)")
 
