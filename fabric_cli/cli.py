@@ -348,7 +348,7 @@ def generate(
 ) -> None:
     """Continue a prompt with the trained model, streaming the text as it is made."""
     from fabric_cli.checkpoint import resolve_checkpoint
-    from fabric_cli.generate import load_engine
+    from fabric_cli.generate import check_memory, load_engine
 
     cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        num_samples=num_samples, stop=tuple(stop or ()), use_cache=cache, slide=slide)
@@ -358,6 +358,7 @@ def generate(
     ckpt = resolve_checkpoint(checkpoint) if checkpoint else paths.latest
     engine = load_engine(ckpt, tokenizer_file(tokenizer), device, run_tokenizer=paths.tokenizer)
     cfg.slide_for(engine.model.config.block_size)  # a bad --slide is refused before any output
+    check_memory(engine.model.config, cfg, engine.device)  # and a batch too big, before --interactive's first prompt
     if interactive:
         echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it
         return _generate_interactive(engine, cfg, quiet, echo=echo_given and echo)

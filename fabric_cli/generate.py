@@ -320,7 +320,8 @@ def generation_bytes(config: ModelConfig, batch: int, use_cache: bool = True) ->
 
 def check_memory(config: ModelConfig, cfg: SampleConfig, device: str) -> None:
     """Refuse --num-samples whose batch cannot fit in this machine's memory, before allocating it:
-    on the CPU the allocation fails with a C++ message, or the kernel kills the process."""
+    on the CPU the allocation fails with a C++ message, or the kernel kills the process. A batch
+    that fits the machine but not its free memory fails later; complete() turns that into one line."""
     total = physical_memory() if device == "cpu" else None
     need = generation_bytes(config, cfg.num_samples, cfg.use_cache)
     if total is not None and need > total:
@@ -395,7 +396,9 @@ def complete(
                     on_text(row, piece)
             if all(reasons):
                 break
-    except torch.OutOfMemoryError:  # a GPU's; the CPU's is refused beforehand (check_memory)
+    except RuntimeError as e:  # torch.OutOfMemoryError on CUDA; the CPU's and MPS's allocators raise RuntimeError
+        if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)):
+            raise
         raise InputError(f"out of memory on {engine.device} generating {n:,} samples at once: lower --num-samples") from None
     for row, dec in enumerate(decoders):
         piece = dec.finish()

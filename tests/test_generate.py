@@ -339,13 +339,22 @@ def test_cli_bad_sampling_values(runner, run, args, says):
     assert says in _error(_cli(runner, run, "hi", *args))
 
 
-def test_cli_device_out_of_memory_is_one_line_naming_the_knob(runner, run, monkeypatch):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+])
+def test_cli_out_of_memory_while_generating_is_one_line_naming_the_knob(runner, run, monkeypatch, error):
     def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
         yield  # a generator, as generate is
 
     monkeypatch.setattr("fabric_cli.generate.generate", out_of_memory)
     assert "lower --num-samples" in _error(_cli(runner, run, "hi", "--num-samples", "4"))
+
+
+def test_a_batch_too_big_is_refused_before_the_first_interactive_prompt(runner, run):
+    r = _cli(runner, run, "--interactive", "--num-samples", str(10**12), input="")
+    assert r.exit_code == 1 and "more than this machine's" in r.stderr and "one prompt a line" not in r.stderr
 
 
 def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
