@@ -377,7 +377,7 @@ class TokenizeSummary:
     started_over: bool = False  # --force on a trained run with a new tokenizer: its training outputs were deleted
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "warnings": self.warnings()}
 
     def lines(self) -> list[str]:
         how = "trained" if self.trained else "reused"
@@ -385,7 +385,7 @@ class TokenizeSummary:
             f"tokenizer    {self.tokenizer} ({how}, vocab {self.vocab_size:,}, {EOT} = {self.eot_id})",
             f"tokens       {self.tokens_dir}/ train.bin {self.train_tokens:,} + val.bin {self.val_tokens:,}"
             f" = {self.tokens:,} ({self.dtype}; val: {self._val_held_out()})",
-        ] + self._small_split_warning() + [
+        ] + [f"warning      {w}" for w in self.warnings()] + [
             f"documents    {self.documents:,} from {len(self.sources)} file{'' if len(self.sources) == 1 else 's'}, "
             f"{self.bytes / 1e6:,.2f} MB",
             f"characters   {self.characters:,}",
@@ -401,17 +401,21 @@ class TokenizeSummary:
             return f"{self.val_documents:,} of the {self.documents:,} documents, spread evenly"
         return f"the last {self.val_fraction * 100:g}% of the tokens, too few documents to hold whole ones out"
 
-    def _small_split_warning(self) -> list[str]:
-        """A warning line when train.bin or val.bin holds under SMALL_SPLIT_TOKENS, saying what to do."""
+    def warnings(self) -> list[str]:
+        """What `fabric train` will make of a split under SMALL_SPLIT_TOKENS (two windows of its default
+        context): under one window it refuses it, under two it evaluates on the same few windows."""
         small = [(name, n) for name, n in (("train.bin", self.train_tokens), ("val.bin", self.val_tokens))
                  if n < SMALL_SPLIT_TOKENS]
         if not small:
             return []
         names, counts = " and ".join(name for name, _ in small), " and ".join(f"{n:,}" for _, n in small)
+        context = SMALL_SPLIT_TOKENS // 2
+        effect = (f"fewer than one window of fabric train's default context ({context}) + 1, which it refuses"
+                  if min(n for _, n in small) <= context else f"under two windows of fabric train's default context ({context})")
         now = f"--val-fraction (now {self.val_fraction:g})"
         fix = {"val.bin": f" or raise {now}", "train.bin": f" or lower {now}"}.get(names, "")
-        return [f"warning      {names} {'holds' if len(small) == 1 else 'hold'} only {counts} tokens, under two "
-                f"windows of fabric train's default context ({SMALL_SPLIT_TOKENS // 2}); tokenize a bigger corpus{fix}"]
+        return [f"{names} {'holds' if len(small) == 1 else 'hold'} only {counts} tokens, {effect}; "
+                f"tokenize a bigger corpus{fix}"]
 
 
 def _is_val(i: int, f: float) -> bool:

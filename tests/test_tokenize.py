@@ -346,15 +346,21 @@ def test_a_small_split_is_warned_about_at_tokenize_time(tmp_path, runner, corpus
     lines = summary_of(runner, few, "--run", tmp_path / "a")
     _, val, _ = read_tokens(tmp_path / "a")
     assert 0 < len(val) < tk.SMALL_SPLIT_TOKENS
-    assert lines[2] == (f"warning      val.bin holds only {len(val)} tokens, under two windows of fabric train's default "
-                        f"context ({tk.SMALL_SPLIT_TOKENS // 2}); tokenize a bigger corpus or raise --val-fraction (now 0.05)")
+    context = tk.SMALL_SPLIT_TOKENS // 2
+    effect = (f"fewer than one window of fabric train's default context ({context}) + 1, which it refuses"
+              if len(val) <= context else f"under two windows of fabric train's default context ({context})")
+    warning = f"val.bin holds only {len(val)} tokens, {effect}; tokenize a bigger corpus or raise --val-fraction (now 0.05)"
+    assert lines[2] == f"warning      {warning}"
+    r = invoke(runner, "tokenize", few, "--run", tmp_path / "a2", "--vocab-size", 300, "--json")  # a script sees it too
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [warning]
     lines = summary_of(runner, few, "--run", tmp_path / "b", "--val-fraction", 0.97)
     assert re.fullmatch(r"warning      train\.bin holds only \d+ tokens, .*; tokenize a bigger corpus or lower "
                         r"--val-fraction \(now 0\.97\)", lines[2]), lines[2]
     tiny = tmp_path / "mine.txt"
     tiny.write_text("Hello there. This is mine.\n")
     lines = summary_of(runner, tiny, "--run", tmp_path / "c")
-    assert re.fullmatch(r"warning      train\.bin and val\.bin hold only \d+ and \d+ tokens, .*; tokenize a bigger corpus",
+    assert re.fullmatch(r"warning      train\.bin and val\.bin hold only \d+ and \d+ tokens, fewer than one window .*which "
+                        r"it refuses; tokenize a bigger corpus",
                         lines[2]), lines[2]
     assert (tmp_path / "c/tokens/val.bin").stat().st_size > 0  # a warning, not a failure
 
