@@ -62,7 +62,7 @@ def physical_memory() -> int | None:
 # Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (without sparsity), by the first
 # name that torch.cuda.get_device_name contains: longer names first (L40S before L40 before L4).
 PEAK_BF16 = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989.4e12, "H200 NVL": 835e12, "H200": 989.4e12,
-             "H800": 989.4e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
+             "H800 PCIe": 756e12, "H800": 989.4e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
 
 
 def peak_bf16(gpu_name: str) -> float | None:
@@ -73,3 +73,17 @@ def peak_bf16(gpu_name: str) -> float | None:
         (989400000000000.0, 362000000000000.0, None)
     """
     return next((peak for key, peak in PEAK_BF16.items() if key in gpu_name), None)
+
+
+def model_flops_utilisation(flops_per_s: float, gpu_name: str | None, dtype: str, world: int = 1) -> float | None:
+    """Model FLOP/s per GPU against its dense bf16 peak; None off CUDA, outside bf16, or for a GPU not
+    in PEAK_BF16.
+
+    Example:
+        >>> model_flops_utilisation(2 * 400e12, "NVIDIA H100 80GB HBM3", "bfloat16", world=2)
+        0.4043
+        >>> model_flops_utilisation(400e12, "NVIDIA H100 80GB HBM3", "float32") is None
+        True
+    """
+    peak = peak_bf16(gpu_name) if gpu_name and dtype == "bfloat16" else None
+    return round(flops_per_s / (peak * world), 4) if peak else None

@@ -11,7 +11,6 @@ import math
 import os
 from pathlib import Path
 
-
 from fabric_cli.checkpoint import check_fits, model_shapes, read_info, resolve_checkpoint, tensor_shapes
 from fabric_cli.config import RunPaths
 from fabric_cli.errors import InputError

@@ -25,7 +25,7 @@ import torch
 from fabric_cli import checkpoint as ckpt
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
-from fabric_cli.device import choose_device, peak_bf16
+from fabric_cli.device import choose_device, model_flops_utilisation
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.files import atomic_path, file_sha256
 from fabric_cli.metrics import LayerGroups, MetricsLog
@@ -264,6 +264,9 @@ class Loop:
             ckpt.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
+        if data.tokenizer_sha256 and not tokenizer_source and not paths.tokenizer.is_file():
+            loop.say(f"note: {paths.root} has no tokenizer.json and none matching these tokens lies beside "
+                     f"{data.folder}; generate and probe will need --tokenizer with the one they were made with")
         if cfg.warmup >= loop.max_steps - 1:
             loop.say(
                 f"note: --warmup {cfg.warmup} leaves no steps for the cosine decay in a run of {loop.max_steps}: "
@@ -338,13 +341,12 @@ class Loop:
         tps = max(timed_steps, 0) * self.tokens_per_step / train_time
         flops = self.model.flops_per_token() * tps
         gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None
-        peak = peak_bf16(gpu) if gpu and self.dtype == "bfloat16" else None
         return TrainResult(
             step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
             train_loss=self.train_loss, val_loss=self.val_loss, val_step=self.val_step, seconds=seconds,
             train_seconds=train_time, tokens_per_s=tps, compile_seconds=round(self.compile_seconds, 3),
             flops_per_s=flops, params=self.model.num_params(), gpu=gpu,
-            mfu=round(flops / (peak * dist.world), 4) if peak else None,
+            mfu=model_flops_utilisation(flops, gpu, self.dtype, dist.world),
             device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, settings=dataclasses.asdict(self.cfg), model=self.model.config.to_dict(),
             is_main=dist.is_main,

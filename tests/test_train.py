@@ -431,6 +431,10 @@ def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_
     r = runner.invoke(app, ["train", "--run", str(fresh.root), *args])
     assert r.exit_code == 0, r.output
     assert fresh.tokenizer.read_bytes() == other.tokenizer.read_bytes() and fresh.latest.is_file()
+    other.tokenizer.unlink()  # tokens whose tokenizer is nowhere to be found: trained, with a note
+    bare = RunPaths(tmp_path / "bare")
+    r = runner.invoke(app, ["train", "--run", str(bare.root), *args])
+    assert r.exit_code == 0 and "generate and probe will need --tokenizer" in r.stderr and not bare.tokenizer.exists()
 
 
 def test_summary_gives_mfu_against_the_gpus_bf16_peak():
