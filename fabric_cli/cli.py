@@ -285,7 +285,7 @@ def probe(
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
     ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
-    random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison.")] = _PROBE.random_heads,
+    random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison; as many as the model has (or more) ablates every head and prints the map of their drops.")] = _PROBE.random_heads,
     seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
     over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,

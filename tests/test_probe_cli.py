@@ -106,6 +106,18 @@ def test_ablate_without_head_takes_the_top_head(world):
     assert "Ablation of head 1.2 on 24 prompts" in text and "4 random other heads" in text
 
 
+def test_ablating_every_head_maps_their_drops(world):
+    """--random-heads at least the number of other heads: every head is ablated, and the drops form a grid."""
+    a = json.loads(probe(world, "--ablate", "--json", "--random-heads", "100").stdout)["ablation"]
+    grid = a["grid"]["zero_drop"]
+    assert len(grid) == 2 and all(len(row) == 4 for row in grid) and len(a["random"]["heads"]) == 7
+    assert grid[1][2] == a["zero_drop"] > 3.0  # the planted head, where the ranking put it
+    assert max(abs(v) for layer, row in enumerate(grid) for h, v in enumerate(row) if (layer, h) != (1, 2)) < 0.05
+    text = probe(world, "--ablate", "--random-heads", "100").stdout
+    assert "all 7 other heads" in text and "Zero-ablation drop (nats) of every head" in text and "[+" in text
+    assert "grid" not in json.loads(probe(world, "--ablate", "--json", "--random-heads", "4").stdout)["ablation"]
+
+
 def test_over_checkpoints_finds_when_the_head_emerged(world):
     r = probe(world, "--over-checkpoints", "--json")
     assert r.exit_code == 0, r.output

@@ -6,7 +6,8 @@ A head is removed two ways through the model's Probe hook:
 - zero ablation: its output is set to 0;
 - mean ablation: its output is replaced by its mean output over every position of the suite, which
   keeps the head's average contribution and removes only what depends on the prompt.
-The same is done for K other heads drawn at random (seeded) so the drop can be compared.
+The same is done for K other heads drawn at random (seeded) so the drop can be compared; with K at
+least the number of other heads, every head is ablated and the drops form a layer-by-head grid.
 """
 
 from __future__ import annotations
@@ -86,7 +87,13 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
         vals = [o[key] for o in others]
         return {"mean": round(sum(vals) / len(vals), 6), "max": round(max(vals), 6)} if vals else {"mean": None, "max": None}
 
-    return {
+    result = {
         "head": str(target), "n": n, "clean": round(clean, 6), **{k_: v for k_, v in target_drops.items() if k_ != "head"},
         "random": {"seed": seed, "heads": others, "zero_drop": summary("zero_drop"), "mean_drop": summary("mean_drop")},
     }
+    L, nh = model.config.n_layer, model.config.n_head
+    if len(others) + 1 == L * nh:  # every head was ablated: a causal map beside the attention one
+        by_name = {d["head"]: d for d in [target_drops, *others]}
+        result["grid"] = {key: [[by_name[f"{layer}.{h}"][key] for h in range(nh)] for layer in range(L)]
+                          for key in ("zero_drop", "mean_drop")}
+    return result

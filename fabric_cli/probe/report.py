@@ -268,11 +268,25 @@ def _ablation_lines(a: dict | None) -> list[str]:
         f"  intact {signed(a['clean'])}",
         f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])});  mean ablation {signed(a['mean'])} "
         f"(drop {signed(a['mean_drop'])})",
-        (f"  {k} random other heads: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
+        (f"  {'all ' + str(k) + ' other heads' if 'grid' in a else str(k) + ' random other heads'}: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
          f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
         *_same_first_token_lines(a),
+        *_ablation_grid_lines(a),
     ]
+
+
+def _ablation_grid_lines(a: dict) -> list[str]:
+    """Every head's zero-ablation drop as a layer-by-head grid, when every head was ablated."""
+    if "grid" not in a:
+        return []
+    grid = a["grid"]["zero_drop"]
+    lines = [f"  Zero-ablation drop (nats) of every head, by layer (rows) and head (columns); [{a['head']}] studied:",
+             "      " + "".join(f"{h:>9}" for h in range(len(grid[0])))]
+    for layer, row in enumerate(grid):
+        cells = [f"[{signed(v)}]" if f"{layer}.{h}" == a["head"] else signed(v) for h, v in enumerate(row)]
+        lines.append(f"  L{layer:<3}" + "".join(f"{c:>9}" for c in cells))
+    return lines
 
 
 def _same_first_token_lines(a: dict) -> list[str]:
