@@ -312,9 +312,9 @@ def probe(
     paths = run_paths(ctx, run)
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
-    target = report or result.run.probe / "report.json"  # the checkpoint's run, not always --run
+    target = report or result.run.probe_report  # the checkpoint's run, not always --run
     if plot:
-        prefix = "" if report is None or report.stem == "report" else f"{report.stem}-"  # report.json: heads.png
+        prefix = "" if target.name == result.run.probe_report.name else f"{target.stem}-"  # report.json: heads.png
         result.report["plots"] = pr.write_plots(result, target.parent, prefix=prefix)
     saved = pr.save_report(result.report, target)
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))

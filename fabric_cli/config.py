@@ -259,6 +259,10 @@ def parse_head(text: str) -> Head:
 # --------------------------------------------------------------------------- run directory
 
 
+# The probe's pictures (--plot) in a run's probe/ folder, by what they show; {head} is the chosen head.
+PROBE_PICTURES = {"heads": "heads.png", "attention": "head-{head}.png", "emergence": "emergence.png"}
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Where one model's life is kept. See the README's 'Run directory' section."""
@@ -331,9 +335,14 @@ class RunPaths:
         """What training writes and what was made from its checkpoints, which starting over deletes:
         the checkpoint, its state, snapshots, metrics, and the probe's report and pictures and the
         demo's summary in this run (a probe's --report elsewhere is the user's to keep)."""
-        made_from = [self.probe / "report.json", self.probe / "heads.png", self.probe / "emergence.png",
-                     *self.probe.glob("head-*.png"), self.root / "demo.json"]
+        pictures = [p for name in PROBE_PICTURES.values() for p in self.probe.glob(name.format(head="*"))]
+        made_from = [self.probe_report, *pictures, self.root / "demo.json"]
         return [self.latest, self.latest_state, self.metrics, *self.snapshots(), *made_from]
+
+    def remove_training_outputs(self) -> None:
+        """Start the run over: delete training_outputs (a new tokenizer, or train --restart)."""
+        for p in self.training_outputs():
+            p.unlink(missing_ok=True)
 
     @property
     def metrics(self) -> Path:
@@ -342,6 +351,10 @@ class RunPaths:
     @property
     def probe(self) -> Path:
         return self.root / "probe"
+
+    @property
+    def probe_report(self) -> Path:
+        return self.probe / "report.json"
 
 
 # --------------------------------------------------------------------------- bundled data

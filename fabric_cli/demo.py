@@ -191,7 +191,7 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
     say(_emergence_lines(em))
     report["emergence"] = em
     report["showcase"] = showcase["head_detail"]
-    saved = save_report(report, paths.probe / "report.json")
+    saved = save_report(report, paths.probe_report)
     say(f"report: {saved}")
     heads = {h["head"]: h for h in report["heads"]}
     abl = report["ablation"]

@@ -503,8 +503,7 @@ def tokenize_corpus(
     write_json_atomic(paths.meta, meta)  # lands last: it names the files now in place
     started_over = paths.latest.exists() and meta["tokenizer_sha256"] != trained_with
     if started_over:  # the checkpoints cannot read the new tokens; --force said to start over
-        for p in paths.training_outputs():
-            p.unlink(missing_ok=True)
+        paths.remove_training_outputs()
     tokens, seconds = meta["train_tokens"] + meta["val_tokens"], time.perf_counter() - t0
     return TokenizeSummary(
         tokenizer=str(paths.tokenizer), tokens_dir=str(paths.tokens), trained=tokenizer is None,

@@ -27,12 +27,13 @@ from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
-from fabric_cli.files import atomic_path, file_sha256
+from fabric_cli.files import atomic_path
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
+from fabric_cli.tokenizer import tokenizer_sha256
 from fabric_cli.trainstep import (
     Dist, StepStats, StopFlag, amp_for, build_model, check_cpu_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
-    progress_bar, remove_run_outputs, step_seed, train_step,
+    progress_bar, step_seed, train_step,
 )
 
 
@@ -254,7 +255,7 @@ class Loop:
         _check_budget(step, budget(cfg, model.config.block_size, dist.world)[1], stop_at)
         # Every setting has been checked and the model built: only now may --restart delete the old run.
         if dist.is_main and (restart or not resume):
-            remove_run_outputs(paths)  # --restart, or metrics left by a run killed before its first save
+            paths.remove_training_outputs()  # --restart, or metrics left by a run killed before its first save
         if dist.is_main and tokenizer_source:
             with atomic_path(paths.tokenizer) as tmp:
                 shutil.copyfile(tokenizer_source, tmp)
@@ -452,7 +453,7 @@ def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
     if not want:
         return None
     if paths.tokenizer.is_file():
-        have = file_sha256(paths.tokenizer)
+        have = tokenizer_sha256(paths.tokenizer)
         if have != want:
             raise InputError(
                 f"{data.folder} holds tokens of tokenizer sha256 {want[:12]}, but this run's {paths.tokenizer} is "
@@ -461,7 +462,7 @@ def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
             )
         return None
     source = Path(data.folder).parent / "tokenizer.json"  # the tokens of RUN are in RUN/tokens
-    return source if source.is_file() and file_sha256(source) == want else None
+    return source if source.is_file() and tokenizer_sha256(source) == want else None
 
 
 def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:

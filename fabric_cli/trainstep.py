@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.config import ModelConfig, TrainConfig
 from fabric_cli.data import EVAL_STREAM, TokenData
 from fabric_cli.errors import InputError
 from fabric_cli.device import choose_device, physical_memory
@@ -250,9 +250,3 @@ def progress_bar(total: int, initial: int, enabled: bool):
     # would be a frame every 0.1 s for hours, so there it is drawn at most once a minute.
     return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr, unit="step",
                 dynamic_ncols=True, leave=True, desc="train", mininterval=0.1 if sys.stderr.isatty() else 60.0)
-
-
-def remove_run_outputs(paths: RunPaths) -> None:
-    """--restart: delete the previous run's checkpoints, snapshots, metrics and what was made from them."""
-    for p in paths.training_outputs():
-        p.unlink(missing_ok=True)

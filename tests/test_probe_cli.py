@@ -33,6 +33,12 @@ def world(tmp_path_factory):
     return {"run": str(run), "suite": str(root / "toy.jsonl"), "noisy": str(noisy), "random": str(rand)}
 
 
+def probe_text(run, path: Path, text: str, *args):
+    """`fabric probe` on prompts in the markup, written to `path`."""
+    path.write_text(text, encoding="utf-8")
+    return CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(path), *args])
+
+
 def probe(world, *args, run=None):
     result = CliRunner().invoke(app, ["probe", "--run", run or world["run"], "--prompts", world["suite"], *args])
     return result
@@ -302,10 +308,8 @@ def test_the_named_heads_example_comes_from_a_prompt_with_a_choice(world, tmp_pa
 
 def test_over_checkpoints_without_a_distractor_says_accuracy_is_undefined(world, tmp_path):
     """The only prompt with a distractor is ambiguous (not scored): the argmax and mass still follow."""
-    lone = tmp_path / "lone.txt"
-    lone.write_text("[The queen] smiled before {she} sang.\n[The king] smiled before {he} sang.\n"
-                    "? [The queen] greeted <the girl> before {she} sang.\n", encoding="utf-8")
-    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(lone), "--over-checkpoints"])
+    r = probe_text(world["run"], tmp_path / "lone.txt", "[The queen] smiled before {she} sang.\n[The king] smiled "
+                   "before {he} sang.\n? [The queen] greeted <the girl> before {she} sang.\n", "--over-checkpoints")
     assert r.exit_code == 0, r.output
     assert "no accuracy to follow: no unambiguous prompt has a distractor before its pronoun" in r.stdout
     assert "no unambiguous prompt has a distractor before its pronoun, so there is nothing to choose" in r.stdout
@@ -318,39 +322,35 @@ def test_prompts_without_a_distractor_are_refused_before_any_report(world, tmp_p
     run = tmp_path / "run"
     write_run(run, tok, planted_model(tok))
     king = tmp_path / "king.txt"
-    king.write_text("[The king] met {he}\n", encoding="utf-8")
     for extra in ([], ["--ablate", "--json"]):
-        r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(king), *extra])
+        r = probe_text(run, king, "[The king] met {he}\n", *extra)
         assert r.exit_code == 1 and r.stdout == "" and "Traceback" not in r.output
         assert r.stderr == ("fabric: error: no prompt of the 1 given has a distractor before the pronoun, so no head can "
                             "be scored; add a <distractor> before the {pronoun} (in a .jsonl suite, a \"distractors\" "
                             "span that ends before the pronoun's)\n")
         assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "tokenizer.json"]
     # a distractor after the pronoun is invisible to a causal model; skipped prompts are counted apart
-    later = tmp_path / "later.txt"
-    later.write_text("[The king] met {he} and <the queen>\n{She} greeted [the queen] before <the king> sang.\n",
-                     encoding="utf-8")
-    r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(later)])
+    r = probe_text(run, tmp_path / "later.txt",
+                   "[The king] met {he} and <the queen>\n{She} greeted [the queen] before <the king> sang.\n")
     assert r.exit_code == 1 and r.stdout == ""
     assert r.stderr.startswith("fabric: error: no prompt of the 2 given (1 skipped: 1 order) has a distractor "
                                "before the pronoun, so no head can be scored; add a <distractor> before the {pronoun}")
     assert not (run / "probe").exists()
     # with --head the question is where that head looks, which a prompt without a distractor answers too
-    shown = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", str(king), "--head", "1.2"])
+    shown = probe_text(run, king, "[The king] met {he}\n", "--head", "1.2")
     assert shown.exit_code == 0 and "· " in shown.stdout and "he -> The king" in shown.stdout, shown.output
 
 
 def test_prompts_of_which_some_lack_a_distractor_are_scored_on_the_others(world, tmp_path):
-    some = tmp_path / "some.txt"
-    some.write_text("[The king] met {he}\n[The queen] greeted <the king> before {she} sang.\n"
-                    "[The boy] smiled before {he} shouted.\n", encoding="utf-8")
-    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(some), "--json"])
+    some = ("[The king] met {he}\n[The queen] greeted <the king> before {she} sang.\n"
+            "[The boy] smiled before {he} shouted.\n")
+    r = probe_text(world["run"], tmp_path / "some.txt", some, "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["prompts"]["scored"] == 3 and report["prompts"]["scored_accuracy"] == 1
     head = next(h for h in report["heads"] if h["head"] == "1.2")
     assert (head["n"], head["accuracy"], head["n_all"], head["argmax_accuracy"]) == (1, 1.0, 3, 1.0)
-    text = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(some)]).stdout
+    text = probe_text(world["run"], tmp_path / "some.txt", some).stdout
     assert "3 scored (1 with a distractor before the pronoun)" in text
 
 

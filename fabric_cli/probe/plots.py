@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fabric_cli.config import PROBE_PICTURES
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_path
 
@@ -39,10 +40,11 @@ def write_plots(result, folder: Path, examples: int = 4, prefix: str = "") -> li
 
     folder = Path(folder)
     r = result.report
-    paths = [_heads(Figure, r, folder / f"{prefix}heads.png")]
-    paths.append(_attention(Figure, result, folder / f"{prefix}head-{result.chosen}.png", examples))
+    name = {k: prefix + v.format(head=result.chosen) for k, v in PROBE_PICTURES.items()}
+    paths = [_heads(Figure, r, folder / name["heads"])]
+    paths.append(_attention(Figure, result, folder / name["attention"], examples))
     if r.get("emergence"):
-        paths.append(_emergence(Figure, r["emergence"], folder / f"{prefix}emergence.png"))
+        paths.append(_emergence(Figure, r["emergence"], folder / name["emergence"]))
     return [str(p) for p in paths]
 
 
