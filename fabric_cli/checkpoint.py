@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from fabric_cli.config import ModelConfig, RunPaths
 from fabric_cli.errors import CheckpointError
-from fabric_cli.files import atomic_path
+from fabric_cli.files import atomic_path, atomic_paths, file_sha256
 from fabric_cli.model import GPT
 
 FORMAT = "fabric-checkpoint"
@@ -50,11 +50,24 @@ class CheckpointInfo:
 
 def save_weights(path: str | os.PathLike, model: GPT, info: CheckpointInfo) -> None:
     """Write the model's weights and metadata atomically (temp file, fsync, os.replace)."""
+    with atomic_path(path) as tmp:
+        save_file(_cpu_tensors(model), str(tmp), metadata=info.to_metadata())
+
+
+def _cpu_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as safetensors stores them, on the CPU, under the bare GPT's names."""
     model = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
     model = getattr(model, "module", model)  # so does DistributedDataParallel
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=info.to_metadata())
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def _version(path: Path, meta: dict[str, str]) -> int:
+    """The format version a file's metadata gives (0 when it gives none), as an integer."""
+    try:
+        return int(meta.get("format_version", "0"))
+    except ValueError:
+        raise CheckpointError(f"{path}: format_version {meta['format_version']!r} is not a whole number; "
+                              f"it was not written by fabric") from None
 
 
 def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:
@@ -73,7 +86,7 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
             tokenizer_sha256=meta.get("tokenizer_sha256") or None,
             extra=json.loads(meta.get("extra") or "{}"),
         )
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
 
 
@@ -125,7 +138,7 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
             f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}; pass a weights file "
             f"that `fabric train` wrote (RUN/checkpoints/latest.safetensors or a step-*.safetensors snapshot)"
         )
-    version = int(meta.get("format_version", "0"))
+    version = _version(path, meta)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}, this fabric reads up to {FORMAT_VERSION}; upgrade fabric"
@@ -186,6 +199,21 @@ def load_model(
     return model.to(device).eval(), info
 
 
+def load_model_for(path: str | os.PathLike, tokenizer, tokenizer_path: str | os.PathLike,
+                   device: str = "cpu") -> tuple[GPT, CheckpointInfo, str]:
+    """load_model for use with a tokenizer (what generate and probe load): the tokenizer file must
+    be the one the checkpoint was trained with (when the checkpoint records it), and its vocabulary
+    must fit the model's. Returns the model, its info, and the tokenizer file's sha256."""
+    sha256 = file_sha256(tokenizer_path)
+    model, info = load_model(path, device, sha256, tokenizer_path)
+    if tokenizer.get_vocab_size() > info.config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size():,} tokens but checkpoint {path} has a "
+            f"vocabulary of {info.config.vocab_size:,}; pass the tokenizer the model was trained with (--tokenizer)"
+        )
+    return model, info, sha256
+
+
 def check_tokenizer(path, info: CheckpointInfo, tokenizer_sha256: str | None,
                     tokenizer_path: str | os.PathLike | None = None) -> None:
     if tokenizer_sha256 and info.tokenizer_sha256 and tokenizer_sha256 != info.tokenizer_sha256:
@@ -220,20 +248,16 @@ def save_checkpoint_pair(
     state: dict[str, torch.Tensor],
     state_meta: dict[str, str],
 ) -> None:
-    """Write the weights and the training state together.
-
-    Both go to temporary files first and are moved into place one after the other, the state
-    first; both carry the step, and `load_train_state` refuses a pair whose steps differ (a kill
-    in the instant between the two moves), so a resume never mixes two moments of a run.
+    """Write the weights and the training state together (files.atomic_paths): both are complete
+    on disk before either moves into place, and a Ctrl-C or SIGTERM cannot fall between the two
+    moves. Both carry the step, and `load_train_state` refuses a pair whose steps differ (a kill -9
+    or power cut in the instant between the moves), so a resume never mixes two moments of a run.
     """
-    model = getattr(model, "_orig_mod", model)
-    model = getattr(model, "module", model)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = _cpu_tensors(model)
     meta = {"format": STATE_FORMAT, "format_version": str(STATE_FORMAT_VERSION), "step": str(info.step), **state_meta}
-    with atomic_path(weights_path) as tmp_w:
-        with atomic_path(state_path) as tmp_s:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp_s), metadata=meta)
-            save_file(tensors, str(tmp_w), metadata=info.to_metadata())
+    with atomic_paths(state_path, weights_path) as (tmp_s, tmp_w):
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp_s), metadata=meta)
+        save_file(tensors, str(tmp_w), metadata=info.to_metadata())
 
 
 def read_train_config(state_path: str | os.PathLike) -> str | None:
@@ -250,7 +274,7 @@ def read_train_config(state_path: str | os.PathLike) -> str | None:
 def _check_state_format(path: Path, meta: dict[str, str]) -> None:
     if meta.get("format") != STATE_FORMAT or "train_config" not in meta:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
-    if int(meta.get("format_version", "0")) > STATE_FORMAT_VERSION:
+    if _version(path, meta) > STATE_FORMAT_VERSION:
         raise CheckpointError(f"{path} has a newer format version {meta['format_version']}; upgrade fabric")
 
 
@@ -268,7 +292,8 @@ def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathL
     if int(meta.get("step", -1)) != info.step:
         raise CheckpointError(
             f"{weights_path} is at step {info.step} but {state_path} is at step {meta.get('step')} "
-            f"(the run was killed while saving?); use --restart, or start from a snapshot"
+            f"(the run was killed while saving); the weights still load for generate, probe and inspect, "
+            f"but training cannot resume exactly from them: use --restart to start over"
         )
     return tensors, meta
 

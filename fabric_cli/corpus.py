@@ -16,7 +16,6 @@ No torch here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -28,7 +27,7 @@ from typing import Iterator
 
 from fabric_cli import grammar as G
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path, undo_new_folders
+from fabric_cli.files import atomic_paths, failed_target, undo_new_folders
 from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 
@@ -222,17 +221,17 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
     suite_items = {kind: generate_suite(kind, suite_size, suite_seed) for kind in SUITES} if suites is not None else {}
     summary, where = None, targets[0]
     try:
-        # each atomic_path moves its file into place as the block ends; folders made are removed on failure
-        with undo_new_folders(*(p.parent for p, _ in targets)), contextlib.ExitStack() as stack:
-            for (path, what), kind in zip(targets[out is not None:], SUITES):
+        # the files move into place together as the block ends; folders made are removed on failure
+        with undo_new_folders(*(p.parent for p, _ in targets)), atomic_paths(*(p for p, _ in targets)) as tmps:
+            for (path, what), tmp, kind in zip(targets[out is not None:], tmps[out is not None:], SUITES):
                 where = (path, what)
-                tmp = stack.enter_context(atomic_path(path))
                 tmp.write_text("".join(json.dumps(it) + "\n" for it in suite_items[kind]), encoding="utf-8")
             if made is not None:
                 where = targets[0]
-                summary = _write_stories(stack.enter_context(atomic_path(targets[0][0])), made, n_stories, n_chars,
-                                         seed, progress, str(out))
+                summary = _write_stories(tmps[0], made, n_stories, n_chars, seed, progress, str(out))
     except OSError as e:
+        failed = failed_target(e, [p for p, _ in targets])  # making a folder or temporary file names where it failed
+        where = targets[failed] if failed is not None else where
         raise InputError(f"cannot write {where[1]} {where[0]}: {e.strerror or e}") from None
     suite_rows = None
     if suites is not None:

@@ -109,6 +109,12 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
         if size % dtype.itemsize:
             raise InputError(f"{path} has {size:,} bytes, not a whole number of {dtype_name} tokens; tokenize again")
         arr = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
+        counted = meta.get(f"{split}_tokens")
+        if isinstance(counted, int) and counted != len(arr):
+            raise InputError(
+                f"{path} holds {len(arr):,} tokens but {meta_path.name} says {counted:,}: the files come from "
+                f"different tokenize runs; run `fabric tokenize` again"
+            )
         if len(arr) and int(_max_token(arr)) >= vocab_size:
             raise InputError(
                 f"{path} holds token id {int(_max_token(arr))}, but meta.json says the vocabulary has "

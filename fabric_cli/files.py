@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -33,23 +35,81 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> (d / "x.txt").read_text()
         'hello'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """atomic_path for files that belong together (a checkpoint's weights and training state; a
+    run's tokens, tokenizer and meta.json): yield a temporary path for each; when the block ends
+    without an error, every file is complete and on disk (fsync) before the first is moved into
+    place, and the moves follow one another with SIGINT and SIGTERM held back until the last is
+    done. A Ctrl-C or a failure in the block leaves every old file as it was; only a kill -9 or
+    a power cut in the microseconds between two renames can mix old and new.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_paths(d / "a.txt", d / "b.txt") as (a, b):
+        ...     _ = a.write_text("one"), b.write_text("two")
+        >>> (d / "a.txt").read_text(), (d / "b.txt").read_text()
+        ('one', 'two')
+    """
+    targets = [Path(p) for p in paths]
+    tmps: list[Path] = []
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        # after the writer: mkstemp makes the file private (0600), and so may a writer that replaces it
-        os.chmod(tmp_path, _mode_for(path))
-        os.replace(tmp_path, path)
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp, path in zip(tmps, targets):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            # after the writer: mkstemp makes the file private (0600), and so may a writer that replaces it
+            os.chmod(tmp, _mode_for(path))
+        with _signals_held():
+            for tmp, path in zip(tmps, targets):
+                os.replace(tmp, path)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    for folder in dict.fromkeys(path.parent for path in targets):
+        _fsync_dir(folder)
+
+
+def failed_target(error: OSError, paths: list[Path]) -> int | None:
+    """Which of `paths` (being written by atomic_paths) an OSError concerns: the index of the one
+    it names, of the one whose temporary file it names, or of the first under a folder it names.
+
+    Example:
+        >>> failed_target(FileNotFoundError(2, "No such file", "/x/b"), [Path("/y/a"), Path("/x/b/c")])
+        1
+    """
+    if not error.filename:
+        return None
+    failed = Path(error.filename).absolute()
+    for i, path in enumerate(Path(p).absolute() for p in paths):
+        if failed == path or failed in path.parents or (failed.parent == path.parent and failed.name.startswith(f".{path.name}.")):
+            return i
+    return None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (delivered when it ends); where signals cannot
+    be masked (not the main thread, not POSIX) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _read_umask() -> int:
@@ -85,8 +145,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(obj) -> str:
+    """How fabric writes a JSON file: indented, keys in their order, a final newline."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 @contextlib.contextmanager

@@ -23,12 +23,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info
+from fabric_cli.checkpoint import CheckpointInfo, load_model_for, read_info
 from fabric_cli.config import ModelConfig, SampleConfig
 from fabric_cli.device import choose_device, physical_memory
-from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.errors import InputError
 from fabric_cli.model import GPT, KVCache
-from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
+from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
 
 # Cumulative sums of float probabilities land a hair either side of a hand-made boundary (0.5 + 0.3
 # may come out as 0.79999995): a token whose predecessors already hold top_p, within this, is dropped.
@@ -282,12 +282,7 @@ def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | No
     tokenizer = tokenizer_path_for(checkpoint, tokenizer, run_tokenizer)
     tok = load_tokenizer_for(tokenizer, checkpoint, info.tokenizer_sha256)
     choice = choose_device(device)
-    model, info = load_model(checkpoint, choice.device, tokenizer_sha256(tokenizer), tokenizer)
-    if tok.get_vocab_size() > info.config.vocab_size:
-        raise CheckpointError(
-            f"tokenizer {tokenizer} has {tok.get_vocab_size()} tokens but checkpoint {checkpoint} has a "
-            f"vocabulary of {info.config.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)"
-        )
+    model, info, _ = load_model_for(checkpoint, tok, tokenizer, choice.device)
     if choice.dtype == "bfloat16":
         model = model.to(torch.bfloat16)  # inference needs no fp32 master weights
     # None when the tokenizer has none: then only an empty prompt fails (encode_prompt says so)

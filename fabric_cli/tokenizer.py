@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig, bundled_corpus
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path, file_sha256, undo_new_folders, write_json_atomic
+from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_folders
 
 FORMAT, VERSION = "fabric-tokens", 1
 BYTE_ALPHABET = 256
@@ -473,11 +473,10 @@ def tokenize_corpus(
         vocab = tok.get_vocab_size(with_added_tokens=True)
         dtype = np.dtype(token_dtype(vocab)).newbyteorder("<")
         in_place = tokenizer is not None and paths.tokenizer.exists() and os.path.samefile(tokenizer, paths.tokenizer)
-        with undo_new_folders(paths.tokens), contextlib.ExitStack() as out:
-            # each atomic_path moves its file into place when the block ends without an error
-            tok_tmp = Path(tokenizer) if in_place else out.enter_context(atomic_path(paths.tokenizer))
-            val_tmp = out.enter_context(atomic_path(paths.val_bin))
-            train_tmp = out.enter_context(atomic_path(paths.train_bin))
+        # every file moves into place together when the block ends without an error, meta.json too
+        outputs = [paths.train_bin, paths.val_bin, paths.meta] + ([] if in_place else [paths.tokenizer])
+        with undo_new_folders(paths.tokens), atomic_paths(*outputs) as (train_tmp, val_tmp, meta_tmp, *tok_tmp):
+            tok_tmp = Path(tokenizer) if in_place else tok_tmp[0]
             counts = _Counts()
             with _bar(total, "encoding", progress) as bar:
                 batches = _batches(sources, cfg.errors, counts, bar)
@@ -500,7 +499,7 @@ def tokenize_corpus(
                 "vocab_size": vocab, "eot_id": eot, "tokenizer_sha256": tokenizer_sha256(tok_tmp),
                 "sources": [{"path": s.name, "bytes": s.bytes, "sha256": s.sha256} for s in sources],
             }
-    write_json_atomic(paths.meta, meta)  # lands last: it names the files now in place
+            meta_tmp.write_text(json_text(meta), encoding="utf-8")
     started_over = paths.latest.exists() and meta["tokenizer_sha256"] != trained_with
     if started_over:  # the checkpoints cannot read the new tokens; --force said to start over
         paths.remove_training_outputs()

@@ -159,6 +159,19 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(trained, tmp_path,
     assert "tensor transformer.ln_f.weight has shape (15,), the model expects (16,)" in line
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("format_version", "1.0", "format_version '1.0' is not a whole number; it was not written by fabric"),
+    ("config", '{"n_layer": "2"}', "metadata is malformed"),
+])
+def test_malformed_metadata_is_one_line_not_a_traceback(trained, tmp_path, runner, field, value, says):
+    with safe_open(str(trained.latest), framework="pt") as f:
+        meta = f.metadata()
+    if field == "config":  # a hand-edited config: one number written as a string
+        value = json.dumps({**json.loads(meta["config"]), **json.loads(value)})
+    save_file(load_file(trained.latest), tmp_path / "edited.safetensors", metadata={**meta, field: value})
+    assert says in refused(runner.invoke(app, ["inspect", str(tmp_path / "edited.safetensors")]))
+
+
 def test_the_step_loss_and_the_evaluation_losses_are_told_apart(trained, runner):
     records = [json.loads(line) for line in trained.metrics.read_text().splitlines()]
     last_train = [r for r in records if r["kind"] == "train"][-1]

@@ -26,7 +26,7 @@ from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, TrainConfig, preset
 from fabric_cli.data import load_tokens
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
-from fabric_cli.files import file_sha256
+from fabric_cli.files import atomic_paths, file_sha256
 from fabric_cli.metrics import LayerGroups, read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
@@ -300,6 +300,15 @@ def test_bad_token_files_are_refused(tmp_path):
         train(paths, TrainConfig(steps=1, context=40000, **FAST), progress=False)
 
 
+def test_token_files_of_different_tokenize_runs_are_refused(tmp_path):
+    folder = write_tokens(tmp_path / "t")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "val.bin").write_bytes((folder / "val.bin").read_bytes() * 2)  # a val.bin that meta.json did not count
+    with pytest.raises(InputError, match=rf"val.bin holds {2 * meta['val_tokens']:,} tokens but meta.json says "
+                                         rf"{meta['val_tokens']:,}: the files come from different tokenize runs"):
+        load_tokens(folder)
+
+
 def test_resume_with_other_tokens_is_refused(run):
     train(run, TrainConfig(steps=3, eval_interval=3, **FAST), progress=False)
     write_tokens(run.tokens, sha="cd" * 32)
@@ -358,6 +367,27 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(run, sig):
     info = read_info(run.latest)
     assert info.step >= 3 and info.step == max(train_losses(run))
     assert f"step          {info.step:,}" in out
+
+
+def test_a_ctrl_c_cannot_fall_between_a_checkpoints_two_files(tmp_path, monkeypatch):
+    """Weights and training state move into place together: a Ctrl-C while they move (a second
+    Ctrl-C during the final save) arrives after both, so the pair stays one moment of the run."""
+    real, moved = os.replace, []
+
+    def replace(src, dst):
+        if not moved:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right before the first move
+        moved.append(Path(dst).name)
+        real(src, dst)
+
+    a, b = tmp_path / "latest.state.safetensors", tmp_path / "latest.safetensors"
+    a.write_text("old state"), b.write_text("old weights")
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_paths(a, b) as (ta, tb):
+            ta.write_text("new state"), tb.write_text("new weights")
+    assert moved == [a.name, b.name] and (a.read_text(), b.read_text()) == ("new state", "new weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])  # no temporary file left
 
 
 def test_ddp_two_processes_track_one_process(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fabric_cli.checkpoint import load_model, read_info
+from fabric_cli.checkpoint import load_model, load_model_for, read_info
 from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
@@ -19,7 +19,7 @@ from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
 from fabric_cli.probe.report import build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
-from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for, tokenizer_sha256
+from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
 
 
 @dataclass
@@ -83,12 +83,8 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
     _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
-    tok_sha = tokenizer_sha256(tok_path)
     device = choose_device(cfg.device).device
-    model, info = load_model(ckpt, device, tok_sha, tok_path)
-    if tok.get_vocab_size() > info.config.vocab_size:
-        raise CheckpointError(f"tokenizer {tok_path} has {tok.get_vocab_size()} tokens, the model in {ckpt} only "
-                              f"{info.config.vocab_size}; pass the run's own tokenizer with --tokenizer")
+    model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
     batches = make_batches(encoded, cfg.batch_size, device)
     scores = score_items(model, batches, len(encoded))
     heads = head_scores(scores, encoded, cfg.alpha)
