@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -143,11 +144,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name} must be a positive integer, got {value}")
-        if not self.lr > 0:  # also NaN
-            raise InputError(f"--lr must be above 0, got {self.lr:g}: at 0 the weights never change")
+        if not 0 < self.lr < math.inf:  # `not` also refuses NaN
+            raise InputError(f"--lr must be a number above 0, got {self.lr:g}: at 0 the weights never change")
         for name in ("min_lr", "weight_decay", "grad_clip", "warmup", "snapshot_every"):
-            if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InputError(f"--{name.replace('_', '-')} must be a number, 0 or more, got {getattr(self, name)}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         check_seed(self.seed)

@@ -163,10 +163,23 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
     return dataclasses.replace(saved, **changes)
 
 
-def budget(cfg: TrainConfig, block_size: int, world: int) -> tuple[int, int]:
-    """(tokens per optimizer step, steps in the run): --tokens rounded up to whole steps, or --steps."""
+def budget(cfg: TrainConfig, block_size: int, world: int, step: int = 0, tokens_seen: int = 0) -> tuple[int, int]:
+    """(tokens per optimizer step, steps in the run): --steps, or --tokens rounded up to whole steps.
+
+    A run resumed at `step` with `tokens_seen` spends what is left of a --tokens budget at its
+    tokens per step now, which a new --batch-size, --grad-accum or number of ranks may change.
+
+    Example:
+        >>> cfg = TrainConfig(tokens=5120, batch_size=8)
+        >>> budget(cfg, 16, 1), budget(cfg, 16, 1, step=20, tokens_seen=2560)  # 128 then 256 a step: 20 + 10
+        ((128, 40), (128, 40))
+        >>> budget(dataclasses.replace(cfg, batch_size=16), 16, 1, step=20, tokens_seen=2560)
+        (256, 30)
+    """
     tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * world
-    return tokens_per_step, math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens else cfg.steps
+    if not cfg.tokens:
+        return tokens_per_step, cfg.steps
+    return tokens_per_step, step + math.ceil(max(0, cfg.tokens - tokens_seen) / tokens_per_step)
 
 
 def _check_budget(step: int, max_steps: int, stop_at: int | None) -> None:
@@ -195,7 +208,7 @@ class Loop:
         self.progress = progress and dist.is_main
         self.dtype, self.amp = dtype, amp_for(device, dtype)
         self.groups = LayerGroups(model, self.mc.n_layer)
-        self.tokens_per_step, self.max_steps = budget(cfg, self.mc.block_size, dist.world)
+        self.tokens_per_step, self.max_steps = budget(cfg, self.mc.block_size, dist.world, step, tokens_seen)
         self.metrics = MetricsLog(paths.metrics, enabled=dist.is_main)
         self.pending: list[tuple[int, StepStats]] = []  # steps whose numbers are not read back yet
         self.train_loss: float | None = None
@@ -252,7 +265,7 @@ class Loop:
         model.to(device)
         optimizer = make_optimizer(model, cfg)
         cfg.check_schedule()
-        _check_budget(step, budget(cfg, model.config.block_size, dist.world)[1], stop_at)
+        _check_budget(step, budget(cfg, model.config.block_size, dist.world, step, tokens_seen)[1], stop_at)
         # Every setting has been checked and the model built: only now may --restart delete the old run.
         if dist.is_main and (restart or not resume):
             paths.remove_training_outputs()  # --restart, or metrics left by a run killed before its first save

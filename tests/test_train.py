@@ -146,7 +146,11 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     (["--steps", "5", "--lr", "5e-5"], "--min-lr 0.0003 is above --lr 5e-05"),  # FAST_ARGS: --min-lr 3e-4
     (["--steps", "5", "--seed", str(2**64)], "--seed must be between 0 and"),
     (["--steps", "5", "--seed", "-1"], "--seed must be between 0 and"),
-    (["--steps", "5", "--lr", "0", "--min-lr", "0"], "--lr must be above 0, got 0"),
+    (["--steps", "5", "--lr", "0", "--min-lr", "0"], "--lr must be a number above 0, got 0"),
+    (["--steps", "5", "--lr", "inf"], "--lr must be a number above 0, got inf"),
+    (["--steps", "5", "--min-lr", "nan"], "--min-lr must be a number, 0 or more, got nan"),
+    (["--steps", "5", "--grad-clip", "nan"], "--grad-clip must be a number, 0 or more, got nan"),
+    (["--steps", "5", "--weight-decay", "-0.1"], "--weight-decay must be a number, 0 or more, got -0.1"),
     (["--steps", "5", "--batch-size", "100000000"], "for one micro-step's activations, more than this machine's"),
 ])
 def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
@@ -213,6 +217,17 @@ def test_compiling_in_the_first_step_is_left_out_of_tokens_per_s(run, monkeypatc
     logged = [m["tokens_per_s"] for m in read_metrics(run.metrics) if m["kind"] == "train"]
     assert len(logged) == 1 and logged[0] > 3 * 8 * 16 / (r.train_seconds + 0.6)  # the 0.6 s is not in it
     assert f"the rest evaluation and saving, and {r.compile_seconds:.1f} s compiling in the first step)" in r.summary()
+
+
+def test_a_token_budget_resumed_with_another_batch_spends_what_is_left(run, runner):
+    base = ["train", "--run", str(run.root), "--preset", "tiny", "--eval-batches", "1", "--warmup", "1", "--device", "cpu"]
+    first = runner.invoke(app, [*base, "--batch-size", "8", "--tokens", "5120", "--stop-at", "20"])  # 128 a step
+    assert first.exit_code == 0 and read_info(run.latest).tokens_seen == 2560, first.output
+    more = runner.invoke(app, [*base, "--resume", "--batch-size", "16"])  # 256 a step: 10 more spend the other half
+    assert more.exit_code == 0, more.output
+    info = read_info(run.latest)
+    assert (info.step, info.tokens_seen) == (30, 5120)
+    assert "step          30 / 30" in more.stdout
 
 
 def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
