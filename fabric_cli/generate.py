@@ -200,9 +200,13 @@ def generate(
 class StreamDecoder:
     """Token ids in, final text out: nothing that a later token could still change is returned.
 
-    Decodes the whole id list each time and returns only the new suffix. It holds back while the
-    text ends in U+FFFD (a character whose bytes are split across tokens) and while its tail could
-    be the start of a stop string; at a stop string it cuts the text there and sets `stopped`.
+    Decodes the tokens since the text was last wholly handed out and returns what became final.
+    It holds back while the text ends in U+FFFD (a character whose bytes are split across tokens)
+    and while its tail could be the start of a stop string; at a stop string it cuts the text
+    there and sets `stopped`. Once everything decoded has been handed out (the last character
+    whole, no tail held), the next token starts afresh: a byte-level tokenizer's text is the text
+    of its pieces joined at a character boundary, so each push costs the held tail, not the whole
+    completion (which would make a long completion quadratic).
 
     Example:
         >>> class Bytes:  # a stand-in tokenizer: one token per UTF-8 byte
@@ -217,33 +221,47 @@ class StreamDecoder:
     def __init__(self, tokenizer, stop: tuple[str, ...] | list[str] = ()):
         self.tokenizer = tokenizer
         self.stop = tuple(stop)
-        self.ids: list[int] = []
-        self.text = ""  # what has been handed out so far
+        self.pending: list[int] = []  # ids since everything decoded was last handed out
+        self.shown = 0  # characters of the pending ids' text handed out already
+        self.parts: list[str] = []  # what has been handed out, piece by piece
         self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """What has been handed out so far."""
+        return "".join(self.parts)
 
     def push(self, ids: list[int]) -> str:
         """Add token ids; return the text that became final (possibly '')."""
         if self.stopped:
             return ""
-        self.ids.extend(ids)
-        full = self.tokenizer.decode(self.ids)
-        cut = self._stop_index(full)
+        self.pending.extend(ids)
+        tail = self.tokenizer.decode(self.pending)
+        # A stop string starts in what was held back, never in what was handed out: a handed-out
+        # text never ends in the start of a stop string (_could_start_stop holds that back).
+        cut = self._stop_index(tail)
         if cut is not None:
             self.stopped = True
-            return self._emit(full[:cut])
-        if full.endswith("\ufffd"):
+            return self._emit(tail, cut)
+        if tail.endswith("\ufffd"):
             return ""  # the next token may complete the character
-        return self._emit(full[: len(full) - self._could_start_stop(full)])
+        new = self._emit(tail, len(tail) - self._could_start_stop(tail))
+        if self.shown == len(tail):  # all handed out, and the last character whole: start afresh
+            self.pending, self.shown = [], 0
+        return new
 
     def finish(self) -> str:
         """The rest of the text at the end of generation (held-back tails included)."""
         if self.stopped:
             return ""
-        return self._emit(self.tokenizer.decode(self.ids))
+        tail = self.tokenizer.decode(self.pending)
+        return self._emit(tail, len(tail))
 
-    def _emit(self, upto: str) -> str:
-        new = upto[len(self.text) :]
-        self.text = upto
+    def _emit(self, tail: str, upto: int) -> str:
+        new = tail[self.shown : upto]
+        self.shown = max(self.shown, upto)
+        if new:
+            self.parts.append(new)
         return new
 
     def _stop_index(self, full: str) -> int | None:

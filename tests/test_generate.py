@@ -215,6 +215,22 @@ def test_stream_decoder_holds_a_possible_stop_string():
     assert out[4] == "" and out[5] == "EN "  # "EN" waits until " " shows it is not "END"
 
 
+def test_stream_decoder_decodes_each_token_a_bounded_number_of_times(tok):
+    """A long completion streams in linear time: each push decodes the held tail, not everything."""
+    decoded = []
+
+    class Counting:
+        def decode(self, ids):
+            decoded.append(len(ids))
+            return tok.decode(ids)
+
+    ids = tok.encode(UNICODE_PROMPT * 40, add_special_tokens=False).ids  # split characters, ~2,000 tokens
+    d = StreamDecoder(Counting(), stop=["never appears"])
+    pieces = [d.push([i]) for i in ids] + [d.finish()]
+    assert "".join(pieces) == UNICODE_PROMPT * 40 == d.text
+    assert sum(decoded) < 4 * len(ids)  # decoding the whole list at every push: len(ids)**2 / 2
+
+
 def test_streamed_text_equals_final_text_unicode(engine):
     pieces = []
     cfg = SampleConfig(temperature=1.0, max_new_tokens=60, seed=11)
