@@ -79,14 +79,16 @@ class LayerGroups:
             self.params.append(p)
             index.append(group)
         self.n = n_layer + 1
-        self.index = torch.tensor(index)
+        # made where the parameters are: copying it there at each log step would make the host wait
+        # for the GPU (a pageable host-to-device copy synchronises the stream)
+        self.index = torch.tensor(index, device=self.params[0].device)
 
     def norms(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(total norm, per-group norms (n,)) as tensors: no host sync here."""
         # one fused kernel for every parameter's norm (what clip_grad_norm_ uses inside)
         per_param = torch.stack(torch._foreach_norm(grads)).float()  # (P,)
         sq = per_param.square()
-        groups = torch.zeros(self.n + 1, device=sq.device).index_add_(0, self.index.to(sq.device), sq)
+        groups = torch.zeros(self.n + 1, device=sq.device).index_add_(0, self.index, sq)
         return sq.sum().sqrt(), groups[: self.n].sqrt()
 
 
