@@ -54,6 +54,20 @@ class ModelConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def matmul_params(self) -> int:
+        """Weights that multiply every token's activations: per block q, k, v, the attention's
+        output projection and the feed-forward's two matrices, and the LM head. The LM head is tied
+        to the token embedding, so wte counts once, as the head's matmul (the embedding lookup is a
+        gather). Position embeddings, biases and norms do no matmul and are left out.
+
+        Example:
+            >>> preset("tiny", vocab_size=256).matmul_params  # 2 x (4 x 16 x 16 + 2 x 16 x 64) + 256 x 16
+            10240
+        """
+        c = self
+        return c.n_layer * (4 * c.n_embd * c.n_embd + 2 * c.n_embd * c.n_ff) + c.vocab_size * c.n_embd
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -295,14 +295,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def matmul_params(self) -> int:
-        """Weights that multiply every token's activations: each Linear's matrix and the LM head.
-
-        The LM head is tied to the token embedding, so wte counts once, as the head's matmul (the
-        embedding lookup itself is a gather, not a matmul). Position embeddings, biases and norms
-        do no matmul and are left out.
-        """
-        linear = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
-        return linear + self.transformer.wte.weight.numel()
+        """Weights that multiply every token's activations (ModelConfig.matmul_params)."""
+        return self.config.matmul_params
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward) in the PaLM convention (appendix B).

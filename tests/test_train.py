@@ -295,7 +295,11 @@ def test_flops_per_token_counts_each_matmul_weight_once():
     per_layer = 3 * c.n_embd**2 + c.n_embd**2 + 2 * c.n_embd * c.n_ff  # q,k,v; out projection; feed-forward
     lm_head = c.vocab_size * c.n_embd  # tied to wte, but a real matmul: counted once
     attention = 12 * c.n_layer * c.n_embd * c.block_size
-    assert GPT(c).flops_per_token() == 6 * (c.n_layer * per_layer + lm_head) + attention
+    model = GPT(c)
+    assert model.flops_per_token() == 6 * (c.n_layer * per_layer + lm_head) + attention
+    # the config's arithmetic is the model's own matrices: every Linear, and wte as the LM head
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert c.matmul_params == model.matmul_params() == linear + model.transformer.wte.weight.numel()
 
 
 def test_missing_tokens_say_run_tokenize(tmp_path, runner):
