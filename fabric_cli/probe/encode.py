@@ -148,8 +148,7 @@ def encode_item(item: ProbeItem, tokenizer, block_size: int, bos_id: int | None)
     last = pron[-1]
     if last + shift >= block_size:
         raise _Skip("length", f"too long: the pronoun is token {last + shift + 1}, the model's context is {block_size} tokens")
-    earlier = [d for d in item.distractors if d[1] <= item.pronoun[0]]  # later ones are invisible
-    candidates = [positions(item.referent, "referent")] + [positions(d, "distractor") for d in earlier]
+    candidates = [positions(span, "referent" if i == 0 else "distractor") for i, span in enumerate(item.candidates)]
 
     word_spans = [(m.start(), m.end()) for m in _WORD.finditer(text, 0, item.pronoun[0])]
     words = []

@@ -82,8 +82,8 @@ def _suites(cfg, items, encoded, skipped, scores, chosen) -> list[dict]:
 
 
 def _candidates(e: Encoded, row: torch.Tensor) -> list[dict]:
-    names = [e.item.referent] + [d for d in e.item.distractors if d[1] <= e.item.pronoun[0]]
-    return [{"text": e.item.show(span), "mass": round(float(row[pos].sum()), 6)} for span, pos in zip(names, e.candidates)]
+    return [{"text": e.item.show(span), "mass": round(float(row[pos].sum()), 6)}
+            for span, pos in zip(e.item.candidates, e.candidates)]
 
 
 def _ambiguous(encoded: list[Encoded], scores: ItemScores, h: Head) -> dict:

@@ -52,6 +52,11 @@ class ProbeItem:
     def show(self, span: Span) -> str:
         return self.text[span[0] : span[1]].strip()
 
+    @property
+    def candidates(self) -> list[Span]:
+        """The referent, then the distractors before the pronoun (a causal head cannot see later ones)."""
+        return [self.referent] + [d for d in self.distractors if d[1] <= self.pronoun[0]]
+
 
 # --------------------------------------------------------------------------- finding suites
 
