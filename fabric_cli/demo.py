@@ -27,7 +27,7 @@ from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
-from fabric_cli.probe.report import bar, looked_at, signed
+from fabric_cli.probe.report import bar, signed
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import budget, resume_config, train
 
@@ -92,11 +92,16 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
 
 
 def _tokenize(paths: RunPaths, say: Say, restart: bool) -> dict:
+    reuse = paths.meta.exists() and paths.tokenizer.exists() and not restart
+    if reuse:
+        _check_chronicles_tokens(paths)  # before the story starts: a refusal is the only output
     say("== 1. The Tokenizer: learning the words of the Chronicles")
-    if paths.meta.exists() and paths.tokenizer.exists() and not restart:
-        _check_chronicles_tokens(paths)
+    if reuse:
         say(f"reusing {paths.tokenizer} and {paths.tokens}/ (--restart to tokenize again)")
-        result = {"reused": True}
+        meta = json.loads(paths.meta.read_text())  # the figures a fresh tokenize reports, from the tokens' own record
+        tokens = meta["train_tokens"] + meta["val_tokens"]
+        result = {"reused": True, "vocab_size": meta["vocab_size"], "documents": meta["documents"], "tokens": tokens,
+                  "chars_per_token": round(meta["characters"] / max(1, tokens - meta["documents"]), 4)}
     else:
         s = tokenize_corpus([], paths, TokenizeConfig(), force=restart)
         for line in s.lines():
@@ -164,7 +169,7 @@ def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str
         say(f"\n== 2. The Gradient: {plan.model}, trained for {plan.step:,} steps")
         past = f", already past the --steps {plan.steps:,} asked for" if plan.step > plan.steps else ""
         say(f"reusing {paths.latest} (step {plan.step:,}{past}); --restart trains again")
-        return {"reused": True, "step": plan.step}
+        return {**_earlier_training(paths, plan.step), "reused": True}
     say(f"\n== 2. The Gradient: training {plan.model} for {plan.steps:,} steps")
     if plan.resume:
         say(f"resuming {paths.latest} from step {plan.step:,}")
@@ -174,6 +179,20 @@ def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str
     if result.stopped_by:
         raise DemoStopped(result.stop_reason(), result.step, again)
     return {"reused": False, **result.to_dict()}
+
+
+def _earlier_training(paths: RunPaths, step: int) -> dict:
+    """What a reused run's training achieved: the checkpoint's own record (step, tokens, losses),
+    over the train section of the demo.json that trained it, when that one reached the same step."""
+    try:
+        earlier = json.loads((paths.root / "demo.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}
+    if not isinstance(earlier, dict) or earlier.get("step") != step:
+        earlier = {}
+    info = read_info(paths.latest)
+    return {**earlier, "step": info.step, "tokens_seen": info.tokens_seen, "train_loss": info.extra.get("train_loss"),
+            "val_loss": info.extra.get("val_loss"), "checkpoint": str(paths.latest)}
 
 
 def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
@@ -208,19 +227,20 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
 
 
 def _showcase_lines(report: dict) -> str:
-    """Each sentence, then its pronoun -> true referent (? when ambiguous) and the token the head looked at
-    most from the pronoun, as `fabric probe --head` writes them."""
+    """Each sentence, then its pronoun -> true referent (? when ambiguous) and the head's attention
+    from the pronoun summed over each candidate mention, referent first: what ✓ and ✗ compare."""
     d = report["head_detail"]
     lines = []
     for it in d["prompts"]:
         mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
         referent = "?" if it["ambiguous"] else it["referent"]
-        lines.append(f"  {mark} {it['text']}\n      {it['pronoun']} -> {referent:<16} "
-                     f"looked most at: {looked_at(it['top'][:1])}")
+        weighed = "  ".join(f"{c['text']} {bar(c['mass'], 8)} {c['mass']:.2f}" for c in it["candidate_mass"])
+        lines.append(f"  {mark} {it['text']}\n      {it['pronoun']} -> {referent:<16} attention: {weighed}")
     t = d["totals"]
     acc = "n/a" if t["accuracy"] is None else f"{t['accuracy']:.0%}"
-    lines.append(f"  right on {acc} of {t['n']} sentences with a distractor (pronoun -> its true referent; "
-                 f"✓ right, ✗ wrong, · only one candidate, ? ambiguous by design)")
+    lines.append(f"  right on {acc} of {t['n']} sentences with a distractor: ✓ the true referent holds more of the "
+                 f"pronoun's attention than any other mention before it, ✗ another does, · no other mention, "
+                 f"? ambiguous by design")
     return "\n".join(lines)
 
 

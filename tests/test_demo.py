@@ -51,7 +51,7 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     assert len(samples) == 2 and all(len(s["completions"]) == 2 for s in samples)
     assert all(s["prompt"] in r.stdout for s in samples)
     showcase = r.stdout.split("on the Chronicles' own sentences\n")[1].split("\n== 5.")[0].splitlines()
-    assert len(showcase) == 2 * 12 + 1 and all(" -> " in x and " looked most at: " in x for x in showcase[1:-1:2])
+    assert len(showcase) == 2 * 12 + 1 and all(" -> " in x and " attention: " in x for x in showcase[1:-1:2])
 
 
 def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
@@ -62,6 +62,12 @@ def test_a_second_run_reuses_the_tokens_and_the_checkpoint(demo_run):
     summary = json.loads(r.stdout)
     assert summary["tokenize"]["reused"] and summary["train"]["reused"]
     assert RunPaths(root).latest.stat().st_mtime_ns == before
+    info, meta = read_info(RunPaths(root).latest), json.loads(RunPaths(root).meta.read_text())
+    # what was achieved stays in the summary (and demo.json) of a run that reuses it
+    assert summary["train"]["val_loss"] == info.extra["val_loss"] and summary["train"]["tokens_seen"] == info.tokens_seen
+    assert summary["train"]["tokens_per_s"] > 0 and summary["train"]["max_steps"] == 30  # from the demo that trained it
+    assert summary["tokenize"]["tokens"] == meta["train_tokens"] + meta["val_tokens"] > 0
+    assert summary["tokenize"]["vocab_size"] == meta["vocab_size"]
     fewer = CliRunner().invoke(app, ["demo", "--run", str(root), *SHORT, "--steps", "20"])  # a run cannot go back
     assert fewer.exit_code == 0 and "(step 30, already past the --steps 20 asked for)" in fewer.output, fewer.output
 
@@ -84,6 +90,7 @@ def test_tokens_of_another_corpus_are_refused_not_reused(demo_run, tmp_path):
     r = CliRunner().invoke(app, ["demo", "--run", str(other), *SHORT])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "holds tokens of novel.txt, not the bundled Chronicles" in r.stderr and "--restart" in r.stderr
+    assert r.stdout == ""  # refused before the story starts
     assert not RunPaths(other).latest.exists()  # nothing trained on them
 
 
@@ -153,7 +160,8 @@ def test_a_finished_run_without_its_training_state_is_reused(demo_run, tmp_path)
     RunPaths(root).latest_state.unlink()
     r = CliRunner().invoke(app, ["demo", "--run", str(root), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["train"] == {"reused": True, "step": 30}
+    train = json.loads(r.stdout)["train"]
+    assert train["reused"] and train["step"] == 30 and train["val_loss"] == read_info(RunPaths(root).latest).extra["val_loss"]
     r = CliRunner().invoke(app, ["demo", "--run", str(root), "--steps", "40"])  # training further needs the state
     assert r.exit_code == 1 and "latest.state.safetensors is missing" in r.stderr and "Traceback" not in r.output
 
@@ -166,21 +174,23 @@ def test_an_unusable_device_is_refused_before_anything_is_written(tmp_path, monk
     assert "1. The Tokenizer" not in r.stdout and not (tmp_path / "x").exists()
 
 
-def test_the_showcase_labels_the_true_referent_apart_from_where_the_head_looked():
-    """`pronoun -> X` means X is the true referent, as in `fabric probe --head`; what the head looked at
-    most is labelled as such. Here it looked at the pronoun itself, which once read `she -> she`."""
-    def prompt(text, pronoun, referent, correct, top, ambiguous=False):
+def test_the_showcase_shows_what_its_marks_compare():
+    """`pronoun -> X` means X is the true referent, as in `fabric probe --head`. Beside it, the head's
+    attention summed over each candidate mention, referent first: what ✓ and ✗ compare. (The single
+    token it looked at most once stood there, and read `✓ he -> The farmer  looked most at: queen`
+    when the two mentions were close and "The" tipped the sum.)"""
+    def prompt(text, pronoun, referent, correct, masses, ambiguous=False):
         return {"text": text, "pronoun": pronoun, "referent": referent, "correct": correct, "ambiguous": ambiguous,
-                "top": top}
+                "candidate_mass": [{"text": t, "mass": m} for t, m in masses]}
 
     report = {"head_detail": {"prompts": [
-        prompt("The king praised the nurse when she healed.", "she", "the nurse", False, [[" she", 0.16], [" king", 0.1]]),
-        prompt("The farmer met the queen, and he ploughed.", "he", "The farmer", True, [[" farmer", 0.6]]),
-        prompt("The cat chased the dog because it was fast.", "it", "The cat", None, [[" dog", 0.57]], ambiguous=True),
+        prompt("The king praised the nurse when she healed.", "she", "the nurse", False, [("the nurse", 0.05), ("The king", 0.1)]),
+        prompt("The farmer met the queen, and he ploughed.", "he", "The farmer", True, [("The farmer", 0.18), ("the queen", 0.17)]),
+        prompt("The cat chased the dog because it was fast.", "it", "The cat", None, [("The cat", 0.2), ("the dog", 0.57)], ambiguous=True),
     ], "totals": {"accuracy": 0.5, "n": 2}}}
     lines = fabric_cli.demo._showcase_lines(report).splitlines()
     assert lines[0] == "  ✗ The king praised the nurse when she healed."
-    assert lines[1] == "      she -> the nurse        looked most at: she █▎ 0.16"
-    assert lines[3] == "      he -> The farmer       looked most at: farmer ████▊ 0.60"
-    assert lines[4].startswith("  ? ") and lines[5] == "      it -> ?                looked most at: dog ████▌ 0.57"
-    assert len(lines) == 7 and "pronoun -> its true referent" in lines[6] and "right on 50% of 2" in lines[6]
+    assert lines[1] == "      she -> the nurse        attention: the nurse ▍ 0.05  The king ▊ 0.10"
+    assert lines[3] == "      he -> The farmer       attention: The farmer █▌ 0.18  the queen █▍ 0.17"
+    assert lines[4].startswith("  ? ") and lines[5] == "      it -> ?                attention: The cat █▋ 0.20  the dog ████▌ 0.57"
+    assert len(lines) == 7 and "right on 50% of 2 sentences with a distractor: ✓ the true referent holds" in lines[6]

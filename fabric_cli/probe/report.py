@@ -107,6 +107,7 @@ def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int)
             "id": e.item.id, "text": e.item.text, "pronoun": e.item.show(e.item.pronoun),
             "referent": e.item.show(e.item.referent), "ambiguous": e.item.ambiguous,
             "candidates": len(e.candidates),
+            "candidate_mass": _candidates(e, row),  # what `correct` compares: attention summed over each mention
             "correct": bool(scores.correct[i][h]) if len(e.candidates) > 1 else None,
             "argmax_hit": bool(scores.argmax_hit[i][h]), "mass": round(float(scores.mass[i][h]), 6),
             "top": [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())],
