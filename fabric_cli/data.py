@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fabric_cli.errors import InputError
+from fabric_cli.tokenizer import tokens_identity
 
 _SPLITS = {"train": 0, "val": 1}
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -43,6 +44,11 @@ class TokenData:
     @property
     def tokenizer_sha256(self) -> str | None:
         return self.meta.get("tokenizer_sha256") or None
+
+    @property
+    def identity(self) -> dict:
+        """What these tokens are, as checkpoints record it (tokens_identity)."""
+        return tokens_identity(len(self.train), len(self.val), self.meta.get("sources"))
 
     def check_context(self, block_size: int) -> None:
         """Refuse a split shorter than one window: block_size inputs and the target after the last."""

@@ -100,16 +100,26 @@ def failed_target(error: OSError, paths: list[Path]) -> int | None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (delivered when it ends); where signals cannot
-    be masked (not the main thread, not POSIX) the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT and SIGTERM back for the block: they are recorded, and raised again once it ends,
+    to the handlers in place before it. (Masking would not do: a signal sent to the process goes
+    to any thread that does not mask it, torch's among them, and Python then runs the handler in
+    the main thread at once.) Outside the main thread, which alone may set handlers, the block
+    runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    held = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = {sig: handler for sig, handler in held.items() if handler is not None}  # None: set outside Python
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for sig in caught:
+            signal.raise_signal(sig)
 
 
 def _read_umask() -> int:

@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import re
@@ -375,6 +376,9 @@ class TokenizeSummary:
     tokenizer_sha256: str
     sources: list[dict]
     started_over: bool = False  # --force on a trained run with a new tokenizer: its training outputs were deleted
+    # --force on a trained run with the same tokenizer keeps its checkpoints: "same" when they were
+    # trained on these very tokens, "changed" when not, "unknown" when they do not record it
+    kept: str | None = None
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "warnings": self.warnings()}
@@ -393,7 +397,18 @@ class TokenizeSummary:
             f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
         ] + ([f"started over {Path(self.tokenizer).parent}: its checkpoints, snapshots and metrics.jsonl, "
               f"trained with the old tokenizer, are deleted, with the probe report and demo summary made "
-              f"from them"] if self.started_over else [])
+              f"from them"] if self.started_over else []) + self._kept_lines()
+
+    def _kept_lines(self) -> list[str]:
+        run = Path(self.tokenizer).parent
+        if self.kept == "same":
+            return [f"kept         {run / 'checkpoints'}: trained with this tokenizer on these very tokens"]
+        if self.kept in ("changed", "unknown"):
+            differ = "differ from" if self.kept == "changed" else "may differ from"
+            return [f"kept         {run / 'checkpoints'}: same tokenizer, but these tokens {differ} the ones they "
+                    f"were trained on; `fabric train --resume` goes on with them (no longer an exact resume, val "
+                    f"loss on another split), `--restart` trains afresh"]
+        return []
 
     def _val_held_out(self) -> str:
         """What val.bin holds, in words: whole documents, or the tail of the token stream."""
@@ -453,7 +468,7 @@ def tokenize_corpus(
     """
     cfg, t0 = cfg or TokenizeConfig(), time.perf_counter()
     _check_settings(cfg, paths, tokenizer, force)
-    trained_with = _checkpoint_tokenizer(paths) if paths.latest.exists() else None
+    trained_with, trained_on = _checkpoint_record(paths) if paths.latest.exists() else (None, None)
     with contextlib.ExitStack() as stack:
         sources = resolve_sources(inputs, stack)
         total = sum(s.bytes for s in sources)
@@ -503,6 +518,10 @@ def tokenize_corpus(
     started_over = paths.latest.exists() and meta["tokenizer_sha256"] != trained_with
     if started_over:  # the checkpoints cannot read the new tokens; --force said to start over
         paths.remove_training_outputs()
+    kept = None  # the same tokenizer keeps the checkpoints: say whether they were trained on these tokens
+    if paths.latest.exists():
+        now = tokens_identity(meta["train_tokens"], meta["val_tokens"], meta["sources"])
+        kept = "unknown" if trained_on is None else "same" if trained_on == now else "changed"
     tokens, seconds = meta["train_tokens"] + meta["val_tokens"], time.perf_counter() - t0
     return TokenizeSummary(
         tokenizer=str(paths.tokenizer), tokens_dir=str(paths.tokens), trained=tokenizer is None,
@@ -511,7 +530,7 @@ def tokenize_corpus(
         tokens=tokens, chars_per_token=round(counts.characters / max(1, tokens - counts.documents), 4),
         tokens_per_word=round((tokens - counts.documents) / max(1, counts.words), 4), seconds=round(seconds, 3),
         train_seconds=round(train_seconds, 3), mb_per_s=round(total / 1e6 / max(seconds, 1e-9), 3),
-        started_over=started_over,
+        started_over=started_over, kept=kept,
     )
 
 
@@ -531,16 +550,36 @@ def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool
         )
 
 
-def _checkpoint_tokenizer(paths: RunPaths) -> str | None:
-    """The sha256 of the tokenizer the run's checkpoint was trained with: as its metadata records
-    it, else the run's tokenizer.json as it is now; None when neither can be read."""
+def _checkpoint_record(paths: RunPaths) -> tuple[str | None, dict | None]:
+    """What the run's checkpoint was trained on, from its header: the tokenizer's sha256 (else the
+    run's tokenizer.json as it is now; None when neither can be read) and the tokens_identity of
+    its tokens (None for a checkpoint that does not record it)."""
     from safetensors import safe_open  # reads the header only; no torch
 
+    meta = {}
     with contextlib.suppress(Exception):  # safetensors raises its own errors for a malformed file
         with safe_open(str(paths.latest), framework="numpy") as f:
-            if sha := (f.metadata() or {}).get("tokenizer_sha256"):
-                return sha
-    return tokenizer_sha256(paths.tokenizer) if paths.tokenizer.is_file() else None
+            meta = f.metadata() or {}
+    tokens = None
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        tokens = json.loads(meta.get("extra") or "{}").get("tokens")
+    sha = meta.get("tokenizer_sha256") or (tokenizer_sha256(paths.tokenizer) if paths.tokenizer.is_file() else None)
+    return sha, tokens if isinstance(tokens, dict) else None
+
+
+def tokens_identity(train_tokens: int, val_tokens: int, sources: list[dict] | None) -> dict:
+    """Which tokens a run trains on, as its checkpoints record it: the two splits' lengths and a
+    digest of the source files' sha256 (from meta.json; None when it names none). With the
+    tokenizer's hash this tells apart a corpus tokenized again with another --val-fraction or
+    other files, without reading the token files.
+
+    Example:
+        >>> tokens_identity(900, 100, [{"path": "a.txt", "sha256": "ab" * 32}])["sources"]
+        '271a413bd339c570'
+    """
+    digests = [s.get("sha256") for s in sources or [] if isinstance(s, dict)]
+    joined = hashlib.sha256("\n".join(map(str, digests)).encode()).hexdigest()[:16] if digests else None
+    return {"train": int(train_tokens), "val": int(val_tokens), "sources": joined}
 
 
 def _encode(tok: Tokenizer, batches, eot: int, dtype: np.dtype, val_fraction: float,

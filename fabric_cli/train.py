@@ -250,6 +250,7 @@ class Loop:
             saved_cfg = TrainConfig.from_json(meta["train_config"])
             cfg = resume_config(saved_cfg, config, explicit, info.config)
             _check_same_data(paths, info, data)
+            other_tokens = _other_tokens_note(paths, info, data)
             model_cfg = info.config
             if cfg.dropout is not None:
                 model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
@@ -257,7 +258,7 @@ class Loop:
             ckpt.load_weights(paths.latest, model)
             step, tokens_seen = info.step, info.tokens_seen
         else:
-            cfg, step, tokens_seen = config, 0, 0
+            cfg, step, tokens_seen, other_tokens = config, 0, 0, None
             model = build_model(cfg.model_config(data.vocab_size), cfg.seed)
         data.check_context(model.config.block_size)
         if device == "cpu":
@@ -290,6 +291,8 @@ class Loop:
         if cfg.tokens and cfg.tokens % loop.tokens_per_step:
             loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens: "
                      f"training {loop.max_steps:,} steps, {loop.max_steps * loop.tokens_per_step:,} tokens")
+        if other_tokens:
+            loop.say(other_tokens)
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
         loop.say(
@@ -422,7 +425,8 @@ class Loop:
         self.save()
 
     def info(self) -> ckpt.CheckpointInfo:
-        extra = {"train_loss": self.train_loss, "val_loss": self.val_loss, "preset": self.cfg.preset}
+        extra = {"train_loss": self.train_loss, "val_loss": self.val_loss, "preset": self.cfg.preset,
+                 "tokens": self.data.identity}
         return ckpt.CheckpointInfo(self.mc, self.step, self.tokens_seen, self.data.tokenizer_sha256, extra)
 
     def save(self) -> None:
@@ -476,6 +480,22 @@ def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
         return None
     source = Path(data.folder).parent / "tokenizer.json"  # the tokens of RUN are in RUN/tokens
     return source if source.is_file() and tokenizer_sha256(source) == want else None
+
+
+def _other_tokens_note(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> str | None:
+    """A note when the tokens are not those the checkpoint was trained on, though their tokenizer
+    is (tokenized again with --force, another --val-fraction or more files): training may go on
+    with them, but not as the run would have gone on, and val loss moves to another split."""
+    before, now = info.extra.get("tokens"), data.identity
+    if not isinstance(before, dict) or before == now:
+        return None  # the same tokens, or a checkpoint from before they were recorded
+    changes = [f"{name}.bin {before.get(name, 0):,} -> {now[name]:,} tokens" for name in ("train", "val")
+               if before.get(name) != now[name]]
+    if before.get("sources") != now["sources"]:
+        changes.append("other source files")
+    return (f"note: {data.folder} holds other tokens than {paths.latest} was trained on ({', '.join(changes)}): "
+            f"training goes on with them, but it is no longer the run resumed exactly, and val loss from here "
+            f"is measured on another split")
 
 
 def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:

@@ -269,12 +269,31 @@ def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, cor
     # the same tokenizer again: the checkpoint still matches it, so it is kept
     r = invoke(runner, "tokenize", corpus_file, "--run", run, "--tokenizer", run / "tokenizer.json", "--force", "--json")
     assert r.exit_code == 0 and not json.loads(r.stdout)["started_over"] and all(p.exists() for p in outputs + made_from)
+    assert json.loads(r.stdout)["kept"] == "unknown"  # this stand-in checkpoint records no tokens
     # a new tokenizer: the checkpoints could read neither it nor its tokens, so the run starts over
     r = invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 320, "--force")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines()[-1].startswith(f"started over {run}: its checkpoints, snapshots and metrics.jsonl")
     assert not any(p.exists() for p in outputs + made_from + [run / "metrics.jsonl"]) and mine.exists()
     assert json.loads((run / "tokens/meta.json").read_text())["vocab_size"] == 320
+
+
+def test_tokens_made_again_with_the_same_tokenizer_are_told_apart_from_those_trained_on(tmp_path, runner, corpus_file):
+    """--force with the same tokenizer keeps the checkpoints; tokenize and the resumed train both say
+    when the tokens are no longer the ones the checkpoint was trained on (here: another val split)."""
+    run = tmp_path / "run"
+    assert invoke(runner, "tokenize", corpus_file, "--run", run, "--vocab-size", 300).exit_code == 0
+    train = ["train", "--run", run, "--preset", "tiny", "--batch-size", "4", "--eval-batches", "1", "--device", "cpu"]
+    assert invoke(runner, *train, "--steps", "4").exit_code == 0
+    again = ["tokenize", corpus_file, "--run", run, "--tokenizer", run / "tokenizer.json", "--force"]
+    same = invoke(runner, *again)
+    assert same.exit_code == 0 and same.stdout.splitlines()[-1] == (
+        f"kept         {run / 'checkpoints'}: trained with this tokenizer on these very tokens")
+    other = invoke(runner, *again, "--val-fraction", "0.2")
+    assert other.exit_code == 0 and "same tokenizer, but these tokens differ from the ones they were trained on" in other.stdout
+    resumed = invoke(runner, *train, "--steps", "6", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "holds other tokens than" in resumed.stderr and "train.bin" in resumed.stderr and "no longer the run resumed exactly" in resumed.stderr
 
 
 def test_an_absurd_vocab_size_is_refused_before_training(tmp_path, runner, corpus_file):
