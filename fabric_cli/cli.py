@@ -152,7 +152,8 @@ def tokenize(
     if show is not None:
         if files:
             raise InputError("--show only displays how a text splits and takes no FILES; tokenize first, then --show")
-        split = tk.show_split(tk.load_tokenizer(tokenizer or paths.tokenizer), show)
+        path = tokenizer or paths.tokenizer
+        split = tk.show_split(tk.check_byte_level(tk.load_tokenizer(path), path), show)
         if json_out:
             return echo_json(split)
         return typer.echo(f"{split['display']}\n{split['count']} tokens: {' '.join(map(str, split['ids']))}")

@@ -129,6 +129,26 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         ) from None
 
 
+# Every kind of character a corpus may hold: ASCII, accents, CJK, emoji, control bytes.
+_ROUND_TRIP = "Zürich, 東京 🦊\t~\x00"
+
+
+def check_byte_level(tok: Tokenizer, path: str | os.PathLike) -> Tokenizer:
+    """Refuse a tokenizer that cannot encode any text and decode it back (a word-level or WordPiece
+    one maps what it does not know to an unknown token): fabric promises that any UTF-8 survives.
+
+    Example:
+        >>> tok = check_byte_level(train_tokenizer(["the cat sat"], vocab_size=270), "t.json")  # fabric's own kind
+    """
+    back = tok.decode(tok.encode(_ROUND_TRIP, add_special_tokens=False).ids, skip_special_tokens=False)
+    if back != _ROUND_TRIP:
+        raise InputError(
+            f"tokenizer {path} is not byte-level: {_ROUND_TRIP!r} comes back as {back!r}; fabric needs one "
+            f"that encodes any text, as GPT-2's does (leave out --tokenizer to train one)"
+        )
+    return tok
+
+
 def tokenizer_path_for(checkpoint: str | os.PathLike, given: str | os.PathLike | None,
                        run_default: str | os.PathLike | None) -> Path:
     """The tokenizer to read `checkpoint` with: `given` (--tokenizer), else the tokenizer.json of
@@ -214,8 +234,8 @@ class _Counts:
 def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitStack) -> list[Source]:
     """Files as given, folders as their .txt files (recursive, sorted), "-" as standard input.
 
-    No inputs means the bundled Chronicles corpus. Standard input is copied to an anonymous
-    temporary file (removed when `stack` closes) because training and encoding read it twice.
+    No inputs means the bundled Chronicles corpus. Standard input and pipes (`<(command)`) are
+    copied to a temporary file (removed when `stack` closes): training and encoding read twice.
     """
     if not inputs:
         corpus = bundled_corpus()
@@ -230,7 +250,7 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
         if str(given) == "-":
             if any(s.name == "-" for s in sources):
                 raise InputError("'-' (standard input) is given twice; give it once")
-            sources.append(Source("-", _spool_stdin(stack)))
+            sources.append(Source("-", _spool(getattr(sys.stdin, "buffer", sys.stdin), stack)))
             continue
         p = Path(given)
         if p.is_dir():
@@ -240,6 +260,12 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
             sources += [Source(str(f), f) for f in found]
         elif p.is_file():
             sources.append(Source(str(p), p))
+        elif p.is_fifo():  # a pipe, as `<(command)` gives: read once, like standard input
+            with open(p, "rb") as pipe:
+                sources.append(Source(str(p), _spool(pipe, stack)))
+        elif p.exists():
+            raise InputError(f"input {p} is not a text file (a device or socket); give a file, a folder, a pipe, "
+                             f"or - for standard input")
         else:
             raise InputError(f"input file {p} does not exist; check the path (use - for standard input)")
     for s in sources:
@@ -247,12 +273,12 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
     return sources
 
 
-def _spool_stdin(stack: contextlib.ExitStack) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix="fabric-stdin-", suffix=".txt")
+def _spool(stream, stack: contextlib.ExitStack) -> Path:
+    """Copy a stream that can be read only once (standard input, a pipe) to a temporary file."""
+    fd, tmp = tempfile.mkstemp(prefix="fabric-input-", suffix=".txt")
     stack.callback(os.unlink, tmp)
-    stdin = getattr(sys.stdin, "buffer", sys.stdin)
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(stdin, out, CHUNK_BYTES)
+        shutil.copyfileobj(stream, out, CHUNK_BYTES)
     return Path(tmp)
 
 
@@ -479,7 +505,7 @@ def tokenize_corpus(
                 tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
             _check_not_empty(counts, sources)
         else:
-            tok = load_tokenizer(tokenizer)
+            tok = check_byte_level(load_tokenizer(tokenizer), tokenizer)
         train_seconds = time.perf_counter() - t0 if tokenizer is None else 0.0
         eot = eot_id(tok)
         if eot is None:

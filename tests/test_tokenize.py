@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +296,35 @@ def test_tokens_made_again_with_the_same_tokenizer_are_told_apart_from_those_tra
     resumed = invoke(runner, *train, "--steps", "6", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "holds other tokens than" in resumed.stderr and "train.bin" in resumed.stderr and "no longer the run resumed exactly" in resumed.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_is_read_like_standard_input_and_a_device_is_refused(tmp_path, runner, corpus_file):
+    """`fabric tokenize <(command)` gives a path to a pipe: it is read once and tokenized like a file."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(corpus_file.read_bytes()))
+    writer.start()
+    piped = invoke(runner, "tokenize", fifo, "--run", tmp_path / "piped", "--vocab-size", 300, "--json")
+    writer.join()
+    direct = invoke(runner, "tokenize", corpus_file, "--run", tmp_path / "direct", "--vocab-size", 300, "--json")
+    assert piped.exit_code == 0 == direct.exit_code, piped.output
+    assert (tmp_path / "piped/tokens/train.bin").read_bytes() == (tmp_path / "direct/tokens/train.bin").read_bytes()
+    assert json.loads(piped.stdout)["sources"][0]["path"] == str(fifo)
+    if Path("/dev/null").exists():
+        _bad(runner, tmp_path, "/dev/null", expect=r"input /dev/null is not a text file \(a device or socket\)")
+
+
+def test_a_tokenizer_that_is_not_byte_level_is_refused(tmp_path, runner, corpus_file):
+    """A word-level tokenizer maps what it does not know to [UNK]: text would be lost without a word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, EOT: 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.save(str(tmp_path / "words.json"))
+    says = r"tokenizer .*words\.json is not byte-level: 'Zürich, 東京 🦊\\t~\\x00' comes back as"
+    _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "words.json", expect=says)
+    _bad(runner, tmp_path, "--show", "Zürich hello", "--tokenizer", tmp_path / "words.json", expect=says)
 
 
 def test_an_absurd_vocab_size_is_refused_before_training(tmp_path, runner, corpus_file):
