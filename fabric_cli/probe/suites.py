@@ -13,13 +13,14 @@ compares only their first tokens, so those must differ (with many tokenizers " l
 
 The markup, one prompt a line (a .txt file for `--prompts`):
 
-    [The professor] finished {her} lecture while <the janitor> waited. || lecture | mop
+    [The professor] thanked <the janitor> before {she} gave her lecture. || gave | mopped
     ? [The cat] chased <the dog> because {it} was fast.
 
 [referent] (exactly one), {pronoun} (exactly one), <distractor> (any number); after ` || ` the two
 continuations, referent's first (a space is put in front of each unless it starts with
 punctuation); a leading `? ` flags the item as ambiguous; blank lines and `#` lines are skipped.
-A malformed line is an InputError naming the file and the line.
+A malformed line is an InputError naming the file and the line. Only distractors before the
+pronoun count: a head cannot look ahead, so a prompt with none is shown but not scored.
 """
 
 from __future__ import annotations
