@@ -175,3 +175,19 @@ def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
     per_item = score_items(Attends(), make_batches([e], 4), 1)
     assert per_item.argmax_hit[0, 0, 0] and per_item.correct[0, 0, 0]
     assert per_item.mass[0, 0, 0] == pytest.approx(0.6)
+
+
+def test_a_head_barely_above_the_baseline_is_named_weak():
+    """Significant on 2,000 prompts is not the same as resolving pronouns: 54% against 50% says so."""
+    from fabric_cli.probe.report import _verdict
+
+    def verdict(accuracy, lower_bound):
+        head = {"head": "0.1", "accuracy": accuracy, "n": 2023, "lower_bound": lower_bound}
+        report = {"named_head": "0.1", "example": "he -> Gilbert the drummer",
+                  "best_baseline": {"accuracy": 0.502, "name": "first"}}
+        return _verdict(report, {"0.1": head})
+
+    assert verdict(0.539, 0.505).startswith("Pronoun head (weak): 0.1 (he -> Gilbert the drummer), 53.9% of 2023 "
+                                            "prompts, 3.7 points above the best baseline 50.2% (first)")
+    assert verdict(0.956, 0.945).startswith("Pronoun head: 0.1 (he -> Gilbert the drummer), 95.6% of 2023 prompts; "
+                                            "lower bound 94.5% > best baseline 50.2% (first)")
