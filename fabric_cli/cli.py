@@ -405,7 +405,7 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
             _show(f"--- sample {i} ---\n{text if echo else ''}{completion}")
     if not quiet:
         err(f"{result.new_tokens} tokens in {result.seconds:.2f} s: first after {result.time_to_first_token_s * 1000:.0f} ms, "
-            f"{result.tokens_per_s:.1f} tokens/s ({'kv cache' if cfg.use_cache else 'no cache'}, {result.device}, seed {result.seed})")
+            f"{result.tokens_per_s:.1f} tokens/s ({'kv cache' if cfg.use_cache else 'no cache'}, {result.device}, {'greedy' if result.seed is None else f'seed {result.seed}'})")
     return result
 
 

@@ -355,7 +355,7 @@ class GenerationResult:
     time_to_first_token_s: float
     seconds: float
     tokens_per_s: float
-    seed: int
+    seed: int | None  # None at temperature 0: greedy draws nothing
     device: str
     cache: bool
 
@@ -383,6 +383,8 @@ def complete(
     if not prompt and on_notice:
         on_notice("the prompt is empty: starting from the end-of-text token, as a new document")
     n = cfg.num_samples
+    if n > 1 and cfg.temperature == 0 and on_notice:
+        on_notice(f"--temperature 0 is greedy: the {n} samples will be the same; raise --temperature to vary them")
     x = torch.tensor([ids] * n, dtype=torch.long, device=engine.device)  # (N, T): one row per sample
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
     generator = torch.Generator(device=engine.device).manual_seed(seed)
@@ -427,7 +429,7 @@ def complete(
         time_to_first_token_s=round(first or 0.0, 6),
         seconds=round(seconds, 6),
         tokens_per_s=round(made / seconds, 2) if seconds > 0 else 0.0,
-        seed=seed,
+        seed=seed if cfg.temperature > 0 else None,
         device=engine.device,
         cache=cfg.use_cache,
     )

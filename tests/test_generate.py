@@ -260,6 +260,15 @@ def test_cli_streams_and_reports(runner, run, engine):
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
+def test_greedy_names_no_seed_and_says_its_samples_are_the_same(runner, run):
+    r = _cli(runner, run, "The professor", "-n", "5", "-t", "0", "--num-samples", "2")
+    assert r.exit_code == 0, r.output
+    assert "--temperature 0 is greedy: the 2 samples will be the same" in r.stderr
+    assert r.stderr.rstrip().endswith("greedy)") and "seed" not in r.stderr  # nothing was drawn: no seed to repeat
+    assert _json(runner, run, "The professor", "-n", "5", "-t", "0")["seed"] is None
+    assert _json(runner, run, "The professor", "-n", "5", "--seed", "8")["seed"] == 8
+
+
 def test_cli_json_num_samples_and_stdin(runner, run):
     out = _json(runner, run, "The dog", "-n", "12", "--num-samples", "3", "--seed", "4", "--no-cache")
     assert len(out["completions"]) == 3 and len(set(out["completions"])) == 3  # one batch, three draws
