@@ -169,6 +169,12 @@ from fabric_cli.corpus import CorpusConfig  # noqa: E402  (no torch; its default
 _CORPUS = CorpusConfig()
 
 
+def _flags(names: set[str]) -> str:
+    """Option names as typed, in a fixed order: {"seed", "suite_size"} -> "--seed and --suite-size"."""
+    flags = [f"--{n.replace('_', '-')}" for n in sorted(names)]
+    return " and ".join(flags) if len(flags) < 3 else ", ".join(flags[:-1]) + " and " + flags[-1]
+
+
 @app.command(epilog='Examples:\n\n  fabric corpus stories.txt --size 200KB --seed 7 --suites suites')
 def corpus(
     ctx: typer.Context,
@@ -186,8 +192,15 @@ def corpus(
     """Generate the Chronicles: short stories whose pronouns a model must resolve, and probe suites with ground truth."""
     from fabric_cli import corpus as cp
 
-    size_given = ctx.get_parameter_source("size").name == "COMMANDLINE"  # typed, not the default
-    n_stories, n_chars = cp.corpus_length(stories, size if size_given else None)
+    typed = {name for name in ("size", "stories", "seed", "suite_size", "suite_seed")
+             if ctx.get_parameter_source(name).name == "COMMANDLINE"}  # typed, not the default
+    if out is None and (given := typed & {"size", "stories", "seed"}):
+        raise InputError(f"{_flags(given)} {'is' if len(given) == 1 else 'are'} for the corpus file, and no OUT is "
+                         f"given; name it: fabric corpus OUT ...")
+    if suites is None and (given := typed & {"suite_size", "suite_seed"}):
+        raise InputError(f"{_flags(given)} {'is' if len(given) == 1 else 'are'} for the probe suites, and --suites "
+                         f"is not given; add --suites DIR")
+    n_stories, n_chars = cp.corpus_length(stories, size if "size" in typed else None)
     big = out is not None and ((n_chars or 0) >= 1_000_000 or (n_stories or 0) >= 2_000)
     summary, suite_rows = cp.write_all(out, suites, n_stories=n_stories, n_chars=n_chars, seed=seed, suite_size=suite_size,
                                        suite_seed=suite_seed, force=force, progress=big)

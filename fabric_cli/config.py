@@ -113,10 +113,10 @@ def preset(name: str, **overrides) -> ModelConfig:
 SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1: what torch's and numpy's generators both take
 
 
-def check_seed(seed: int | None) -> None:
-    """Refuse a --seed the random generators cannot take (negative, or 2**64 and above)."""
+def check_seed(seed: int | None, flag: str = "--seed") -> None:
+    """Refuse a seed the random generators cannot take (negative, or 2**64 and above)."""
     if seed is not None and not 0 <= seed < SEED_LIMIT:
-        raise InputError(f"--seed must be between 0 and 2**64 - 1 ({SEED_LIMIT - 1}), got {seed}")
+        raise InputError(f"{flag} must be between 0 and 2**64 - 1 ({SEED_LIMIT - 1}), got {seed}")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fabric_cli import grammar as G
+from fabric_cli.config import check_seed
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, failed_target, undo_new_folders
 from fabric_cli.lexicon import CLASSES
@@ -208,6 +209,7 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
     """
     if out is None and suites is None:
         raise InputError("nothing to write: give a corpus file (fabric corpus stories.txt) and/or --suites DIR")
+    check_seed(seed), check_seed(suite_seed, "--suite-seed")
     made = _stories(n_stories, n_chars, seed) if out is not None else None  # checks the size
     if suites is not None and suite_size < 1:
         raise InputError(f"--suite-size must be at least 1, got {suite_size}")

@@ -277,6 +277,15 @@ def test_a_failure_writes_nothing(runner, tmp_path):
     assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in (tmp_path / "taken").iterdir()] == ["number.jsonl"]
 
 
+def test_options_for_a_file_not_written_are_refused_not_ignored(runner, tmp_path):
+    _fails(runner, ["--suites", tmp_path / "s", "--seed", 3], r"--seed is for the corpus file, and no OUT is given")
+    _fails(runner, ["--suites", tmp_path / "s", "--stories", 2, "--size", "1KB"], r"--size and --stories are for the corpus")
+    _fails(runner, [tmp_path / "c.txt", "--suite-size", 5], r"--suite-size is for the probe suites, and --suites is not given")
+    _fails(runner, [tmp_path / "c.txt", "--seed", -1], r"--seed must be between 0 and 2\*\*64 - 1")
+    _fails(runner, ["--suites", tmp_path / "s", "--suite-seed", -2], r"--suite-seed must be between 0 and")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stories_and_size_each_set_the_length_so_not_both(runner, tmp_path):
     assert corpus_length(stories=5) == (5, None) and corpus_length(size="1KB") == (None, 1000)
     assert corpus_length() == (None, parse_size(corpus.CorpusConfig.size))  # neither: the default --size
