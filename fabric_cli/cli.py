@@ -19,6 +19,7 @@ import typer.core
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
 from fabric_cli.errors import FabricError, InputError
+from fabric_cli.text import plural
 
 
 class _FabricGroup(typer.core.TyperGroup):
@@ -210,7 +211,7 @@ def corpus(
     if summary is not None:
         typer.echo(summary.lines()[0])
     for s in suite_rows or []:
-        typer.echo(f"wrote {s['path']}: {cp.plural(s['items'], 'item')} (referent is the nearest candidate in "
+        typer.echo(f"wrote {s['path']}: {plural(s['items'], 'item')} (referent is the nearest candidate in "
                    f"{s['nearest']:.0%}, the first in {s['first']:.0%})")
 
 

@@ -31,6 +31,7 @@ from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, failed_target, undo_new_folders
 from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
+from fabric_cli.text import plural
 
 __all__ = ["CorpusConfig", "SUITES", "HELDOUT_PERCENT", "is_heldout_pair", "generate_corpus", "write_corpus", "write_all",
            "corpus_length", "parse_size", "generate_suite", "write_suites", "baselines"]
@@ -159,16 +160,6 @@ def parse_size(text: str) -> int:
     if n < 1:
         raise InputError(f"size {text!r} is less than one character; give a positive size like 4MB")
     return n
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 story', '2 stories': a count and its noun in agreement.
-
-    Example:
-        >>> plural(1, "story", "stories"), plural(1_000, "item")
-        ('1 story', '1,000 items')
-    """
-    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 @dataclass

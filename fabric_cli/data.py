@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fabric_cli.errors import InputError
-from fabric_cli.tokenizer import tokens_identity
+from fabric_cli.files import tokens_identity
 
 _SPLITS = {"train": 0, "val": 1}
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}

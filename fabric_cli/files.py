@@ -23,6 +23,21 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def tokens_identity(train_tokens: int, val_tokens: int, sources: list[dict] | None) -> dict:
+    """Which tokens a run trains on, as its checkpoints record it: the two splits' lengths and a
+    digest of the source files' sha256 (from meta.json; None when it names none). With the
+    tokenizer's hash this tells apart a corpus tokenized again with another --val-fraction or
+    other files, without reading the token files.
+
+    Example:
+        >>> tokens_identity(900, 100, [{"path": "a.txt", "sha256": "ab" * 32}])["sources"]
+        '271a413bd339c570'
+    """
+    digests = [s.get("sha256") for s in sources or [] if isinstance(s, dict)]
+    joined = hashlib.sha256("\n".join(map(str, digests)).encode()).hexdigest()[:16] if digests else None
+    return {"train": int(train_tokens), "val": int(val_tokens), "sources": joined}
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success fsync it and move it over `path`.

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig, bundled_corpus
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_folders
+from fabric_cli.files import atomic_paths, file_sha256, json_text, tokens_identity, undo_new_folders
 
 FORMAT, VERSION = "fabric-tokens", 1
 BYTE_ALPHABET = 256
@@ -591,21 +591,6 @@ def _checkpoint_record(paths: RunPaths) -> tuple[str | None, dict | None]:
         tokens = json.loads(meta.get("extra") or "{}").get("tokens")
     sha = meta.get("tokenizer_sha256") or (tokenizer_sha256(paths.tokenizer) if paths.tokenizer.is_file() else None)
     return sha, tokens if isinstance(tokens, dict) else None
-
-
-def tokens_identity(train_tokens: int, val_tokens: int, sources: list[dict] | None) -> dict:
-    """Which tokens a run trains on, as its checkpoints record it: the two splits' lengths and a
-    digest of the source files' sha256 (from meta.json; None when it names none). With the
-    tokenizer's hash this tells apart a corpus tokenized again with another --val-fraction or
-    other files, without reading the token files.
-
-    Example:
-        >>> tokens_identity(900, 100, [{"path": "a.txt", "sha256": "ab" * 32}])["sources"]
-        '271a413bd339c570'
-    """
-    digests = [s.get("sha256") for s in sources or [] if isinstance(s, dict)]
-    joined = hashlib.sha256("\n".join(map(str, digests)).encode()).hexdigest()[:16] if digests else None
-    return {"train": int(train_tokens), "val": int(val_tokens), "sources": joined}
 
 
 def _encode(tok: Tokenizer, batches, eot: int, dtype: np.dtype, val_fraction: float,

@@ -27,6 +27,7 @@ from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.text import plural
 from fabric_cli.files import atomic_path
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
@@ -290,7 +291,7 @@ class Loop:
             )
         if cfg.tokens and cfg.tokens % loop.tokens_per_step:
             loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens: "
-                     f"training {loop.max_steps:,} steps, {loop.max_steps * loop.tokens_per_step:,} tokens")
+                     f"training {plural(loop.max_steps, 'step')}, {loop.max_steps * loop.tokens_per_step:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
         if resume and (changed := setting_changes(saved_cfg, cfg)):

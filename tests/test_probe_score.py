@@ -187,7 +187,7 @@ def test_a_head_barely_above_the_baseline_is_named_weak():
                   "best_baseline": {"accuracy": 0.502, "name": "first"}}
         return _verdict(report, {"0.1": head})
 
-    assert verdict(0.539, 0.505).startswith("Pronoun head (weak): 0.1 (he -> Gilbert the drummer), 53.9% of 2023 "
+    assert verdict(0.539, 0.505).startswith("Pronoun head (weak): 0.1 (he -> Gilbert the drummer), 53.9% of 2,023 "
                                             "prompts, 3.7 points above the best baseline 50.2% (first)")
-    assert verdict(0.956, 0.945).startswith("Pronoun head: 0.1 (he -> Gilbert the drummer), 95.6% of 2023 prompts; "
+    assert verdict(0.956, 0.945).startswith("Pronoun head: 0.1 (he -> Gilbert the drummer), 95.6% of 2,023 prompts; "
                                             "lower bound 94.5% > best baseline 50.2% (first)")

@@ -11,7 +11,7 @@ import math
 import torch
 
 from fabric_cli.config import Head, ProbeConfig
-from fabric_cli.corpus import plural
+from fabric_cli.text import plural
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
 from fabric_cli.probe.suites import ProbeItem
@@ -225,11 +225,11 @@ def _verdict(r: dict, heads: dict) -> str:
         h = heads[r["named_head"]]
         margin = h["accuracy"] - bb["accuracy"] if bb["accuracy"] is not None else None
         if margin is not None and margin < WEAK_MARGIN:
-            return (f"Pronoun head (weak): {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {h['n']} "
-                    f"prompts, {100 * margin:.1f} points above the best baseline {base}; its lower bound "
+            return (f"Pronoun head (weak): {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of "
+                    f"{plural(h['n'], 'prompt')}, {100 * margin:.1f} points above the best baseline {base}; its lower bound "
                     f"{_pct(h['lower_bound']).strip()} clears the baseline, but a head that has learned the task "
                     f"scores far higher: train longer")
-        return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {h['n']} prompts; "
+        return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {plural(h['n'], 'prompt')}; "
                 f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}")
     top = heads[r["ranking"][0]]
     if top["accuracy"] is None:
@@ -237,7 +237,7 @@ def _verdict(r: dict, heads: dict) -> str:
             return "No pronoun head found: every prompt probed is marked ambiguous, and ambiguous prompts are not scored."
         return ("No pronoun head found: no unambiguous prompt has a distractor before its pronoun, so there is nothing "
                 "to choose between.")
-    return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {top['n']} prompts, "
+    return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {plural(top['n'], 'prompt')}, "
             f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}.")
 
 
@@ -275,7 +275,7 @@ def _ablation_lines(a: dict | None) -> list[str]:
     rz, rm = a["random"]["zero_drop"], a["random"]["mean_drop"]
     k = len(a["random"]["heads"])
     return [
-        f"Ablation of head {a['head']} on {a['n']} prompts: preference = log p of the first token of the referent's "
+        f"Ablation of head {a['head']} on {plural(a['n'], 'prompt')}: preference = log p of the first token of the referent's "
         f"continuation minus the distractor's, at the pronoun",
         f"  intact {signed(a['clean'])}",
         f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])});  mean ablation {signed(a['mean'])} "
