@@ -86,6 +86,9 @@ def test_json_prints_the_report(world):
     report = json.loads(r.stdout)
     assert report == json.loads(open(f"{world['run']}/probe/report.json").read())
     assert report["head_detail"]["shown"] == 2 and report["head_detail"]["prompts"][0]["top"][0][1] > 0.9
+    assert report["settings"]["device"] == "auto" and report["settings"]["device_used"] == "cpu"  # asked, and where it ran
+    masses = report["head_detail"]["prompts"][0]["candidate_mass"]  # what `correct` compares, referent first
+    assert masses and all(set(c) == {"text", "mass"} for c in masses)
 
 
 def test_report_path_keeps_the_runs_report(world, tmp_path):

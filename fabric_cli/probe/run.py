@@ -92,6 +92,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     source = {"path": str(ckpt), "sha256": file_sha256(ckpt), "step": info.step,
               "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
     report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
+    report["settings"]["device_used"] = device  # settings.device is as asked: "auto" says nothing of where it ran
     if cfg.ablate:
         report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress)
     if cfg.over_checkpoints:
