@@ -7,7 +7,7 @@
 
 The model is the `cpu` preset (5 layers, 8 heads, width 128, vocabulary 4096) with random weights
 (speed does not depend on them): with its context raised to 512 so that position 480 exists, and
-as shipped (context 128, so 256 new tokens slide the window twice). Measured at batch 1:
+as shipped (context 128, so 256 new tokens slide the window three times). Measured at batch 1:
 - tokens/s for 256 new tokens through `generate` (sampling included), with the cache and with
   --no-cache, after a short prompt (16 tokens: the window grows from 16 to 272) and after a long
   one (240 tokens: the 256 new tokens fill the context to 496); the two ways alternate, best of
@@ -15,8 +15,11 @@ as shipped (context 128, so 256 new tokens slide the window twice). Measured at 
 - the time to make one token at position 32 and at position 480 (`next_logits`, as `generate`
   calls it): with the cache one forward pass of one position over a cache holding that many;
   without it, a forward pass over the whole window. With the cache it should be nearly flat.
-Prints a machine reference (fp32 2048x2048 matmul GFLOP/s, torch, on the threads used) measured
-in the same run, and the load average before and after: the machine may be shared.
+Beside them, the bytes of weight matrices a cached step reads (each once: at batch 1 a step is a
+pass over the weights, so memory bandwidth, not arithmetic, sets its pace; recomputing multiplies
+every matrix by the whole window and gains from the arithmetic). Prints a machine reference (fp32
+2048x2048 matmul GFLOP/s, torch, on the threads used) measured in the same run, and the load
+average before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ def main() -> None:
         for use_cache in (True, False):
             key = f"ms_per_token_at_{pos}_{'cache' if use_cache else 'no_cache'}"
             res[key] = round(per_token_ms(models[512], pos, use_cache, args.device, 20), 3)
+    weights = models[128].matmul_params() * models[128].transformer.wte.weight.element_size()
+    res["weight_mb_read_per_token"] = round(weights / 1e6, 2)
+    res["cached_gb_per_s_at_32"] = round(weights / res["ms_per_token_at_32_cache"] / 1e6, 1)
     res["load_after"] = load_average()
     if args.json:
         print(json.dumps(res, indent=2))
@@ -128,6 +134,8 @@ def main() -> None:
     for pos in (32, 480):
         print(f"at position {pos:<4}   with cache {res[f'ms_per_token_at_{pos}_cache']:>8.3f} ms/token   "
               f"recomputing {res[f'ms_per_token_at_{pos}_no_cache']:>8.3f} ms/token")
+    print(f"weights        a cached step reads every matrix once, {res['weight_mb_read_per_token']} MB: "
+          f"{res['cached_gb_per_s_at_32']} GB/s at position 32 (at batch 1 memory, not arithmetic, sets its pace)")
     print(f"after          {res['load_after']}")
 
 

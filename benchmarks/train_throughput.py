@@ -20,7 +20,10 @@ and checkpoint writes excluded); the first 10 steps (warm-up) are left out. Achi
 model FLOPs per token (GPT.flops_per_token: 6 per matmul weight, the tied LM head included, plus
 attention over the whole context, the PaLM convention) x tokens/s. The reference is fp32
 2048x2048 matmul GFLOP/s (torch) in the same process: the best of 3 timings of 5 products, taken
-just before and just after each run. The shapes alternate over --rounds rounds, so that a busy moment of a shared
+just before and just after each run. Beside it, the ceiling the step's own GEMMs set: every matrix
+product of one step (forward, input and weight gradients, at the shape's sizes) run back to back
+with nothing else, and the fraction of it the step reaches; what is left is attention, norms, GELU,
+loss, optimizer and the calls around them. The shapes alternate over --rounds rounds, so that a busy moment of a shared
 machine (this one's speed moves by a third within minutes) hits both. The goal on a 2-core CPU:
 the fixed shape's step at 60% or more of the matmul figure, best interval against best matmul;
 beside it, each round's median interval against that round's own matmul figures.
@@ -37,13 +40,14 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from machine import load_average, matmul_gflops
+from machine import load_average, matmul_gflops, sync
 
-from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.device import peak_bf16
 from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
@@ -78,6 +82,36 @@ def reference_gflops(device: str) -> float:
     return matmul_gflops(device)
 
 
+def step_matmul_gflops(config: ModelConfig, batch: int, device: str, reps: int = 5, tries: int = 3) -> float:
+    """GFLOP/s of the matrix products one training step of this shape does, run back to back and
+    nothing else (no attention, norms, GELU, loss or optimizer): the ceiling that the step's own
+    GEMMs, at their own small sizes, set on this machine. Every Linear (in -> out) and the LM head,
+    over N = batch x context rows, does three products in the layouts autograd uses: forward
+    x @ W.T, the input's gradient dy @ W, the weight's gradient dy.T @ x. fp32 on the CPU, bf16 on
+    CUDA; the best of `tries` timings of `reps` steps' products."""
+    c, n = config, batch * config.block_size
+    dims = [(c.n_embd, 3 * c.n_embd), (c.n_embd, c.n_embd), (c.n_embd, c.n_ff), (c.n_ff, c.n_embd)] * c.n_layer
+    dims.append((c.n_embd, c.vocab_size))  # the tied LM head
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    operands = [(torch.randn(n, i, device=device, dtype=dtype), torch.randn(o, i, device=device, dtype=dtype),
+                 torch.randn(n, o, device=device, dtype=dtype)) for i, o in dims]  # x (N, in), W (out, in), dy (N, out)
+
+    def products() -> None:
+        for x, w, dy in operands:
+            x @ w.t(), dy @ w, dy.t() @ x
+
+    products()  # warm up
+    sync(device)
+    best = 0.0
+    for _ in range(tries):
+        t = time.perf_counter()
+        for _ in range(reps):
+            products()
+        sync(device)
+        best = max(best, 6 * n * sum(i * o for i, o in dims) * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def run_shape(name: str, steps: int, device: str, overrides: dict) -> dict:
     """Train one shape for `steps` steps with `fabric train`'s loop: tokens/s of each logged
     interval but the first (warm-up, and --compile's compilation), and the matmul reference just
@@ -86,6 +120,7 @@ def run_shape(name: str, steps: int, device: str, overrides: dict) -> dict:
     before = reference_gflops(device)
     cfg = TrainConfig(**{**shape["cfg"], **overrides}, steps=steps, warmup=10, eval_interval=steps, eval_batches=1,
                       log_interval=LOG_INTERVAL, device=device)
+    step_matmul = step_matmul_gflops(cfg.model_config(shape["vocab"]), cfg.batch_size, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +129,8 @@ def run_shape(name: str, steps: int, device: str, overrides: dict) -> dict:
         train(paths, cfg, progress=False)
         logged = [r["tokens_per_s"] for r in read_metrics(paths.metrics) if r["kind"] == "train"]
     memory = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None
-    return {"intervals": logged[1:], "matmul": [before, reference_gflops(device)], "peak_memory": memory}
+    return {"intervals": logged[1:], "matmul": [before, reference_gflops(device)], "step_matmul": step_matmul,
+            "peak_memory": memory}
 
 
 def summarise(name: str, runs: list[dict], overrides: dict) -> dict:
@@ -108,6 +144,7 @@ def summarise(name: str, runs: list[dict], overrides: dict) -> dict:
     reference = max(m for r in runs for m in r["matmul"])
     round_ratios = [flops * statistics.median(r["intervals"]) / 1e9 / statistics.mean(r["matmul"]) for r in runs]
     median = statistics.median(t for r in runs for t in r["intervals"])
+    step_matmul = max(r["step_matmul"] for r in runs)
     return {
         "shape": f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
                  f"batch {cfg.batch_size}, vocab {c.vocab_size}",
@@ -124,6 +161,9 @@ def summarise(name: str, runs: list[dict], overrides: dict) -> dict:
         "matmul_ratio": round(flops * best / 1e9 / reference, 3),
         "matmul_ratio_rounds": [round(x, 3) for x in round_ratios],
         "matmul_ratio_median": round(statistics.median(round_ratios), 3),
+        "step_matmul_gflops": round(step_matmul, 1),
+        "step_matmul_of_reference": round(step_matmul / reference, 3),
+        "step_matmul_ratio": round(flops * best / 1e9 / step_matmul, 3),
         "peak_memory_gib": (round(max(r["peak_memory"] for r in runs) / 2**30, 2)
                             if runs[0]["peak_memory"] is not None else None),
     }
@@ -204,6 +244,8 @@ def print_report(res: dict) -> None:
                   f"{r['matmul_ratio_median']:.0%} of the measured matmul")
             print(f"          {r['tokens_per_s']:>9,.0f} tokens/s best interval ({r['flops_per_token'] / 1e6:.1f} MFLOP/token, "
                   f"attention {r['attention_share']:.0%} of it)")
+            print(f"          the step's own matrix products alone, at their sizes: {r['step_matmul_gflops'] / 1000:.1f} "
+                  f"TFLOP/s; the best interval reaches {r['step_matmul_ratio']:.0%} of that")
             continue
         print(f"          {reference} {r['matmul_gflops']} GFLOP/s best (all: {', '.join(map(str, r['matmul_all']))})")
         print(f"          {r['tokens_per_s']:>9,.0f} tokens/s  {r['ms_per_step']:>7.2f} ms/step  "
@@ -212,6 +254,9 @@ def print_report(res: dict) -> None:
         print(f"          {r['tokens_per_s_median']:>9,.0f} tokens/s median of the intervals, {r['gflops_median']:.1f} GFLOP/s; "
               f"each round against its own matmul: {', '.join(f'{x:.0%}' for x in r['matmul_ratio_rounds'])} "
               f"(median {r['matmul_ratio_median']:.0%})")
+        print(f"          the step's own matrix products alone, at their sizes: {r['step_matmul_gflops']:.1f} GFLOP/s "
+              f"({r['step_matmul_of_reference']:.0%} of the {r['matmul_gflops']} above); the step reaches "
+              f"{r['step_matmul_ratio']:.0%} of that")
     if "goal" not in res:
         return
     verdict = "met" if res["goal_met"] else "NOT met"
