@@ -220,6 +220,7 @@ class ProbeConfig:
     top: int = 10  # heads in the ranking
     ablate: bool = False
     random_heads: int = 10  # other heads ablated for comparison
+    with_heads: tuple[str, ...] = ()  # ablated together with the studied head (--with-heads 0.5,0.7)
     seed: int = 0  # picks the random heads
     over_checkpoints: bool = False
     threshold: float = 0.8  # accuracy a head must keep, from some snapshot on, to have emerged
@@ -229,6 +230,9 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         self.suites = tuple(self.suites)
+        self.with_heads = tuple(self.with_heads)
+        if self.with_heads and not self.ablate:
+            raise InputError("--with-heads names heads to ablate together with the studied one; add --ablate")
         for name in ("limit", "top", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

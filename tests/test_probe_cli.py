@@ -127,6 +127,19 @@ def test_ablating_every_head_maps_their_drops(world):
     assert "grid" not in json.loads(probe(world, "--ablate", "--json", "--random-heads", "4").stdout)["ablation"]
 
 
+def test_with_heads_removes_them_together_with_the_studied_head(world):
+    r = probe(world, "--ablate", "--random-heads", "2", "--with-heads", "0.1, 1.2,0.1", "--json")  # 1.2 is studied: dropped
+    assert r.exit_code == 0, r.output
+    t = json.loads(r.stdout)["ablation"]["together"]
+    assert t["heads"] == ["1.2", "0.1"] and t["zero_drop"] > 3.0 and len(t["random"]["sets"]) == 10
+    text = probe(world, "--ablate", "--random-heads", "2", "--with-heads", "0.1").stdout
+    assert "together, heads 1.2, 0.1: zero ablation" in text and "10 random sets of 2 other heads: zero drop mean" in text
+    for args, says in ((["--with-heads", "0.1"], "--with-heads names heads to ablate together with the studied one; add --ablate"),
+                       (["--ablate", "--with-heads", "5.0"], "head 5.0 does not exist: the model has 2 layers")):
+        r = probe(world, *args)
+        assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.output
+
+
 def test_over_checkpoints_finds_when_the_head_emerged(world):
     r = probe(world, "--over-checkpoints", "--json")
     assert r.exit_code == 0, r.output

@@ -108,6 +108,24 @@ def test_ablating_the_planted_head_moves_the_preference_far_more_than_random_hea
     assert abs(rnd["mean_drop"]["max"]) < 0.01 * result["mean_drop"]
 
 
+def test_heads_that_share_the_task_are_removed_together_beside_random_sets(world):
+    """Two planted copies of the circuit: each alone carries half the preference, so removing one
+    shows half the effect; removed together the preference goes, while random pairs move nothing."""
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+    twin = Head(0, 1)
+    model = planted_model(tok, gain=0.5, heads=(PLANTED, twin))
+    result = ablation_study(model, make_batches(usable, 16), PLANTED, k=3, seed=0, together=[twin])
+    t = result["together"]
+    assert t["heads"] == [str(PLANTED), str(twin)]
+    assert t["zero_drop"] > 1.8 * result["zero_drop"] > 0 and t["zero_drop"] == pytest.approx(result["clean"], abs=0.01)
+    sets = t["random"]["sets"]
+    assert len(sets) == 10 and all(len(s["head"].split(",")) == 2 for s in sets)
+    assert not any(h in s["head"].split(",") for s in sets for h in (str(PLANTED), str(twin)))
+    assert abs(t["random"]["zero_drop"]["max"]) < 0.01 * t["zero_drop"]
+    assert "together" not in ablation_study(model, make_batches(usable[:4], 16), PLANTED, k=1, seed=0)
+
+
 def test_ablation_shows_a_bar_over_its_passes(world, capsys):
     """--ablate makes 1 + 2 x (1 + k) forward passes over the suite: minutes on a CPU, so a bar counts them."""
     tok, encoded = world

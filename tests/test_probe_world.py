@@ -94,7 +94,8 @@ def feature_of(tok, token_id: int) -> str:
 
 
 @torch.no_grad()
-def planted_model(tok, strength: float = 2.5, gain: float = 1.0) -> GPT:
+def planted_model(tok, strength: float = 2.5, gain: float = 1.0, heads: tuple[Head, ...] = (PLANTED,)) -> GPT:
+    """Zero weights but the embedding's features and, in each of `heads`, the pronoun -> noun circuit."""
     cfg = config(tok.get_vocab_size())
     model = GPT(cfg)
     for p in model.parameters():
@@ -105,13 +106,14 @@ def planted_model(tok, strength: float = 2.5, gain: float = 1.0) -> GPT:
     for t in range(cfg.vocab_size):
         f = FEATURES.index(feature_of(tok, t))
         wte[t, 2 * f], wte[t, 2 * f + 1] = 1.0, -1.0
-    attn, hs = model.transformer.h[PLANTED.layer].attn, cfg.head_size
-    q0, k0, v0 = PLANTED.head * hs, WIDTH + PLANTED.head * hs, 2 * WIDTH + PLANTED.head * hs
-    for j, (noun, pron, verb) in enumerate(zip(("fem", "masc", "plur"), ("she", "he", "they"), ("v_fem", "v_masc", "v_plur"))):
-        attn.c_attn.weight[q0 + j, 2 * FEATURES.index(pron)] = strength
-        attn.c_attn.weight[k0 + j, 2 * FEATURES.index(noun)] = strength
-        attn.c_attn.weight[v0 + j, 2 * FEATURES.index(noun)] = 1.0
-        attn.c_proj.weight[2 * FEATURES.index(verb), PLANTED.head * hs + j] = gain
+    for planted in heads:
+        attn, hs = model.transformer.h[planted.layer].attn, cfg.head_size
+        q0, k0, v0 = planted.head * hs, WIDTH + planted.head * hs, 2 * WIDTH + planted.head * hs
+        for j, (noun, pron, verb) in enumerate(zip(("fem", "masc", "plur"), ("she", "he", "they"), ("v_fem", "v_masc", "v_plur"))):
+            attn.c_attn.weight[q0 + j, 2 * FEATURES.index(pron)] = strength
+            attn.c_attn.weight[k0 + j, 2 * FEATURES.index(noun)] = strength
+            attn.c_attn.weight[v0 + j, 2 * FEATURES.index(noun)] = 1.0
+            attn.c_proj.weight[2 * FEATURES.index(verb), planted.head * hs + j] = gain
     return model.eval()
 
 

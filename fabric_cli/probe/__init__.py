@@ -3,7 +3,7 @@
     suites.py     JSONL suites and the [referent] {pronoun} <distractor> markup -> ProbeItem
     encode.py     character spans -> token positions through the tokenizer's offsets
     score.py      one batched forward pass with attention capture -> [n_layer, n_head] scores
-    ablate.py     zero and mean ablation of a head vs. random heads: the causal test
+    ablate.py     zero and mean ablation of a head vs. random heads, and of heads together: the causal test
     emergence.py  a head's scores on every snapshot, and when it crossed its threshold
     report.py     report.json and the terminal rendering
     plots.py      --plot pictures (matplotlib, optional)

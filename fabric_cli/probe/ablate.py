@@ -8,6 +8,9 @@ A head is removed two ways through the model's Probe hook:
   keeps the head's average contribution and removes only what depends on the prompt.
 The same is done for K other heads drawn at random (seeded) so the drop can be compared; with K at
 least the number of other heads, every head is ablated and the drops form a layer-by-head grid.
+Heads that share a task hide each other when removed one at a time (the others still carry it);
+`together` removes the studied head and others at once, beside as many random sets of the same
+size drawn from the remaining heads (up to RANDOM_SETS).
 """
 
 from __future__ import annotations
@@ -52,9 +55,27 @@ def random_heads(target: Head, n_layer: int, n_head: int, k: int, seed: int) -> 
     return sorted(random.Random(seed).sample(others, min(k, len(others))))
 
 
+RANDOM_SETS = 10  # random sets of heads set beside a `together` set
+
+
+def random_sets(exclude: list[Head], size: int, n_layer: int, n_head: int, count: int, seed: int) -> list[list[Head]]:
+    """`count` sets of `size` heads outside `exclude`, each drawn without replacement, the same for the same seed."""
+    others = [Head(a, b) for a in range(n_layer) for b in range(n_head) if Head(a, b) not in exclude]
+    if len(others) < size:
+        return []
+    rng = random.Random(f"sets:{seed}")
+    return [sorted(rng.sample(others, size)) for _ in range(count)]
+
+
+def _summary(rows: list[dict], key: str) -> dict:
+    vals = [r[key] for r in rows]
+    return {"mean": round(sum(vals) / len(vals), 6), "max": round(max(vals), 6)} if vals else {"mean": None, "max": None}
+
+
 def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed: int = 0,
-                   progress: bool | None = False) -> dict:
+                   progress: bool | None = False, together: list[Head] | tuple = ()) -> dict:
     """Zero and mean ablation of `target` and of k random heads; drops in the mean preference.
+    With `together`, also of `target` and those heads at once, beside random sets of as many heads.
 
     `progress`: a bar on stderr over the passes (True, False, or None: only on a terminal).
     """
@@ -62,9 +83,12 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     if n == 0:
         return {"head": str(target), "n": 0, "note": "no unambiguous prompt has two continuations that differ in "
                                                      "their first token, which is all the preference compares"}
-    heads = random_heads(target, model.config.n_layer, model.config.n_head, k, seed)
-    bar = tqdm(total=1 + 2 * (1 + len(heads)), desc="ablation", unit="pass", file=sys.stderr,
-               disable=None if progress is None else not progress)
+    L, nh = model.config.n_layer, model.config.n_head
+    heads = random_heads(target, L, nh, k, seed)
+    group = [target, *together]
+    sets = random_sets(group, len(group), L, nh, RANDOM_SETS, seed) if together else []
+    bar = tqdm(total=1 + 2 * (1 + len(heads) + bool(together) + len(sets)), desc="ablation", unit="pass",
+               file=sys.stderr, disable=None if progress is None else not progress)
 
     def measured(ablate: dict | None = None, mean_out: bool = False):
         result = preference(model, batches, ablate, mean_out)
@@ -74,24 +98,28 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     with bar:
         clean, means = measured(mean_out=True)
 
-        def drops(h: Head) -> dict:
-            zero = measured({h: None})
-            mean = measured({h: means[h.layer, h.head]})  # (hs,) broadcast to (B, T, hs)
-            return {"head": str(h), "zero": round(zero, 6), "zero_drop": round(clean - zero, 6),
+        def drops(removed: list[Head]) -> dict:
+            zero = measured({h: None for h in removed})
+            mean = measured({h: means[h.layer, h.head] for h in removed})  # each (hs,), broadcast to (B, T, hs)
+            return {"head": ",".join(map(str, removed)), "zero": round(zero, 6), "zero_drop": round(clean - zero, 6),
                     "mean": round(mean, 6), "mean_drop": round(clean - mean, 6)}
 
-        target_drops = drops(target)
-        others = [drops(h) for h in heads]
-
-    def summary(key: str) -> dict:
-        vals = [o[key] for o in others]
-        return {"mean": round(sum(vals) / len(vals), 6), "max": round(max(vals), 6)} if vals else {"mean": None, "max": None}
+        target_drops = drops([target])
+        others = [drops([h]) for h in heads]
+        joint = drops(group) if together else None
+        joint_random = [drops(heads_) for heads_ in sets]
 
     result = {
         "head": str(target), "n": n, "clean": round(clean, 6), **{k_: v for k_, v in target_drops.items() if k_ != "head"},
-        "random": {"seed": seed, "heads": others, "zero_drop": summary("zero_drop"), "mean_drop": summary("mean_drop")},
+        "random": {"seed": seed, "heads": others, "zero_drop": _summary(others, "zero_drop"),
+                   "mean_drop": _summary(others, "mean_drop")},
     }
-    L, nh = model.config.n_layer, model.config.n_head
+    if joint is not None:
+        result["together"] = {
+            "heads": [str(h) for h in group], **{k_: v for k_, v in joint.items() if k_ != "head"},
+            "random": {"sets": joint_random, "zero_drop": _summary(joint_random, "zero_drop"),
+                       "mean_drop": _summary(joint_random, "mean_drop")},
+        }
     if len(others) + 1 == L * nh:  # every head was ablated: a causal map beside the attention one
         by_name = {d["head"]: d for d in [target_drops, *others]}
         result["grid"] = {key: [[by_name[f"{layer}.{h}"][key] for h in range(nh)] for layer in range(L)]

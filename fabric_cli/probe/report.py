@@ -283,9 +283,26 @@ def _ablation_lines(a: dict | None) -> list[str]:
         (f"  {'all ' + str(k) + ' other heads' if 'grid' in a else str(k) + ' random other heads'}: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
          f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
+        *_together_lines(a),
         *_same_first_token_lines(a),
         *_ablation_grid_lines(a),
     ]
+
+
+def _together_lines(a: dict) -> list[str]:
+    """The studied head removed at once with --with-heads, beside random sets of as many heads."""
+    t = a.get("together")
+    if not t:
+        return []
+    rz, rm, sets = t["random"]["zero_drop"], t["random"]["mean_drop"], t["random"]["sets"]
+    lines = [f"  together, heads {', '.join(t['heads'])}: zero ablation {signed(t['zero'])} (drop {signed(t['zero_drop'])});  "
+             f"mean ablation {signed(t['mean'])} (drop {signed(t['mean_drop'])})"]
+    if sets:
+        lines.append(f"  {len(sets)} random sets of {len(t['heads'])} other heads: zero drop mean {signed(rz['mean'])}, "
+                     f"max {signed(rz['max'])}; mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}")
+    else:
+        lines.append(f"  no random set of {len(t['heads'])} other heads to compare with: the model has too few heads")
+    return lines
 
 
 def _ablation_grid_lines(a: dict) -> list[str]:

@@ -78,6 +78,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     meta = read_info(ckpt)  # the header alone: enough to check the tokenizer and --head before loading
     tok = load_tokenizer_for(tok_path, ckpt, meta.tokenizer_sha256)
     chosen = check_head(cfg.head, meta.config) if cfg.head else None
+    together = [check_head(h, meta.config) for h in cfg.with_heads]  # checked now, used by the ablation
     if cfg.over_checkpoints and not owner.snapshots():
         raise _no_snapshots(owner)
     bos = eot_id(tok)
@@ -94,7 +95,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
     report["settings"]["device_used"] = device  # settings.device is as asked: "auto" says nothing of where it ran
     if cfg.ablate:
-        report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress)
+        report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress, together)
     if cfg.over_checkpoints:
         def score(m) -> HeadScores:
             return head_scores(score_items(m, batches, len(encoded)), encoded, cfg.alpha)
@@ -123,13 +124,16 @@ def _check_scorable(items: list[ProbeItem], encoded: list[Encoded], skipped: lis
                          f"\"distractors\" span that ends before the pronoun's)")
 
 
-def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, device, progress) -> dict:
+def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, device, progress,
+              together: list[Head] = ()) -> dict:
     """The ablation study on the unambiguous prompts whose two continuations differ in their first token,
-    with the others counted: those without continuations, and those whose continuations begin alike."""
+    with the others counted: those without continuations, and those whose continuations begin alike.
+    `together`: heads removed at once with `head` (the studied head itself, or a repeat, is dropped)."""
     unambiguous = [e for e in encoded if not e.item.ambiguous]
     usable = [e for e in unambiguous if e.continuations]
+    together = list(dict.fromkeys(h for h in together if h != head))
     study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
-                           progress)
+                           progress, together)
     same = [{"id": e.item.id, "where": e.item.where, "reason": e.same_first_token}
             for e in unambiguous if e.same_first_token]
     return {**study, "without_continuations": len(unambiguous) - len(usable) - len(same), "same_first_token": same}
