@@ -125,6 +125,10 @@ def main() -> None:
           f"{lex['roles']} roles), {lex['names']} names, {lex['categories']} categories")
     print(f"ablation       zero: {a['zero_drop']:+.3f} nats, mean: {a['mean_drop']:+.3f}; random heads: "
           f"{a['random_zero_drop_mean']:+.3f} on average, at most {a['random_zero_drop_max']:+.3f}")
+    if t := a.get("together"):
+        print(f"  together     heads {', '.join(t['heads'])}: zero {t['zero_drop']:+.3f} nats, mean {t['mean_drop']:+.3f}; "
+              f"random sets of {len(t['heads'])}: {t['random_zero_drop_mean']:+.3f} on average, at most "
+              f"{t['random_zero_drop_max']:+.3f}")
     print(f"emergence      {'step ' + format(p['emerged_at'], ',') if p['emerged_at'] is not None else 'not yet'}"
           f" (threshold {p['threshold']:.0%})")
     print(f"generated      {gen['agreeing']} of {gen['pronouns']} pronouns agree with a character already in the "

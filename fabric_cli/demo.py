@@ -1,8 +1,8 @@
 """`fabric demo`: the whole life of a model on the bundled Chronicles, told as it happens.
 
 Tokenize the bundled corpus, train the CPU preset with snapshots, probe every suite for the pronoun
-head, prove it by ablation, find the step it emerged, show it on the Chronicles' own sentences, and
-generate text. Every stage is the library function its subcommand calls, so what the demo shows is
+head, prove it by ablation (alone, and together with any heads that share its task), find the step
+it emerged, show it on the Chronicles' own sentences, and generate text. Every stage is the library function its subcommand calls, so what the demo shows is
 what `fabric tokenize`, `train`, `probe` and `generate` do; it adds only the telling.
 
 Re-running the demo on the same run directory reuses what is already there: the tokens, and the
@@ -197,9 +197,11 @@ def _earlier_training(paths: RunPaths, step: int) -> dict:
 
 def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
     say("\n== 3. The Prompt Engineers: which head ties a pronoun to its referent?")
-    full = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, ablate=True, device=cfg.device), paths)
-    report = full.report
-    head = report["named_head"] or report["ranking"][0]
+    scored = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, device=cfg.device), paths).report
+    head = scored["named_head"] or scored["ranking"][0]  # the top-ranked head either way: what --ablate studies
+    partners = _partners(scored, head, ProbeConfig.threshold)
+    report = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, ablate=True, with_heads=partners, device=cfg.device),
+                       paths).report
     say(render_text(report, top=5))
     say(f"\n== 4. Head {head} on the Chronicles' own sentences")
     showcase = run_probe(ProbeConfig(suites=("showcase",), head=head, limit=12, device=cfg.device), paths).report
@@ -220,10 +222,27 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
         "by_suite": {s["suite"]: s["accuracy"] for s in report["suites"]},
         "ablation": {"head": abl["head"], "zero_drop": abl.get("zero_drop"), "mean_drop": abl.get("mean_drop"),
                      "random_zero_drop_mean": abl["random"]["zero_drop"]["mean"] if abl["n"] else None,
-                     "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None},
+                     "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None,
+                     "together": _together_summary(abl.get("together"))},
         "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
         "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
     }
+
+
+def _together_summary(t: dict | None) -> dict | None:
+    """The joint ablation in demo.json: which heads, their drop, and random sets' (None: no partners)."""
+    if not t:
+        return None
+    return {"heads": t["heads"], "zero_drop": t["zero_drop"], "mean_drop": t["mean_drop"],
+            "random_zero_drop_mean": t["random"]["zero_drop"]["mean"], "random_zero_drop_max": t["random"]["zero_drop"]["max"]}
+
+
+def _partners(report: dict, head: str, threshold: float) -> tuple[str, ...]:
+    """Heads that share `head`'s task: the others named-worthy and at least as accurate as a head
+    must be to have emerged. Removed one at a time they hide each other, so the demo also removes
+    them together."""
+    return tuple(h["head"] for h in report["heads"]
+                 if h["head"] != head and h["significant"] and (h["accuracy"] or 0.0) >= threshold)
 
 
 def _showcase_lines(report: dict) -> str:
@@ -284,4 +303,9 @@ def _ending(s: dict, say: Say) -> None:
         say(f"ablating it lowers the first token of the referent's continuation by {signed(a['zero_drop'])} nats "
             f"against the distractor's; a random head's by "
             f"{signed(a['random_zero_drop_mean'])} on average (max {signed(a['random_zero_drop_max'])})")
+    if (t := a.get("together")) and t["zero_drop"] is not None:
+        size = len(t["heads"])
+        say(f"heads {', '.join(t['heads'])} share the task: removed together they lower it by {signed(t['zero_drop'])} "
+            f"nats; random sets of {size} heads by {signed(t['random_zero_drop_mean'])} on average "
+            f"(max {signed(t['random_zero_drop_max'])})")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

@@ -194,3 +194,28 @@ def test_the_showcase_shows_what_its_marks_compare():
     assert lines[3] == "      he -> The farmer       attention: The farmer █▌ 0.18  the queen █▍ 0.17"
     assert lines[4].startswith("  ? ") and lines[5] == "      it -> ?                attention: The cat █▋ 0.20  the dog ████▌ 0.57"
     assert len(lines) == 7 and "right on 50% of 2 sentences with a distractor: ✓ the true referent holds" in lines[6]
+
+
+def test_heads_that_share_the_task_are_ablated_together_and_told():
+    """A head's partners: the other named-worthy heads at the emergence threshold or above."""
+    def head(name, accuracy, significant=True):
+        return {"head": name, "accuracy": accuracy, "significant": significant}
+
+    report = {"heads": [head("0.3", 0.94), head("0.5", 0.88), head("0.7", 0.85), head("0.0", 0.57),
+                        head("2.1", 0.9, significant=False), head("1.1", None, significant=False)]}
+    assert fabric_cli.demo._partners(report, "0.3", 0.8) == ("0.5", "0.7")
+    assert fabric_cli.demo._partners(report, "0.3", 0.9) == ()
+    said = []
+    summary = {"run": "r", "seconds": 1.0, "probe": {
+        "head": "0.3", "named": True, "accuracy": 0.94, "n": 2000, "threshold": 0.8, "emerged_at": 1500,
+        "best_baseline": {"accuracy": 0.5, "name": "first"},
+        "ablation": {"zero_drop": 1.46, "random_zero_drop_mean": -0.011, "random_zero_drop_max": 0.029,
+                     "together": {"heads": ["0.3", "0.5", "0.7"], "zero_drop": 3.735, "mean_drop": 3.746,
+                                  "random_zero_drop_mean": 0.026, "random_zero_drop_max": 0.072}}}}
+    fabric_cli.demo._ending(summary, said.append)
+    assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats; random sets of 3 "
+            "heads by +0.026 on average (max +0.072)") in said
+    summary["probe"]["ablation"]["together"] = None  # no partners: no such line
+    said.clear()
+    fabric_cli.demo._ending(summary, said.append)
+    assert not any("share the task" in line for line in said)
