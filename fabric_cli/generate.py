@@ -203,9 +203,10 @@ class StreamDecoder:
     It holds back while the text ends in U+FFFD (a character whose bytes are split across tokens)
     and while its tail could be the start of a stop string; at a stop string it cuts the text
     there and sets `stopped`. Once everything decoded has been handed out (the last character
-    whole, no tail held), the next token starts afresh: a byte-level tokenizer's text is the text
-    of its pieces joined at a character boundary, so each push costs the held tail, not the whole
-    completion (which would make a long completion quadratic).
+    whole, no tail held), the next push decodes from the last token on, its text counted as shown:
+    each push costs the held tail, not the whole completion (which would make a long completion
+    quadratic). The one token of context keeps decoders that treat a first piece differently
+    (a Metaspace decoder drops its leading space) from changing the text.
 
     Example:
         >>> class Bytes:  # a stand-in tokenizer: one token per UTF-8 byte
@@ -245,9 +246,18 @@ class StreamDecoder:
         if tail.endswith("\ufffd"):
             return ""  # the next token may complete the character
         new = self._emit(tail, len(tail) - self._could_start_stop(tail))
-        if self.shown == len(tail):  # all handed out, and the last character whole: start afresh
-            self.pending, self.shown = [], 0
+        if self.shown == len(tail):  # all handed out, and the last character whole
+            self._keep_context(tail)
         return new
+
+    def _keep_context(self, tail: str) -> None:
+        """Drop the pending tokens but the fewest last ones whose own text is whole and ends the
+        tail: a character spans at most 4 bytes, so at most 4 tokens."""
+        for k in range(1, min(4, len(self.pending) - 1) + 1):
+            context = self.tokenizer.decode(self.pending[-k:])
+            if context and not context.startswith("\ufffd") and tail.endswith(context):
+                self.pending, self.shown = self.pending[-k:], len(context)
+                return
 
     def finish(self) -> str:
         """The rest of the text at the end of generation (held-back tails included)."""

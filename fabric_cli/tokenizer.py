@@ -129,22 +129,30 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         ) from None
 
 
-# Every kind of character a corpus may hold: ASCII, accents, CJK, emoji, control bytes.
-_ROUND_TRIP = "Zürich, 東京 🦊\t~\x00"
+# Every kind of character a corpus may hold: ASCII, accents, CJK, emoji, a ligature and a circled
+# digit (which a normalizer would rewrite), control bytes, and a leading space.
+_ROUND_TRIP = " Zürich, 東京 🦊 ﬁ ①\t~\x00"
 
 
 def check_byte_level(tok: Tokenizer, path: str | os.PathLike) -> Tokenizer:
-    """Refuse a tokenizer that cannot encode any text and decode it back (a word-level or WordPiece
-    one maps what it does not know to an unknown token): fabric promises that any UTF-8 survives.
+    """Refuse a tokenizer that is not byte-level, or that changes text: fabric promises that any
+    UTF-8 survives encode then decode (a word-level or WordPiece tokenizer maps what it does not
+    know to an unknown token; a normalizer rewrites characters; a Metaspace decoder drops spaces).
 
     Example:
         >>> tok = check_byte_level(train_tokenizer(["the cat sat"], vocab_size=270), "t.json")  # fabric's own kind
     """
+    decoder = (json.loads(tok.to_str()).get("decoder") or {}).get("type")
+    if decoder != "ByteLevel":
+        raise InputError(
+            f"tokenizer {path} is not byte-level (its decoder is {decoder or 'missing'}); fabric needs a byte-level "
+            f"BPE, as GPT-2's, that gives any text back unchanged (leave out --tokenizer to train one)"
+        )
     back = tok.decode(tok.encode(_ROUND_TRIP, add_special_tokens=False).ids, skip_special_tokens=False)
     if back != _ROUND_TRIP:
         raise InputError(
-            f"tokenizer {path} is not byte-level: {_ROUND_TRIP!r} comes back as {back!r}; fabric needs one "
-            f"that encodes any text, as GPT-2's does (leave out --tokenizer to train one)"
+            f"tokenizer {path} does not give text back unchanged: {_ROUND_TRIP!r} comes back as {back!r} (a "
+            f"normalizer, or a space put in front); fabric needs a byte-level BPE without them, as GPT-2's"
         )
     return tok
 

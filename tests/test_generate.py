@@ -224,11 +224,27 @@ def test_stream_decoder_decodes_each_token_a_bounded_number_of_times(tok):
             decoded.append(len(ids))
             return tok.decode(ids)
 
-    ids = tok.encode(UNICODE_PROMPT * 40, add_special_tokens=False).ids  # split characters, ~2,000 tokens
-    d = StreamDecoder(Counting(), stop=["never appears"])
-    pieces = [d.push([i]) for i in ids] + [d.finish()]
-    assert "".join(pieces) == UNICODE_PROMPT * 40 == d.text
-    assert sum(decoded) < 4 * len(ids)  # decoding the whole list at every push: len(ids)**2 / 2
+    for text in (UNICODE_PROMPT * 40, "日本語の猫が走る" * 100):  # characters split across tokens, 840 and 2,400 of them
+        ids = tok.encode(text, add_special_tokens=False).ids
+        decoded.clear()
+        d = StreamDecoder(Counting(), stop=["never appears"])
+        pieces = [d.push([i]) for i in ids] + [d.finish()]
+        assert "".join(pieces) == text == d.text
+        assert sum(decoded) < 8 * len(ids) and max(decoded) <= 8  # decoding the whole list at every push: len(ids)**2 / 2
+
+
+def test_stream_decoder_keeps_a_decoder_that_treats_the_first_piece_apart():
+    """A Metaspace decoder (SentencePiece, Llama) drops the first piece's leading space: starting
+    afresh from a bare piece would run the words together."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    words = {"<unk>": 0, "▁the": 1, "▁cat": 2, "▁sat": 3, "▁on": 4, "▁mat": 5}
+    spm = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    spm.pre_tokenizer = pre_tokenizers.Metaspace()
+    spm.decoder = decoders.Metaspace()
+    ids = spm.encode("the cat sat on the mat", add_special_tokens=False).ids
+    d = StreamDecoder(spm)
+    assert "".join([d.push([i]) for i in ids] + [d.finish()]) == spm.decode(ids) == "the cat sat on the mat"
 
 
 def test_streamed_text_equals_final_text_unicode(engine):

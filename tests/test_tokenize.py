@@ -317,14 +317,20 @@ def test_a_pipe_is_read_like_standard_input_and_a_device_is_refused(tmp_path, ru
 
 def test_a_tokenizer_that_is_not_byte_level_is_refused(tmp_path, runner, corpus_file):
     """A word-level tokenizer maps what it does not know to [UNK]: text would be lost without a word."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     words = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, EOT: 2}, unk_token="[UNK]"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     words.save(str(tmp_path / "words.json"))
-    says = r"tokenizer .*words\.json is not byte-level: 'Zürich, 東京 🦊\\t~\\x00' comes back as"
+    says = r"tokenizer .*words\.json is not byte-level \(its decoder is missing\)"
     _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "words.json", expect=says)
     _bad(runner, tmp_path, "--show", "Zürich hello", "--tokenizer", tmp_path / "words.json", expect=says)
+    # byte-level, but a normalizer rewrites characters: "ﬁ" comes back as "fi"
+    nfkc = tk.train_tokenizer(["the cat sat"], vocab_size=270)
+    nfkc.normalizer = normalizers.NFKC()
+    nfkc.save(str(tmp_path / "nfkc.json"))
+    _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "nfkc.json",
+         expect=r"nfkc\.json does not give text back unchanged: .* comes back as ' Zürich, 東京 🦊 fi 1")
 
 
 def test_an_absurd_vocab_size_is_refused_before_training(tmp_path, runner, corpus_file):
