@@ -289,9 +289,12 @@ class Loop:
                 f"the learning rate rises to {lr_at(loop.max_steps - 1, cfg, loop.max_steps):.2e} "
                 f"(--lr {cfg.lr:g}) and never decays; lower --warmup for a short run"
             )
-        if cfg.tokens and cfg.tokens % loop.tokens_per_step:
-            loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens: "
-                     f"training {plural(loop.max_steps, 'step')}, {loop.max_steps * loop.tokens_per_step:,} tokens")
+        left = cfg.tokens - tokens_seen if cfg.tokens else 0  # a resumed run spends what is left, at today's rate
+        if left > 0 and left % loop.tokens_per_step:
+            planned = tokens_seen + (loop.max_steps - step) * loop.tokens_per_step
+            loop.say(f"note: --tokens {cfg.tokens:,} is not a whole number of steps of {loop.tokens_per_step:,} tokens"
+                     f"{f' from the {tokens_seen:,} seen' if tokens_seen else ''}: training {plural(loop.max_steps, 'step')}, "
+                     f"{planned:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
         if resume and (changed := setting_changes(saved_cfg, cfg)):

@@ -227,7 +227,14 @@ def test_a_token_budget_resumed_with_another_batch_spends_what_is_left(run, runn
     assert more.exit_code == 0, more.output
     info = read_info(run.latest)
     assert (info.step, info.tokens_seen) == (30, 5120)
-    assert "step          30 / 30" in more.stdout
+    assert "step          30 / 30" in more.stdout and "not a whole number" not in more.stderr
+    # 5,000: 20 steps of 128 spent 2,560; the 2,440 left take 10 steps of 256, which end at 5,120
+    again = base + ["--batch-size", "8", "--tokens", "5000", "--stop-at", "20", "--restart"]
+    assert runner.invoke(app, again).exit_code == 0
+    more = runner.invoke(app, [*base, "--resume", "--batch-size", "16"])
+    assert more.exit_code == 0 and read_info(run.latest).tokens_seen == 5120, more.output
+    assert ("note: --tokens 5,000 is not a whole number of steps of 256 tokens from the 2,560 seen: training 30 steps, "
+            "5,120 tokens") in more.stderr
 
 
 def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
