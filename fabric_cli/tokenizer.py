@@ -269,6 +269,8 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
         elif p.is_file():
             sources.append(Source(str(p), p))
         elif p.is_fifo():  # a pipe, as `<(command)` gives: read once, like standard input
+            if any(s.name == str(p) for s in sources):
+                raise InputError(f"pipe {p} is given twice, and a pipe can be read only once; give it once")
             with open(p, "rb") as pipe:
                 sources.append(Source(str(p), _spool(pipe, stack)))
         elif p.exists():

@@ -311,6 +311,10 @@ def test_a_pipe_is_read_like_standard_input_and_a_device_is_refused(tmp_path, ru
     assert piped.exit_code == 0 == direct.exit_code, piped.output
     assert (tmp_path / "piped/tokens/train.bin").read_bytes() == (tmp_path / "direct/tokens/train.bin").read_bytes()
     assert json.loads(piped.stdout)["sources"][0]["path"] == str(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"once"))
+    writer.start()
+    _bad(runner, tmp_path, fifo, fifo, expect=r"pipe .*pipe is given twice, and a pipe can be read only once")
+    writer.join()
     if Path("/dev/null").exists():
         _bad(runner, tmp_path, "/dev/null", expect=r"input /dev/null is not a text file \(a device or socket\)")
 
