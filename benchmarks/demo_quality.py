@@ -126,7 +126,8 @@ def main() -> None:
     print(f"ablation       zero: {a['zero_drop']:+.3f} nats, mean: {a['mean_drop']:+.3f}; random heads: "
           f"{a['random_zero_drop_mean']:+.3f} on average, at most {a['random_zero_drop_max']:+.3f}")
     if t := a.get("together"):
-        print(f"  together     heads {', '.join(t['heads'])}: zero {t['zero_drop']:+.3f} nats, mean {t['mean_drop']:+.3f}; "
+        print(f"  together     heads {', '.join(t['heads'])}: zero {t['zero_drop']:+.3f} nats (one at a time "
+              f"{', '.join(f'{d:+.3f}' for d in t['zero_drop_alone'])}), mean {t['mean_drop']:+.3f}; "
               f"random sets of {len(t['heads'])}: {t['random_zero_drop_mean']:+.3f} on average, at most "
               f"{t['random_zero_drop_max']:+.3f}")
     print(f"emergence      {'step ' + format(p['emerged_at'], ',') if p['emerged_at'] is not None else 'not yet'}"

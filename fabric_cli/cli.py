@@ -170,6 +170,16 @@ from fabric_cli.corpus import CorpusConfig  # noqa: E402  (no torch; its default
 _CORPUS = CorpusConfig()
 
 
+def _head_list(text: str | None) -> tuple[str, ...]:
+    """--with-heads "0.5, 0.7" -> ("0.5", "0.7"); given but naming none is an error."""
+    if text is None:
+        return ()
+    heads = tuple(h.strip() for h in text.split(",") if h.strip())
+    if not heads:
+        raise InputError(f"--with-heads {text!r} names no head; give heads such as 0.5,0.7")
+    return heads
+
+
 def _flags(names: set[str]) -> str:
     """Option names as typed, in a fixed order: {"seed", "suite_size"} -> "--seed and --suite-size"."""
     flags = [f"--{n.replace('_', '-')}" for n in sorted(names)]
@@ -320,7 +330,7 @@ def probe(
 
     cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
                       top=top, ablate=ablate, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
-                      with_heads=tuple(h.strip() for h in with_heads.split(",") if h.strip()) if with_heads else (),
+                      with_heads=_head_list(with_heads),
                       threshold=threshold, batch_size=batch_size, device=device)
     if plot:
         pr.require_matplotlib()  # before the work, not after

@@ -234,6 +234,7 @@ def _together_summary(t: dict | None) -> dict | None:
     if not t:
         return None
     return {"heads": t["heads"], "zero_drop": t["zero_drop"], "mean_drop": t["mean_drop"],
+            "zero_drop_alone": [a["zero_drop"] for a in t["alone"]],
             "random_zero_drop_mean": t["random"]["zero_drop"]["mean"], "random_zero_drop_max": t["random"]["zero_drop"]["max"]}
 
 
@@ -306,6 +307,6 @@ def _ending(s: dict, say: Say) -> None:
     if (t := a.get("together")) and t["zero_drop"] is not None:
         size = len(t["heads"])
         say(f"heads {', '.join(t['heads'])} share the task: removed together they lower it by {signed(t['zero_drop'])} "
-            f"nats; random sets of {size} heads by {signed(t['random_zero_drop_mean'])} on average "
-            f"(max {signed(t['random_zero_drop_max'])})")
+            f"nats (one at a time {', '.join(signed(d) for d in t['zero_drop_alone'])}); random sets of {size} heads by "
+            f"{signed(t['random_zero_drop_mean'])} on average (max {signed(t['random_zero_drop_max'])})")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

@@ -211,10 +211,11 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
         "best_baseline": {"accuracy": 0.5, "name": "first"},
         "ablation": {"zero_drop": 1.46, "random_zero_drop_mean": -0.011, "random_zero_drop_max": 0.029,
                      "together": {"heads": ["0.3", "0.5", "0.7"], "zero_drop": 3.735, "mean_drop": 3.746,
+                                  "zero_drop_alone": [1.46, 0.937, 0.405],
                                   "random_zero_drop_mean": 0.026, "random_zero_drop_max": 0.072}}}}
     fabric_cli.demo._ending(summary, said.append)
-    assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats; random sets of 3 "
-            "heads by +0.026 on average (max +0.072)") in said
+    assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats (one at a time +1.460, "
+            "+0.937, +0.405); random sets of 3 heads by +0.026 on average (max +0.072)") in said
     summary["probe"]["ablation"]["together"] = None  # no partners: no such line
     said.clear()
     fabric_cli.demo._ending(summary, said.append)

@@ -134,8 +134,11 @@ def test_with_heads_removes_them_together_with_the_studied_head(world):
     assert t["heads"] == ["1.2", "0.1"] and t["zero_drop"] > 3.0 and len(t["random"]["sets"]) == 10
     text = probe(world, "--ablate", "--random-heads", "2", "--with-heads", "0.1").stdout
     assert "together, heads 1.2, 0.1: zero ablation" in text and "10 random sets of 2 other heads: zero drop mean" in text
+    assert "each alone: zero drop +" in text and "(sum +" in text
     for args, says in ((["--with-heads", "0.1"], "--with-heads names heads to ablate together with the studied one; add --ablate"),
-                       (["--ablate", "--with-heads", "5.0"], "head 5.0 does not exist: the model has 2 layers")):
+                       (["--ablate", "--with-heads", "5.0"], "head 5.0 does not exist: the model has 2 layers"),
+                       (["--ablate", "--head", "1.2", "--with-heads", "1.2"], "--with-heads names only the studied head 1.2"),
+                       (["--ablate", "--with-heads", " , "], "--with-heads ' , ' names no head; give heads such as 0.5,0.7")):
         r = probe(world, *args)
         assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.output
 

@@ -119,8 +119,11 @@ def test_heads_that_share_the_task_are_removed_together_beside_random_sets(world
     t = result["together"]
     assert t["heads"] == [str(PLANTED), str(twin)]
     assert t["zero_drop"] > 1.8 * result["zero_drop"] > 0 and t["zero_drop"] == pytest.approx(result["clean"], abs=0.01)
+    assert [a["head"] for a in t["alone"]] == [str(PLANTED), str(twin)] and t["alone"][0]["zero_drop"] == result["zero_drop"]
+    assert t["zero_drop_alone_sum"] == pytest.approx(sum(a["zero_drop"] for a in t["alone"]), abs=1e-5)
     sets = t["random"]["sets"]
     assert len(sets) == 10 and all(len(s["head"].split(",")) == 2 for s in sets)
+    assert len({s["head"] for s in sets}) == 10  # ten different pairs, not one drawn ten times
     assert not any(h in s["head"].split(",") for s in sets for h in (str(PLANTED), str(twin)))
     assert abs(t["random"]["zero_drop"]["max"]) < 0.01 * t["zero_drop"]
     assert "together" not in ablation_study(model, make_batches(usable[:4], 16), PLANTED, k=1, seed=0)

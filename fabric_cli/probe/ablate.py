@@ -15,6 +15,8 @@ size drawn from the remaining heads (up to RANDOM_SETS).
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import sys
 
@@ -59,12 +61,22 @@ RANDOM_SETS = 10  # random sets of heads set beside a `together` set
 
 
 def random_sets(exclude: list[Head], size: int, n_layer: int, n_head: int, count: int, seed: int) -> list[list[Head]]:
-    """`count` sets of `size` heads outside `exclude`, each drawn without replacement, the same for the same seed."""
+    """`count` different sets of `size` heads outside `exclude`, the same for the same seed; every
+    such set when there are no more than `count` of them.
+
+    Example:
+        >>> random_sets([Head(0, 0), Head(1, 1)], 2, 2, 2, 10, seed=0)  # only one pair is left
+        [[Head(layer=0, head=1), Head(layer=1, head=0)]]
+    """
     others = [Head(a, b) for a in range(n_layer) for b in range(n_head) if Head(a, b) not in exclude]
-    if len(others) < size:
-        return []
-    rng = random.Random(f"sets:{seed}")
-    return [sorted(rng.sample(others, size)) for _ in range(count)]
+    if math.comb(len(others), size) <= count:
+        return [list(c) for c in itertools.combinations(others, size)] if len(others) >= size else []
+    rng, sets = random.Random(f"sets:{seed}"), []
+    while len(sets) < count:
+        drawn = sorted(rng.sample(others, size))
+        if drawn not in sets:
+            sets.append(drawn)
+    return sets
 
 
 def _summary(rows: list[dict], key: str) -> dict:
@@ -87,7 +99,7 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     heads = random_heads(target, L, nh, k, seed)
     group = [target, *together]
     sets = random_sets(group, len(group), L, nh, RANDOM_SETS, seed) if together else []
-    bar = tqdm(total=1 + 2 * (1 + len(heads) + bool(together) + len(sets)), desc="ablation", unit="pass",
+    bar = tqdm(total=1 + 2 * (1 + len(heads) + bool(together) + len(together) + len(sets)), desc="ablation", unit="pass",
                file=sys.stderr, disable=None if progress is None else not progress)
 
     def measured(ablate: dict | None = None, mean_out: bool = False):
@@ -107,6 +119,7 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
         target_drops = drops([target])
         others = [drops([h]) for h in heads]
         joint = drops(group) if together else None
+        alone = [target_drops, *(drops([h]) for h in together)] if together else []  # beside the joint drop
         joint_random = [drops(heads_) for heads_ in sets]
 
     result = {
@@ -117,6 +130,7 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     if joint is not None:
         result["together"] = {
             "heads": [str(h) for h in group], **{k_: v for k_, v in joint.items() if k_ != "head"},
+            "alone": alone, **{f"{key}_alone_sum": round(sum(a[key] for a in alone), 6) for key in ("zero_drop", "mean_drop")},
             "random": {"sets": joint_random, "zero_drop": _summary(joint_random, "zero_drop"),
                        "mean_drop": _summary(joint_random, "mean_drop")},
         }

@@ -296,7 +296,10 @@ def _together_lines(a: dict) -> list[str]:
         return []
     rz, rm, sets = t["random"]["zero_drop"], t["random"]["mean_drop"], t["random"]["sets"]
     lines = [f"  together, heads {', '.join(t['heads'])}: zero ablation {signed(t['zero'])} (drop {signed(t['zero_drop'])});  "
-             f"mean ablation {signed(t['mean'])} (drop {signed(t['mean_drop'])})"]
+             f"mean ablation {signed(t['mean'])} (drop {signed(t['mean_drop'])})",
+             f"  each alone: zero drop {', '.join(signed(a['zero_drop']) for a in t['alone'])} (sum "
+             f"{signed(t['zero_drop_alone_sum'])}); mean drop {', '.join(signed(a['mean_drop']) for a in t['alone'])} "
+             f"(sum {signed(t['mean_drop_alone_sum'])})"]
     if sets:
         lines.append(f"  {len(sets)} random sets of {len(t['heads'])} other heads: zero drop mean {signed(rz['mean'])}, "
                      f"max {signed(rz['max'])}; mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}")

@@ -131,7 +131,8 @@ def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, devic
     `together`: heads removed at once with `head` (the studied head itself, or a repeat, is dropped)."""
     unambiguous = [e for e in encoded if not e.item.ambiguous]
     usable = [e for e in unambiguous if e.continuations]
-    together = list(dict.fromkeys(h for h in together if h != head))
+    if together and not (together := list(dict.fromkeys(h for h in together if h != head))):
+        raise InputError(f"--with-heads names only the studied head {head}; name other heads to remove with it")
     study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
                            progress, together)
     same = [{"id": e.item.id, "where": e.item.where, "reason": e.same_first_token}
