@@ -134,7 +134,7 @@ _TOK = TokenizeConfig()
 def tokenize(
     ctx: typer.Context,
     files: Annotated[Optional[list[str]], typer.Argument(
-        help="Text files, folders (their .txt files) or - for standard input; none: the bundled corpus.",
+        help="Text files, folders (their .txt files), pipes such as <(zcat a.gz), or - for standard input; none: the bundled corpus.",
         show_default=False)] = None,
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Tokens in the vocabulary (256 bytes + specials + merges).")] = _TOK.vocab_size,
     min_frequency: Annotated[int, typer.Option("--min-frequency", help="Merge only pairs seen at least this often.")] = _TOK.min_frequency,
