@@ -48,7 +48,7 @@ import torch
 from machine import load_average, matmul_gflops, sync
 
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
-from fabric_cli.device import peak_bf16
+from fabric_cli.device import choose_device, peak_bf16
 from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
@@ -82,17 +82,17 @@ def reference_gflops(device: str) -> float:
     return matmul_gflops(device)
 
 
-def step_matmul_gflops(config: ModelConfig, batch: int, device: str, reps: int = 5, tries: int = 3) -> float:
+def step_matmul_gflops(config: ModelConfig, batch: int, device: str, bf16: bool, reps: int = 5, tries: int = 3) -> float:
     """GFLOP/s of the matrix products one training step of this shape does, run back to back and
     nothing else (no attention, norms, GELU, loss or optimizer): the ceiling that the step's own
     GEMMs, at their own small sizes, set on this machine. Every Linear (in -> out) and the LM head,
     over N = batch x context rows, does three products in the layouts autograd uses: forward
-    x @ W.T, the input's gradient dy @ W, the weight's gradient dy.T @ x. fp32 on the CPU, bf16 on
-    CUDA; the best of `tries` timings of `reps` steps' products."""
+    x @ W.T, the input's gradient dy @ W, the weight's gradient dy.T @ x. In bf16 when the step runs
+    bf16 autocast (`bf16`), else fp32; the best of `tries` timings of `reps` steps' products."""
     c, n = config, batch * config.block_size
     dims = [(c.n_embd, 3 * c.n_embd), (c.n_embd, c.n_embd), (c.n_embd, c.n_ff), (c.n_ff, c.n_embd)] * c.n_layer
     dims.append((c.n_embd, c.vocab_size))  # the tied LM head
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = torch.bfloat16 if bf16 else torch.float32
     operands = [(torch.randn(n, i, device=device, dtype=dtype), torch.randn(o, i, device=device, dtype=dtype),
                  torch.randn(n, o, device=device, dtype=dtype)) for i, o in dims]  # x (N, in), W (out, in), dy (N, out)
 
@@ -120,7 +120,8 @@ def run_shape(name: str, steps: int, device: str, overrides: dict) -> dict:
     before = reference_gflops(device)
     cfg = TrainConfig(**{**shape["cfg"], **overrides}, steps=steps, warmup=10, eval_interval=steps, eval_batches=1,
                       log_interval=LOG_INTERVAL, device=device)
-    step_matmul = step_matmul_gflops(cfg.model_config(shape["vocab"]), cfg.batch_size, device)
+    bf16 = choose_device(device, cfg.dtype).dtype == "bfloat16"  # what `fabric train` will run
+    step_matmul = step_matmul_gflops(cfg.model_config(shape["vocab"]), cfg.batch_size, device, bf16)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help=f"comma-separated, of {', '.join(SHAPES)} (default: fixed,cpu; gpt2 on CUDA)")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step for every shape (default: each shape's own)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model, as `fabric train --compile`")
+    ap.add_argument("--dtype", default=None, help="as `fabric train --dtype`: auto, float32 or bfloat16 (default: auto)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.steps < 3 * LOG_INTERVAL:
@@ -199,7 +201,7 @@ def main() -> None:
     names = (args.shapes or ("gpt2" if gpu else "fixed,cpu")).split(",")
     if unknown := [n for n in names if n not in SHAPES]:
         ap.error(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile)) if v}
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile), ("dtype", args.dtype)) if v}
 
     load_before = load_average()
     runs = {name: [] for name in names}
@@ -209,7 +211,7 @@ def main() -> None:
     shapes = {name: summarise(name, r, overrides) for name, r in runs.items()}
     res = {
         "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "compile": args.compile, "load": [load_before, load_average()],
+        "compile": args.compile, "dtype": args.dtype or "auto", "load": [load_before, load_average()],
         "reference": "bf16 8192x8192 matmul" if gpu else "fp32 2048x2048 matmul", "shapes": shapes,
     }
     if gpu:
@@ -231,7 +233,8 @@ def main() -> None:
 def print_report(res: dict) -> None:
     gpu = res["device"].startswith("cuda")
     where = f"{res['gpu']}, bf16 autocast" if gpu else f"cpu, {res['threads']} threads"
-    print(f"machine   {where}, torch {res['torch']}{', compiled' if res['compile'] else ''}; "
+    print(f"machine   {where}, torch {res['torch']}{', compiled' if res['compile'] else ''}"
+          f"{', bf16 autocast' if res['dtype'] == 'bfloat16' and not gpu else ''}; "
           f"{res['load'][0]} before, {res['load'][1]} after")
     reference = res["reference"]
     for name, r in res["shapes"].items():

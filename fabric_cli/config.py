@@ -144,6 +144,7 @@ class TrainConfig:
     snapshot_every: int = 0  # 0: no snapshots
     seed: int = 1337
     device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; float32; bfloat16 (autocast)
     compile: bool = False
 
     # Changing these on --resume would change the model's shape.
@@ -165,6 +166,8 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be a number, 0 or more, got {getattr(self, name)}")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise InputError(f"--dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         check_seed(self.seed)
 
     def check_schedule(self) -> None:

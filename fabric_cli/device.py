@@ -14,13 +14,33 @@ class DeviceChoice(NamedTuple):
     reason: str
 
 
-def choose_device(requested: str = "auto") -> DeviceChoice:
-    """Pick a device: `auto` takes cuda, then mps, then cpu.
+DTYPES = ("auto", "float32", "bfloat16")  # --dtype: auto is bf16 autocast on CUDA, fp32 elsewhere
+
+
+def choose_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
+    """Pick a device: `auto` takes cuda, then mps, then cpu; and the autocast dtype, `auto` being
+    bf16 on CUDA (where supported) and fp32 elsewhere.
 
     Example:
-        >>> choose_device("cpu").dtype
-        'float32'
+        >>> choose_device("cpu").dtype, choose_device("cpu", "bfloat16").dtype
+        ('float32', 'bfloat16')
     """
+    choice = _choose_device(requested)
+    if dtype == "auto" or dtype == choice.dtype:
+        return choice
+    if dtype == "float32":
+        return DeviceChoice(choice.device, "float32", f"{choice.reason.split(';')[0]}; fp32, as --dtype asks")
+    if dtype != "bfloat16":
+        raise InputError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if choice.device == "mps":
+        raise InputError("--dtype bfloat16 runs on cuda or cpu, not on mps; leave --dtype out (fp32 there)")
+    if choice.device.startswith("cuda"):  # _cuda chose fp32: this GPU has no bf16
+        raise InputError(f"--dtype bfloat16: {choice.device} does not support bf16; leave --dtype out (fp32)")
+    return DeviceChoice(choice.device, "bfloat16", f"{choice.reason.split(';')[0]}; bf16 autocast, as --dtype asks "
+                        f"(fast on CPUs with AMX, such as Xeon Sapphire Rapids; slow on most others)")
+
+
+def _choose_device(requested: str) -> DeviceChoice:
     import torch
 
     req = (requested or "auto").lower()

@@ -104,7 +104,7 @@ def train(
         paths: the run directory.
         config: the training settings. On `resume` the run's saved settings are used instead,
             except the fields named in `explicit` (the options given on the command line) and
-            `device`/`compile`; the model's shape cannot change on resume.
+            `device`/`dtype`/`compile`; the model's shape cannot change on resume.
         data_dir: a folder with train.bin, val.bin and meta.json (default: the run's tokens/).
         resume / restart: continue the run's checkpoint, or delete it and start over. A run
             directory that has a checkpoint is refused without one of them.
@@ -137,14 +137,14 @@ def train(
 
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
     """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
-    The device and --compile are left out: they change where the run goes, not what it learns."""
+    The device, --dtype and --compile are left out: they say how this session runs, and are not saved."""
     def shown(value) -> str:
         return "unset" if value is None else str(value)  # None: the preset's, or no --tokens budget
 
     return ", ".join(
         f"--{f.name.replace('_', '-')} {shown(getattr(now, f.name))} (was {shown(getattr(saved, f.name))})"
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("device", "compile") and getattr(now, f.name) != getattr(saved, f.name)
+        if f.name not in ("device", "dtype", "compile") and getattr(now, f.name) != getattr(saved, f.name)
     )
 
 
@@ -160,7 +160,7 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
                 f"--{k} {changes[k]} differs from the checkpoint's {has[k]}: a resumed run keeps its "
                 f"model's shape; drop --{k}, or use --restart to train a new model"
             )
-    changes.update(device=given.device, compile=given.compile)
+    changes.update(device=given.device, dtype=given.dtype, compile=given.compile)
     return dataclasses.replace(saved, **changes)
 
 
@@ -241,7 +241,7 @@ class Loop:
         if resume and not paths.latest.exists():
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
 
-        choice = choose_device(config.device)
+        choice = choose_device(config.device, config.dtype)
         device = dist.device if dist.enabled else choice.device
         if device == "cpu":
             keep_freed_memory()

@@ -233,8 +233,10 @@ def check_cpu_memory(config: ModelConfig, batch_size: int) -> None:
 
 
 def amp_for(device: str, dtype: str) -> Callable[[], contextlib.AbstractContextManager]:
-    if device.startswith("cuda") and dtype == "bfloat16":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA or the CPU (choose_device allows it nowhere else), else nothing: fp32."""
+    if dtype == "bfloat16":
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return lambda: torch.autocast(kind, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 

@@ -237,6 +237,26 @@ def test_a_token_budget_resumed_with_another_batch_spends_what_is_left(run, runn
             "5,120 tokens") in more.stderr
 
 
+def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, runner, tmp_path):
+    """--dtype bfloat16 runs the CPU step under bf16 autocast (other numbers than fp32, weights
+    still fp32); like --device it is not saved: a resume runs as its own command line says."""
+    base = ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "8", "--eval-interval", "4", "--log-interval", "1"]
+    bf16 = runner.invoke(app, [*base, "--dtype", "bfloat16", "--stop-at", "4"])
+    assert bf16.exit_code == 0, bf16.output
+    assert "bf16 autocast, as --dtype asks" in bf16.stderr
+    assert all(t.dtype == torch.float32 for t in load_file(run.latest).values())
+    other = RunPaths(tmp_path / "fp32")
+    write_tokens(other.tokens)
+    assert runner.invoke(app, ["train", "--run", str(other.root), *FAST_ARGS, "--steps", "8", "--eval-interval", "4",
+                               "--log-interval", "1", "--stop-at", "4"]).exit_code == 0
+    a, b = train_losses(run), train_losses(other)
+    assert a.keys() == b.keys() and all(math.isfinite(v) for v in a.values()) and a != b
+    more = runner.invoke(app, [*base, "--resume"])  # no --dtype now: fp32, and no "resuming with" line for it
+    assert more.exit_code == 0 and "bf16 autocast" not in more.stderr and "--dtype" not in more.stderr, more.output
+    with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16, got 'float16'"):
+        TrainConfig(dtype="float16")
+
+
 def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
     args = ["train", "--run", str(run.root), *FAST_ARGS, "--layers", "3", "--heads", "4", "--width", "32",
             "--context", "8", "--dropout", "0.1", "--tokens", "300", "--eval-interval", "2", "--log-interval", "1"]
