@@ -211,17 +211,21 @@ def main() -> None:
     shapes = {name: summarise(name, r, overrides) for name, r in runs.items()}
     res = {
         "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "compile": args.compile, "dtype": args.dtype or "auto", "load": [load_before, load_average()],
+        "compile": args.compile, "load": [load_before, load_average()],
         "reference": "bf16 8192x8192 matmul" if gpu else "fp32 2048x2048 matmul", "shapes": shapes,
     }
+    # the precision the runs used; each goal is set for one: bf16 on CUDA, fp32 on the CPU
+    res["dtype"] = choose_device(args.device, args.dtype or "auto").dtype
+    bf16 = res["dtype"] == "bfloat16"
     if gpu:
         res["gpu"], peak = gpu_peak(args.device)
         for r in shapes.values():
-            r.update(model_flops_utilisation(r, peak))
-        if "gpt2" in shapes:
+            r.update(model_flops_utilisation(r, peak) if bf16 else
+                     {"mfu": None, "mfu_against": "none: the run was fp32, and MFU is measured against the bf16 peak"})
+        if "gpt2" in shapes and bf16:
             res["goal"] = "gpt2 shape at >= 0.40 model FLOP utilisation (median interval)"
             res["goal_met"] = shapes["gpt2"]["mfu"] >= 0.40
-    elif "fixed" in shapes:
+    elif "fixed" in shapes and not bf16:
         res["goal"] = "fixed shape at >= 0.60 of the matmul figure (best interval)"
         res["goal_met"] = shapes["fixed"]["matmul_ratio"] >= 0.60
     if args.json:
@@ -232,9 +236,9 @@ def main() -> None:
 
 def print_report(res: dict) -> None:
     gpu = res["device"].startswith("cuda")
-    where = f"{res['gpu']}, bf16 autocast" if gpu else f"cpu, {res['threads']} threads"
-    print(f"machine   {where}, torch {res['torch']}{', compiled' if res['compile'] else ''}"
-          f"{', bf16 autocast' if res['dtype'] == 'bfloat16' and not gpu else ''}; "
+    precision = "bf16 autocast" if res["dtype"] == "bfloat16" else "fp32"
+    where = f"{res['gpu']}, {precision}" if gpu else f"cpu, {res['threads']} threads, {precision}"
+    print(f"machine   {where}, torch {res['torch']}{', compiled' if res['compile'] else ''}; "
           f"{res['load'][0]} before, {res['load'][1]} after")
     reference = res["reference"]
     for name, r in res["shapes"].items():
@@ -242,8 +246,9 @@ def print_report(res: dict) -> None:
         if gpu:
             print(f"          {reference} {r['matmul_gflops'] / 1000:.1f} TFLOP/s best "
                   f"(all: {', '.join(f'{m / 1000:.1f}' for m in r['matmul_all'])}); peak memory {r['peak_memory_gib']} GiB")
+            mfu = f"MFU {r['mfu']:.1%} against the {r['mfu_against']}" if r["mfu"] is not None else f"MFU {r['mfu_against']}"
             print(f"          {r['tokens_per_s_median']:>9,.0f} tokens/s median of the intervals = "
-                  f"{r['gflops_median'] / 1000:.1f} TFLOP/s of model FLOPs: MFU {r['mfu']:.1%} against the {r['mfu_against']}; "
+                  f"{r['gflops_median'] / 1000:.1f} TFLOP/s of model FLOPs: {mfu}; "
                   f"{r['matmul_ratio_median']:.0%} of the measured matmul")
             print(f"          {r['tokens_per_s']:>9,.0f} tokens/s best interval ({r['flops_per_token'] / 1e6:.1f} MFLOP/token, "
                   f"attention {r['attention_share']:.0%} of it)")

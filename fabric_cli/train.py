@@ -54,6 +54,7 @@ class TrainResult:
     world_size: int
     checkpoint: str | None
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop-at" or None when the budget was spent
+    dtype: str = "float32"  # the precision this session ran: "bfloat16" (autocast) or "float32"
     val_step: int | None = None  # the step val_loss was evaluated at
     compile_seconds: float = 0.0  # --compile: the first step, compiling; left out of train_seconds and tokens/s
     gpu: str | None = None  # the CUDA device's name
@@ -81,7 +82,8 @@ class TrainResult:
             f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving"
             + (f", and {self.compile_seconds:.1f} s compiling in the first step)" if self.compile_seconds else ")"),
             f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
-            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device})"
+            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device}"
+            f"{', bf16 autocast' if self.dtype == 'bfloat16' else ''})"
             + (f"; MFU {self.mfu:.1%} of the {self.gpu}'s dense bf16 peak" if self.mfu is not None else ""),
             f"checkpoint    {self.checkpoint}",
         ])
@@ -137,7 +139,8 @@ def train(
 
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
     """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
-    The device, --dtype and --compile are left out: they say how this session runs, and are not saved."""
+    The device, --dtype and --compile are left out: each session takes them from its own command
+    line (what is saved records the last session's); a change of precision gets its own note."""
     def shown(value) -> str:
         return "unset" if value is None else str(value)  # None: the preset's, or no --tokens budget
 
@@ -297,6 +300,9 @@ class Loop:
                      f"{planned:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
+        if resume and (was := _precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
+            loop.say(f"note: the run trained in {_PRECISION[was]} until step {step:,}; this session runs "
+                     f"{_PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
         loop.say(
@@ -368,7 +374,7 @@ class Loop:
             train_seconds=train_time, tokens_per_s=tps, compile_seconds=round(self.compile_seconds, 3),
             flops_per_s=flops, params=self.model.num_params(), gpu=gpu,
             mfu=model_flops_utilisation(flops, gpu, self.dtype, dist.world),
-            device=self.device, world_size=dist.world, checkpoint=str(self.paths.latest),
+            device=self.device, dtype=self.dtype, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, settings=dataclasses.asdict(self.cfg), model=self.model.config.to_dict(),
             is_main=dist.is_main,
         )
@@ -500,6 +506,17 @@ def _other_tokens_note(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenDa
     return (f"note: {data.folder} holds other tokens than {paths.latest} was trained on ({', '.join(changes)}): "
             f"training goes on with them, but it is no longer the run resumed exactly, and val loss from here "
             f"is measured on another split")
+
+
+_PRECISION = {"bfloat16": "bf16 autocast", "float32": "fp32"}
+
+
+def _precision(device: str, dtype: str) -> str | None:
+    """The precision --dtype `dtype` gives on `device` now; None when it cannot run here."""
+    try:
+        return choose_device(device, dtype).dtype
+    except InputError:
+        return None
 
 
 def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:

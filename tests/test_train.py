@@ -243,7 +243,7 @@ def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, run
     base = ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "8", "--eval-interval", "4", "--log-interval", "1"]
     bf16 = runner.invoke(app, [*base, "--dtype", "bfloat16", "--stop-at", "4"])
     assert bf16.exit_code == 0, bf16.output
-    assert "bf16 autocast, as --dtype asks" in bf16.stderr
+    assert "bf16 autocast, as --dtype asks" in bf16.stderr and "(10,944 parameters, cpu, bf16 autocast)" in bf16.stdout
     assert all(t.dtype == torch.float32 for t in load_file(run.latest).values())
     other = RunPaths(tmp_path / "fp32")
     write_tokens(other.tokens)
@@ -251,8 +251,10 @@ def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, run
                                "--log-interval", "1", "--stop-at", "4"]).exit_code == 0
     a, b = train_losses(run), train_losses(other)
     assert a.keys() == b.keys() and all(math.isfinite(v) for v in a.values()) and a != b
-    more = runner.invoke(app, [*base, "--resume"])  # no --dtype now: fp32, and no "resuming with" line for it
-    assert more.exit_code == 0 and "bf16 autocast" not in more.stderr and "--dtype" not in more.stderr, more.output
+    more = runner.invoke(app, [*base, "--resume", "--json"])  # no --dtype now: fp32, and a note says so
+    assert more.exit_code == 0 and json.loads(more.stdout)["dtype"] == "float32", more.output
+    assert ("note: the run trained in bf16 autocast until step 4; this session runs fp32 (--dtype bfloat16 then, "
+            "auto now)") in more.stderr and "resuming with" not in more.stderr
     with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16, got 'float16'"):
         TrainConfig(dtype="float16")
 

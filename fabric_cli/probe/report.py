@@ -301,7 +301,7 @@ def _together_lines(a: dict) -> list[str]:
              f"{signed(t['zero_drop_alone_sum'])}); mean drop {', '.join(signed(a['mean_drop']) for a in t['alone'])} "
              f"(sum {signed(t['mean_drop_alone_sum'])})"]
     if sets:
-        lines.append(f"  {len(sets)} random sets of {len(t['heads'])} other heads: zero drop mean {signed(rz['mean'])}, "
+        lines.append(f"  {plural(len(sets), 'random set')} of {len(t['heads'])} other heads: zero drop mean {signed(rz['mean'])}, "
                      f"max {signed(rz['max'])}; mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}")
     else:
         lines.append(f"  no random set of {len(t['heads'])} other heads to compare with: the model has too few heads")
