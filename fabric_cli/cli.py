@@ -318,7 +318,7 @@ def probe(
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib).")] = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe of its latest checkpoint; a snapshot's is probe/report-step-000200.json). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -340,7 +340,7 @@ def probe(
     paths = run_paths(ctx, run)
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
-    target = report or result.run.probe_report  # the checkpoint's run, not always --run
+    target = report or result.run.probe_report_for(checkpoint)  # the checkpoint's run, not always --run
     if plot:
         prefix = "" if target.name == result.run.probe_report.name else f"{target.stem}-"  # report.json: heads.png
         result.report["plots"] = pr.write_plots(result, target.parent, prefix=prefix)

@@ -358,7 +358,8 @@ class RunPaths:
         the checkpoint, its state, snapshots, metrics, and the probe's report and pictures and the
         demo's summary in this run (a probe's --report elsewhere is the user's to keep)."""
         pictures = [p for name in PROBE_PICTURES.values() for p in self.probe.glob(name.format(head="*"))]
-        made_from = [self.probe_report, *pictures, self.root / "demo.json"]
+        snapshot_reports = list(self.probe.glob("report-step-*"))  # probe_report_for a snapshot, and its pictures
+        made_from = [self.probe_report, *pictures, *snapshot_reports, self.root / "demo.json"]
         return [self.latest, self.latest_state, self.metrics, *self.snapshots(), *made_from]
 
     def remove_training_outputs(self) -> None:
@@ -377,6 +378,14 @@ class RunPaths:
     @property
     def probe_report(self) -> Path:
         return self.probe / "report.json"
+
+    def probe_report_for(self, checkpoint: Path | None) -> Path:
+        """Where a probe of `checkpoint` reports: report.json for the latest (None), and
+        report-step-000100.json for a snapshot of this run, which leaves the latest's report alone."""
+        if checkpoint is not None and Path(checkpoint).parent.resolve() == self.checkpoints.resolve() \
+                and Path(checkpoint).name.startswith("step-"):
+            return self.probe / f"report-{Path(checkpoint).stem}.json"
+        return self.probe_report
 
 
 # --------------------------------------------------------------------------- bundled data

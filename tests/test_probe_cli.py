@@ -12,7 +12,7 @@ from test_probe_world import make_tokenizer, planted_model, random_model, write_
 from typer.testing import CliRunner
 
 from fabric_cli.cli import app
-from fabric_cli.config import probes_dir
+from fabric_cli.config import RunPaths, probes_dir
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,18 @@ def test_report_path_keeps_the_runs_report(world, tmp_path):
     assert f"report: {target}" in r.stderr
     r = probe(world, "--report", str(tmp_path))  # a folder: refused before any work
     assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and "--report" in r.stderr
+
+
+def test_a_snapshot_reports_beside_the_latest_not_over_it(world):
+    """Probing a snapshot (an emergence study by hand) leaves the latest checkpoint's report alone."""
+    run = RunPaths(Path(world["run"]))
+    assert probe(world).exit_code == 0
+    kept = run.probe_report.read_bytes()
+    r = probe(world, "--checkpoint", str(run.snapshot(200)), "--json")
+    assert r.exit_code == 0, r.output
+    own = run.probe / "report-step-000200.json"
+    assert json.loads(own.read_text()) == json.loads(r.stdout) and run.probe_report.read_bytes() == kept
+    assert f"report: {own}" in r.stderr and own in run.training_outputs()  # a restart deletes it with the rest
 
 
 def test_ablate_without_head_takes_the_top_head(world):
