@@ -246,17 +246,18 @@ class StreamDecoder:
         if tail.endswith("\ufffd"):
             return ""  # the next token may complete the character
         new = self._emit(tail, len(tail) - self._could_start_stop(tail))
-        if self.shown == len(tail):  # all handed out, and the last character whole
-            self._keep_context(tail)
+        self._keep_context(tail)  # the last character is whole here
         return new
 
     def _keep_context(self, tail: str) -> None:
-        """Drop the pending tokens but the fewest last ones whose own text is whole and ends the
-        tail: a character spans at most 4 bytes, so at most 4 tokens."""
-        for k in range(1, min(4, len(self.pending) - 1) + 1):
+        """Drop the pending tokens but the fewest last ones whose own text is whole, ends the tail,
+        and reaches back past what is held (the start of a possible stop string) into what was
+        shown. A character spans at most 4 bytes, so at most 4 tokens a character are looked at."""
+        held = len(tail) - self.shown
+        for k in range(1, min(4 * (held + 1), len(self.pending) - 1) + 1):
             context = self.tokenizer.decode(self.pending[-k:])
-            if context and not context.startswith("\ufffd") and tail.endswith(context):
-                self.pending, self.shown = self.pending[-k:], len(context)
+            if len(context) > held and not context.startswith("\ufffd") and tail.endswith(context):
+                self.pending, self.shown = self.pending[-k:], len(context) - held
                 return
 
     def finish(self) -> str:

@@ -231,6 +231,12 @@ def test_stream_decoder_decodes_each_token_a_bounded_number_of_times(tok):
         pieces = [d.push([i]) for i in ids] + [d.finish()]
         assert "".join(pieces) == text == d.text
         assert sum(decoded) < 8 * len(ids) and max(decoded) <= 8  # decoding the whole list at every push: len(ids)**2 / 2
+    # text that keeps matching the start of a stop string is held a character at a time, not all along
+    ids = tok.encode("a" * 2000, add_special_tokens=False).ids
+    decoded.clear()
+    d = StreamDecoder(Counting(), stop=["ab"])
+    assert "".join([d.push([i]) for i in ids] + [d.finish()]) == "a" * 2000
+    assert sum(decoded) < 8 * len(ids) and max(decoded) <= 8
 
 
 def test_stream_decoder_keeps_a_decoder_that_treats_the_first_piece_apart():
