@@ -49,13 +49,17 @@ def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
     """
     logits = logits.float() / max(cfg.temperature, 1e-8)  # (B, V)
     if 0 < cfg.top_k < logits.size(-1):
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # exactly k tokens, by index: comparing with the k-th value would also keep every token tied
+        # with it (bf16 logits tie often: top-k 1 kept two tokens at 2.6% of a model's positions)
+        top = torch.topk(logits, cfg.top_k, dim=-1).indices  # (B, k)
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (B, V)
+        logits = logits.masked_fill(~keep, float("-inf"))
     if cfg.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
         probs = sorted_logits.softmax(dim=-1).double()  # float64: the boundary test below is exact enough
         before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
-        drop_sorted = before >= cfg.top_p - _TOP_P_TOLERANCE  # the first token always stays (before = 0)
+        drop_sorted = before >= cfg.top_p - _TOP_P_TOLERANCE
+        drop_sorted[:, 0] = False  # the most likely token always stays, however small top_p is
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -68,7 +72,7 @@ def sample_next(logits: torch.Tensor, cfg: SampleConfig, generator: torch.Genera
         >>> sample_next(torch.tensor([[0.1, 2.0, 0.3]]), SampleConfig(temperature=0)).tolist()
         [1]
     """
-    if cfg.temperature == 0:
+    if cfg.temperature == 0 or cfg.top_k == 1:  # top-k 1 is greedy, ties included
         return logits.argmax(dim=-1)
     probs = filter_logits(logits, cfg).softmax(dim=-1)  # (B, V), zeros outside the kept set
     return draw(probs, generator)

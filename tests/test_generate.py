@@ -94,6 +94,9 @@ def test_top_p_keeps_exactly_the_nucleus():
         mask = filter_logits(probs.log(), SampleConfig(temperature=1.0, top_p=p)).isfinite()
         assert mask[0].tolist() == [i < kept for i in range(4)], p
         assert mask[1].tolist() == [i >= 4 - kept for i in range(4)], p  # order restored per row
+    for tiny in (1e-6, 1e-9):  # at or under the tolerance: still the most likely token, never none
+        mask = filter_logits(probs.log(), SampleConfig(temperature=1.0, top_p=tiny)).isfinite()
+        assert mask.tolist() == [[True, False, False, False], [False, False, False, True]], tiny
     g = torch.Generator().manual_seed(0)
     draws = sample_next(probs.log().repeat(500, 1), SampleConfig(temperature=1.0, top_p=0.8), g)  # (1000,)
     assert set(draws[0::2].tolist()) == {0, 1} and set(draws[1::2].tolist()) == {2, 3}
@@ -127,6 +130,10 @@ def test_top_k_and_temperature_zero():
     kept = filter_logits(logits, SampleConfig(temperature=1.0, top_k=3)).isfinite()
     assert kept.sum(-1).eq(3).all()
     assert torch.equal(kept, torch.zeros_like(kept).scatter(1, logits.topk(3).indices, True))
+    # ties at the k-th value (common in bf16): exactly k kept, and top-k 1 picks what greedy picks
+    tied = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.5]])
+    assert filter_logits(tied, SampleConfig(temperature=1.0, top_k=2)).isfinite().sum().item() == 2
+    assert sample_next(tied, SampleConfig(temperature=1.0, top_k=1), g).tolist() == [1]
 
 
 @pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.01), dict(top_k=-1),
