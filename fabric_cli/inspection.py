@@ -167,9 +167,9 @@ def format_report(report: dict) -> str:
         lines.append(f"gradient flow: {report['gradient_flow_note']}")
         return "\n".join(lines)
     lines.append(f"gradient flow (grad norm per layer before clipping, from {report['metrics']})")
-    lines.append("  layer " + "".join(f"{'step ' + str(s):>14}" for s in flow["steps"]))
+    lines.append("  layer   " + "".join(f"{'step ' + str(s):>14}" for s in flow["steps"]))
     for i, label in enumerate(flow["layers"]):
-        lines.append(f"  {label:<6}" + "".join(f"{col[i]:>14.3e}" for col in flow["norms"]))
+        lines.append(f"  {label:<8}" + "".join(f"{col[i]:>14.3e}" for col in flow["norms"]))
     if flow["flags"]:
         for fl in flow["flags"]:
             lines.append(f"  ! layer {fl['layer']} at step {fl['step']}: {fl['flag']} ({fl['norm']:.2e})")

@@ -57,7 +57,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def layer_labels(n_layer: int) -> list[str]:
-    return ["emb"] + [str(i) for i in range(n_layer)]
+    """Names of `grad_norm_layers`' entries. The first holds wte and wpe; wte is also the LM head
+    (tied), so its gradient comes from the top of the network as well as the bottom: "emb+head"."""
+    return ["emb+head"] + [str(i) for i in range(n_layer)]
 
 
 class LayerGroups:

@@ -43,7 +43,7 @@ def test_gradient_flow_uses_first_middle_and_last_logged_steps(trained, runner):
     result = runner.invoke(app, ["inspect", "--run", str(trained.root), "--json"])
     assert result.exit_code == 0, result.output
     flow = json.loads(result.output)["gradient_flow"]
-    assert flow["layers"] == ["emb", "0", "1"]
+    assert flow["layers"] == ["emb+head", "0", "1"]
     assert flow["steps"] == [3, 9, 12]  # logged at 3, 6, 9, 12
     assert all(len(col) == 3 and all(v > 0 for v in col) for col in flow["norms"])
     text = runner.invoke(app, ["inspect", "--run", str(trained.root)]).output
