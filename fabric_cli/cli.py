@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -22,18 +24,59 @@ from fabric_cli.errors import FabricError, InputError
 from fabric_cli.text import plural
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C is: files being written are cleaned up."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+try:  # typer 0.29 parses with its own copy of click; earlier versions with click itself
+    from typer._click import exceptions as _parsing
+except ImportError:
+    _parsing = click.exceptions
+_USAGE_ERRORS = tuple({click.UsageError, _parsing.UsageError})
+_HELP_ASKED = tuple({getattr(m, "NoArgsIsHelpError", None) for m in (click.exceptions, _parsing)} - {None})
+
+
+def _usage_error(e: click.UsageError) -> None:
+    """A mistyped option or value: one line and exit 2, not rich's boxed usage message."""
+    if isinstance(e, _HELP_ASKED):
+        raise e  # plain `fabric`: the help is what was asked for
+    where = e.ctx.command_path if e.ctx is not None else "fabric"
+    message = " ".join(e.format_message().split())
+    click.echo(f"fabric: error: {message} (see {where} --help)", err=True)
+    sys.exit(e.exit_code)
+
+
 class _FabricGroup(typer.core.TyperGroup):
-    """Turns a FabricError, or an OSError of a path the user named, into one line on stderr and exit 1."""
+    """Turns a FabricError, a usage mistake, or an OSError of a path the user named, into one line on stderr."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # lifecycle order, not alphabetical
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _USAGE_ERRORS as e:  # the global options (--threads abc, FABRIC_THREADS=abc)
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context):
+        # SIGTERM (kill, a batch system's time limit) unwinds like Ctrl-C, so a half-written output's
+        # temporary file is removed; training has its own handler, which saves a checkpoint first.
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
+        except _USAGE_ERRORS as e:  # a subcommand's options
+            _usage_error(e)
         except FabricError as e:
             click.echo(f"fabric: error: {e}", err=True)
             ctx.exit(1)
+        except Terminated:
+            click.echo("fabric: terminated (SIGTERM)", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:  # Ctrl-C outside training, which saves and says how to resume itself
             click.echo("fabric: interrupted (Ctrl-C)", err=True)
             ctx.exit(130)
@@ -90,8 +133,8 @@ def _root(
     ] = False,
 ) -> None:
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads must be 1 or more, got {threads}")
+        if not 1 <= threads <= 4096:
+            raise InputError(f"--threads must be between 1 and 4096 (one per core is the default), got {threads}")
         import torch
 
         torch.set_num_threads(threads)
@@ -390,7 +433,7 @@ def generate(
     if interactive:
         echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it
         return _generate_interactive(engine, cfg, quiet, echo=echo_given and echo)
-    text = sys.stdin.read().removesuffix("\n") if prompt == "-" else prompt or ""  # echo's newline is not prompt
+    text = _read_stdin().removesuffix("\n") if prompt == "-" else prompt or ""  # echo's newline is not prompt
     result = _generate_once(engine, text, cfg, stream=not as_json, echo=echo, quiet=quiet)
     if as_json:
         echo_json({**result.to_dict(), "checkpoint": str(ckpt), "step": engine.info.step})
@@ -421,7 +464,10 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
     """One prompt: stream one sample to stdout, or print several under headers; speed on stderr."""
     from fabric_cli.generate import complete
 
+    from fabric_cli.text import check_unicode
+
     live = stream and cfg.num_samples == 1
+    check_unicode(text, "the prompt")  # before it is echoed (complete() would refuse it after)
     if live and echo:
         _show(text, nl=False)
     result = complete(engine, text, cfg, on_text=(lambda _row, piece: _show(piece, nl=False)) if live else None, on_notice=err)
@@ -436,11 +482,27 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
     return result
 
 
+def _read_stdin() -> str:
+    """All of standard input as text: a closed stream or bytes that are not UTF-8 are one line."""
+    if sys.stdin is None:
+        raise InputError("standard input is closed, so PROMPT '-' has nothing to read; give the prompt as an argument")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as e:
+        raise InputError(f"standard input is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+
+
 def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) -> None:
+    if sys.stdin is None:
+        raise InputError("standard input is closed, so --interactive has no prompts to read; give a PROMPT instead")
     err("fabric generate: one prompt a line; Ctrl-C stops a completion, Ctrl-D leaves.")
     while True:
         typer.echo("> ", err=True, nl=False)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError as e:  # the rest of that line is lost; the loop goes on
+            err(f"fabric: error: that line is not UTF-8 text ({e.reason}); type it again")
+            continue
         if not line:  # end of input: Ctrl-D
             err()  # end the "> " line
             return
@@ -450,6 +512,8 @@ def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) ->
             _generate_once(engine, line.rstrip("\r\n"), cfg, stream=True, echo=echo, quiet=quiet)
         except KeyboardInterrupt:
             typer.echo()
+        except InputError as e:  # one prompt's problem (not UTF-8, ...): say so and ask for the next
+            err(f"fabric: error: {e}")
 
 
 # [demo]

@@ -28,6 +28,7 @@ from fabric_cli.config import ModelConfig, SampleConfig
 from fabric_cli.device import choose_device, physical_memory
 from fabric_cli.errors import InputError
 from fabric_cli.model import GPT, KVCache
+from fabric_cli.text import check_unicode
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
 
 # Cumulative sums of float probabilities land a hair either side of a hand-made boundary (0.5 + 0.3
@@ -326,7 +327,7 @@ def encode_prompt(tokenizer, prompt: str, block_size: int, eot_id: int | None) -
 
     An empty prompt starts from the end-of-text token, as a new document does in training.
     """
-    ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []  # as training encodes
+    ids = tokenizer.encode(check_unicode(prompt, "the prompt"), add_special_tokens=False).ids if prompt else []  # as training encodes
     if not ids:
         if eot_id is None:
             raise InputError("the prompt is empty and the tokenizer has no end-of-text token to start from; give a prompt")

@@ -44,7 +44,7 @@ def test_threads_sets_torch_threads(runner, monkeypatch):
     r = runner.invoke(app, ["--threads", "1", "inspect", "--help"])
     assert r.exit_code == 0 and seen == [1]
     r = runner.invoke(app, ["--threads", "0", "inspect", "--help"])
-    assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threads must be 1 or more, got 0"
+    assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threads must be between 1 and 4096 (one per core is the default), got 0"
 
 
 def test_an_os_error_is_one_line_naming_the_path(runner, tmp_path):
@@ -85,3 +85,38 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(runner, tmp_path, monk
     corpus.write_text("Once upon a time. " * 50)
     r = runner.invoke(app, ["--run", str(tmp_path / "run"), "tokenize", str(corpus)])
     assert r.exit_code == 130 and r.stderr == "fabric: interrupted (Ctrl-C)\n" and r.stdout == ""
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "--steps", "abc"], "fabric: error: Invalid value for '--steps': "),
+    (["train", "--stepz", "3"], "fabric: error: No such option: --stepz"),
+    (["tokenize", "--errors", "bogus"], "fabric: error: Invalid value for '--errors': "),
+    (["bogus"], "fabric: error: No such command 'bogus'."),
+])
+def test_a_mistyped_option_is_one_line_and_exit_2(runner, args, says):
+    """Not the boxed usage message: one line that names the option and where the help is."""
+    r = runner.invoke(app, args)
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(says), r.stderr
+    assert lines[0].endswith("--help)")
+
+
+def test_sigterm_outside_training_removes_the_half_written_file(tmp_path):
+    """SIGTERM unwinds like Ctrl-C: the temporary file of an output being written is removed and
+    nothing is left under the output's name (it had stayed, hundreds of MB of .tmp)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "big.txt"
+    p = subprocess.Popen([sys.executable, "-m", "fabric_cli", "corpus", str(out), "--size", "200MB"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".big.txt*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)  # until the temporary file exists: writing has begun
+    assert list(tmp_path.glob(".big.txt*")), "corpus never started writing"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.rstrip().endswith("fabric: terminated (SIGTERM)"), err
+    assert list(tmp_path.iterdir()) == []

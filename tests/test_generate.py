@@ -433,3 +433,49 @@ def test_generated_control_characters_are_shown_not_obeyed_on_a_terminal():
     assert terminal_safe("a\x1b[2Jb\rc\x00d\x7fe\x9bf") == "a\u241b[2Jb\u240dc\u2400d\u2421e\ufffdf"
     text = "Zürich, 東京 🦊\n\tnext line"
     assert terminal_safe(text) == text  # text, newlines and tabs pass unchanged
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fabric: error: "), result.stderr
+    return lines[0]
+
+
+def test_text_that_is_not_utf8_is_one_line_before_anything_is_printed(runner, run, tmp_path):
+    """A lone surrogate (argv's undecodable bytes, stdin read in the C locale) had reached the
+    tokenizer, after the prompt was echoed, and ended in a TypeError traceback."""
+    line = _one_line(_cli(runner, run, "The \udcff queen"))
+    assert line == ("fabric: error: the prompt is not valid UTF-8 text (a stray byte or lone surrogate at character 4); "
+                    "convert it to UTF-8")
+    line = _one_line(_cli(runner, run, "-", input=b"The \xff queen"))  # read in a UTF-8 locale: a decode error
+    assert line == "fabric: error: standard input is not UTF-8 text (invalid start byte at byte 4); convert it to UTF-8"
+    # --interactive: that line is refused and the loop goes on to Ctrl-D
+    r = _cli(runner, run, "-i", "-n", "3", "--seed", "1", "--no-echo", input=b"bad \xff\n")
+    assert r.exit_code == 0 and "fabric: error: that line is not UTF-8 text (invalid start byte); type it again" in r.stderr
+
+
+def test_a_closed_stdin_is_one_line(run, tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["-"], ["-i"]):
+        p = subprocess.run(f'"{sys.executable}" -m fabric_cli generate --run "{run.root}" --device cpu {args[0]} <&-',
+                           shell=True, capture_output=True, text=True, executable="/bin/bash")
+        assert p.returncode == 1 and p.stderr.startswith("fabric: error: standard input is closed"), p.stderr
+        assert len(p.stderr.splitlines()) == 1
+
+
+def test_non_finite_weights_are_refused_when_loaded(runner, run, tmp_path, tok):
+    """A NaN checkpoint (fabric saves none) had sampled id V, one past the vocabulary: an IndexError."""
+    broken = _make_run(tmp_path / "nan", tok)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(broken.latest), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(broken.latest)
+    tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+    save_file(tensors, broken.latest, metadata=meta)
+    line = _one_line(_cli(runner, broken, "The dog"))
+    assert "tensor transformer.h.0.mlp.c_fc.weight holds NaN or infinite values" in line

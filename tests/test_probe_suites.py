@@ -67,6 +67,8 @@ def _jsonl(**over) -> str:
     (_jsonl(continuations=[" left"]), "two non-empty strings"),
     (_jsonl(ambiguous="yes"), '"ambiguous" must be'),
     (_jsonl(referent=[3, 4]), "only whitespace"),
+    # JSON's "\ud800" is a lone surrogate: the tokenizer had raised a TypeError on it
+    (_jsonl(continuations=[" left", " \ud800"]), '"continuations" is not valid UTF-8 text (a stray byte or lone surrogate at character 1)'),
 ])
 def test_jsonl_loader_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
     f = tmp_path / "suite.jsonl"

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fabric_cli.config import probes_dir
 from fabric_cli.errors import InputError
+from fabric_cli.text import unicode_error
 
 Span = tuple[int, int]
 
@@ -97,8 +98,10 @@ def load_file(path: str | Path) -> list[ProbeItem]:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"probe file {path} is a folder; pass one .jsonl suite or one markup file")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"probe file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"probe file {path} is not a regular file (a device or pipe); give a .jsonl suite or a markup file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -165,6 +168,9 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
         isinstance(conts, list) and len(conts) == 2 and all(isinstance(c, str) and c.strip() for c in conts)
     ):
         raise _LineError('"continuations" must be two non-empty strings [referent\'s, distractor\'s]')
+    for key, value in [("text", text)] + [("continuations", c) for c in conts or ()]:
+        if problem := unicode_error(value):
+            raise _LineError(f'"{key}" is not valid UTF-8 text ({problem})')
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
         raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
