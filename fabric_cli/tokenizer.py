@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig, bundled_corpus
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text, tokens_identity, undo_new_folders
+from fabric_cli.text import check_unicode, plural
 
 FORMAT, VERSION = "fabric-tokens", 1
 BYTE_ALPHABET = 256
@@ -92,10 +93,11 @@ def train_tokenizer(texts: Iterable, vocab_size: int = 4096, min_frequency: int 
 
 
 def check_min_frequency(min_frequency: int) -> None:
-    """Refuse a --min-frequency below 1: the BPE trainer never merges a pair it has not seen, so 0 would act as 1."""
-    if min_frequency < 1:
-        raise InputError(f"--min-frequency must be at least 1, got {min_frequency} (how often a pair must be seen "
-                         f"to be merged; 1 allows every pair)")
+    """Refuse a --min-frequency below 1 (the BPE trainer never merges a pair it has not seen, so 0
+    would act as 1) or past what the trainer counts in (a 64-bit count: 2**64 overflowed inside it)."""
+    if not 1 <= min_frequency < 2**63:
+        raise InputError(f"--min-frequency must be between 1 and 2**63 - 1, got {min_frequency} (how often a pair "
+                         f"must be seen to be merged; 1 allows every pair)")
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -207,7 +209,7 @@ def show_split(tok: Tokenizer, text: str) -> dict:
         >>> show_split(tok, "the cat")["display"]
         'the|·cat'
     """
-    enc = tok.encode(text, add_special_tokens=False)
+    enc = tok.encode(check_unicode(text, "the --show text"), add_special_tokens=False)
     pieces, seen = [], 0
     for start, end in enc.offsets:
         pieces.append(text[max(start, seen) : end])
@@ -258,6 +260,8 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
         if str(given) == "-":
             if any(s.name == "-" for s in sources):
                 raise InputError("'-' (standard input) is given twice; give it once")
+            if sys.stdin is None:
+                raise InputError("standard input is closed, so '-' has nothing to read; give files instead")
             sources.append(Source("-", _spool(getattr(sys.stdin, "buffer", sys.stdin), stack)))
             continue
         p = Path(given)
@@ -415,6 +419,8 @@ class TokenizeSummary:
     # --force on a trained run with the same tokenizer keeps its checkpoints: "same" when they were
     # trained on these very tokens, "changed" when not, "unknown" when they do not record it
     kept: str | None = None
+    vocab_asked: int | None = None  # --vocab-size when the tokenizer was trained here
+    min_frequency: int | None = None  # --min-frequency then
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "warnings": self.warnings()}
@@ -422,7 +428,7 @@ class TokenizeSummary:
     def lines(self) -> list[str]:
         how = "trained" if self.trained else "reused"
         return [
-            f"tokenizer    {self.tokenizer} ({how}, vocab {self.vocab_size:,}, {EOT} = {self.eot_id})",
+            f"tokenizer    {self.tokenizer} ({how}, vocab {self.vocab_size:,}{self._asked()}, {EOT} = {self.eot_id})",
             f"tokens       {self.tokens_dir}/ train.bin {self.train_tokens:,} + val.bin {self.val_tokens:,}"
             f" = {self.tokens:,} ({self.dtype}; val: {self._val_held_out()})",
         ] + [f"warning      {w}" for w in self.warnings()] + [
@@ -434,6 +440,10 @@ class TokenizeSummary:
         ] + ([f"started over {Path(self.tokenizer).parent}: its checkpoints, snapshots and metrics.jsonl, "
               f"trained with the old tokenizer, are deleted, with the probe report and demo summary made "
               f"from them"] if self.started_over else []) + self._kept_lines()
+
+    def _asked(self) -> str:
+        """' of 4,096 asked' when training stopped short of --vocab-size (no more pairs frequent enough)."""
+        return f" of {self.vocab_asked:,} asked" if self.vocab_asked and self.vocab_size < self.vocab_asked else ""
 
     def _kept_lines(self) -> list[str]:
         run = Path(self.tokenizer).parent
@@ -455,18 +465,25 @@ class TokenizeSummary:
     def warnings(self) -> list[str]:
         """What `fabric train` will make of a split under SMALL_SPLIT_TOKENS (two windows of its default
         context): under one window it refuses it, under two it evaluates on the same few windows."""
+        short = []
+        base = 256 + 1  # the bytes and the end-of-text token: what a tokenizer with no merges holds
+        if self.vocab_asked and self.vocab_size - base < (self.vocab_asked - base) / 2:  # the trainer stops silently
+            short = [f"the tokenizer learned {plural(self.vocab_size - base, 'merge')} of the {self.vocab_asked - base:,} "
+                     f"--vocab-size {self.vocab_asked:,} asks for: no further pair occurs {self.min_frequency:,} times "
+                     f"(--min-frequency) in this text, so most words stay in pieces; lower --min-frequency or "
+                     f"tokenize more text"]
         small = [(name, n) for name, n in (("train.bin", self.train_tokens), ("val.bin", self.val_tokens))
                  if n < SMALL_SPLIT_TOKENS]
         if not small:
-            return []
+            return short
         names, counts = " and ".join(name for name, _ in small), " and ".join(f"{n:,}" for _, n in small)
         context = SMALL_SPLIT_TOKENS // 2
         effect = (f"fewer than one window of fabric train's default context ({context}) + 1, which it refuses"
                   if min(n for _, n in small) <= context else f"under two windows of fabric train's default context ({context})")
         now = f"--val-fraction (now {self.val_fraction:g})"
         fix = {"val.bin": f" or raise {now}", "train.bin": f" or lower {now}"}.get(names, "")
-        return [f"{names} {'holds' if len(small) == 1 else 'hold'} only {counts} tokens, {effect}; "
-                f"tokenize a bigger corpus{fix}"]
+        return short + [f"{names} {'holds' if len(small) == 1 else 'hold'} only {counts} tokens, {effect}; "
+                        f"tokenize a bigger corpus{fix}"]
 
 
 def _is_val(i: int, f: float) -> bool:
@@ -566,7 +583,8 @@ def tokenize_corpus(
         tokens=tokens, chars_per_token=round(counts.characters / max(1, tokens - counts.documents), 4),
         tokens_per_word=round((tokens - counts.documents) / max(1, counts.words), 4), seconds=round(seconds, 3),
         train_seconds=round(train_seconds, 3), mb_per_s=round(total / 1e6 / max(seconds, 1e-9), 3),
-        started_over=started_over, kept=kept,
+        started_over=started_over, kept=kept, vocab_asked=cfg.vocab_size if tokenizer is None else None,
+        min_frequency=cfg.min_frequency if tokenizer is None else None,
     )
 
 

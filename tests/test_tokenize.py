@@ -240,8 +240,10 @@ def test_bad_inputs_fail_cleanly_and_write_nothing(tmp_path, runner, corpus_file
     _bad(runner, tmp_path, corpus_file, "--tokenizer", tmp_path / "junk.json", expect=r"junk\.json is not a Hugging Face tokenizer")
     _bad(runner, tmp_path, corpus_file, "--val-fraction", 1.5, expect=r"--val-fraction must be between 0 and 1")
     # the BPE trainer stops at pairs seen fewer than max(1, min_frequency) times: 0 would silently act as 1
-    _bad(runner, tmp_path, corpus_file, "--min-frequency", 0, expect=r"--min-frequency must be at least 1, got 0 \(")
-    _bad(runner, tmp_path, corpus_file, "--min-frequency", -1, expect=r"--min-frequency must be at least 1, got -1")
+    _bad(runner, tmp_path, corpus_file, "--min-frequency", 0, expect=r"--min-frequency must be between 1 and 2\*\*63 - 1, got 0 \(")
+    _bad(runner, tmp_path, corpus_file, "--min-frequency", -1, expect=r"--min-frequency must be between 1 and 2\*\*63 - 1, got -1")
+    # past the trainer's 64-bit count (2**64 overflowed inside it with a traceback)
+    _bad(runner, tmp_path, corpus_file, "--min-frequency", 2**64, expect=r"--min-frequency must be between 1 and 2\*\*63 - 1, got 18446744073709551616")
     _bad(runner, tmp_path, "--show", "hi", expect=r"tokenizer file .*tokenizer\.json does not exist")
     # found while encoding with a reused tokenizer (no training pass): still nothing left behind
     _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"offset 29")
@@ -376,7 +378,7 @@ def test_min_frequency_1_merges_every_pair_seen_and_2_does_not():
     text = ["the cat sat on the mat", "a dog ran"]  # most pairs are seen once
     once, twice = (tk.train_tokenizer(text, vocab_size=400, min_frequency=m).get_vocab_size() for m in (1, 2))
     assert once > twice
-    with pytest.raises(tk.InputError, match="--min-frequency must be at least 1, got 0"):
+    with pytest.raises(tk.InputError, match=r"--min-frequency must be between 1 and 2\*\*63 - 1, got 0"):
         tk.train_tokenizer(text, vocab_size=400, min_frequency=0)
 
 
@@ -419,9 +421,14 @@ def test_a_small_split_is_warned_about_at_tokenize_time(tmp_path, runner, corpus
     tiny = tmp_path / "mine.txt"
     tiny.write_text("Hello there. This is mine.\n")
     lines = summary_of(runner, tiny, "--run", tmp_path / "c")
+    # so little text that the BPE trainer stops after 1 of the 43 merges asked for: said, not silent
+    assert lines[0].endswith("(trained, vocab 258 of 300 asked, <|endoftext|> = 0)"), lines[0]
+    assert lines[2] == ("warning      the tokenizer learned 1 merge of the 43 --vocab-size 300 asks for: no further "
+                        "pair occurs 2 times (--min-frequency) in this text, so most words stay in pieces; lower "
+                        "--min-frequency or tokenize more text")
     assert re.fullmatch(r"warning      train\.bin and val\.bin hold only \d+ and \d+ tokens, fewer than one window .*which "
                         r"it refuses; tokenize a bigger corpus",
-                        lines[2]), lines[2]
+                        lines[3]), lines[3]
     assert (tmp_path / "c/tokens/val.bin").stat().st_size > 0  # a warning, not a failure
 
 
