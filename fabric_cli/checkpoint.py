@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fabric_cli.config import ModelConfig, RunPaths
-from fabric_cli.errors import CheckpointError
+from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_path, atomic_paths, file_sha256
 from fabric_cli.model import GPT
 
@@ -79,14 +79,17 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
     """Read only the metadata of a weights file (fast: no tensor is loaded)."""
     meta = _metadata(path)
     try:
+        extra = json.loads(meta.get("extra") or "{}")
+        if not isinstance(extra, dict):
+            raise TypeError(f"extra is {type(extra).__name__}, not an object")
         return CheckpointInfo(
             config=ModelConfig.from_dict(json.loads(meta["config"])),
             step=int(meta.get("step", 0)),
             tokens_seen=int(meta.get("tokens_seen", 0)),
             tokenizer_sha256=meta.get("tokenizer_sha256") or None,
-            extra=json.loads(meta.get("extra") or "{}"),
+            extra=extra,
         )
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, InputError) as e:  # InputError: ModelConfig's own checks
         raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
 
 
@@ -159,6 +162,20 @@ def model_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
 
 
+def check_config(path: str | os.PathLike, found: dict[str, tuple[int, ...]], config: ModelConfig) -> None:
+    """A checkpoint's tensors (`found`, from tensor_shapes) must be those its config describes, name
+    for name and shape for shape (check_fits). The layer count is compared first: the expected
+    shapes come from a model built on the meta device, which costs nothing per parameter but some
+    time per module, so a config edited to 10^11 layers is refused before it is built."""
+    held = len({name.split(".")[2] for name in found if name.startswith("transformer.h.")})
+    if held != config.n_layer:
+        raise CheckpointError(
+            f"checkpoint {path}: its config says {config.n_layer:,} layers but its tensors hold {held:,}; the file "
+            f"was edited or cut: use another checkpoint (a snapshot in checkpoints/) or retrain"
+        )
+    check_fits(path, found, model_shapes(config))
+
+
 def check_fits(path: str | os.PathLike, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
     """A checkpoint's tensors (`found`) must be exactly the model's (`expected`), name for name and
     shape for shape: a cut or edited file is refused, naming what is off."""
@@ -177,7 +194,12 @@ def load_weights(path: str | os.PathLike, model: GPT) -> None:
     expected = model.state_dict()
     check_fits(path, tensor_shapes(path), {k: tuple(v.shape) for k, v in expected.items()})
     with safe_open(str(path), framework="pt") as f:
-        model.load_state_dict({k: f.get_tensor(k) for k in expected})
+        tensors = {k: f.get_tensor(k) for k in expected}
+    bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
+    if bad is not None:  # fabric saves none (a non-finite loss stops training first): an edited or broken file
+        raise CheckpointError(f"checkpoint {path}: tensor {bad} holds NaN or infinite values; "
+                              f"use another checkpoint (a snapshot in checkpoints/) or retrain")
+    model.load_state_dict(tensors)
 
 
 def load_model(
@@ -194,6 +216,7 @@ def load_model(
     """
     info = read_info(path)
     check_tokenizer(path, info, tokenizer_sha256, tokenizer_path)
+    check_config(path, tensor_shapes(path), info.config)  # before building what the config asks for
     model = GPT(info.config)
     load_weights(path, model)
     return model.to(device).eval(), info
@@ -260,15 +283,15 @@ def save_checkpoint_pair(
         save_file(tensors, str(tmp_w), metadata=info.to_metadata())
 
 
-def read_train_config(state_path: str | os.PathLike) -> str | None:
-    """The settings a run trains with (TrainConfig JSON), from its training state's header alone
-    (no tensor is loaded); None when the run has no training state."""
+def read_train_config(state_path: str | os.PathLike) -> TrainConfig | None:
+    """The settings a run trains with, from its training state's header alone (no tensor is
+    loaded); None when the run has no training state."""
     path = Path(state_path)
     if not path.is_file():
         return None
     meta = _header(path)
     _check_state_format(path, meta)
-    return meta["train_config"]
+    return saved_train_config(path, meta)
 
 
 def _check_state_format(path: Path, meta: dict[str, str]) -> None:
@@ -289,13 +312,27 @@ def load_train_state(state_path: str | os.PathLike, weights_path: str | os.PathL
     tensors, meta = load_tensor_file(state_path)
     _check_state_format(state_path, meta)
     info = read_info(weights_path)
-    if int(meta.get("step", -1)) != info.step:
+    try:
+        state_step = int(meta.get("step", -1))
+    except ValueError:
+        raise CheckpointError(f"{state_path}: its step {meta.get('step')!r} is not a number; the file was edited: "
+                              f"use --restart to start over") from None
+    if state_step != info.step:
         raise CheckpointError(
             f"{weights_path} is at step {info.step} but {state_path} is at step {meta.get('step')} "
             f"(the run was killed while saving); the weights still load for generate, probe and inspect, "
             f"but training cannot resume exactly from them: use --restart to start over"
         )
     return tensors, meta
+
+
+def saved_train_config(state_path: str | os.PathLike, meta: dict[str, str]) -> TrainConfig:
+    """The settings a training state was saved with (load_train_state's metadata)."""
+    try:
+        return TrainConfig.from_json(meta["train_config"])
+    except (KeyError, ValueError, TypeError, AttributeError, InputError) as e:
+        raise CheckpointError(f"{state_path}: its train_config is malformed ({e}); the file was edited: "
+                              f"use --restart to start over") from None
 
 
 def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -37,6 +37,13 @@ class ModelConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_ff"):
+            if type(getattr(self, name)) is not int:  # a hand-edited checkpoint's "n_layer": 2.5 or "5"
+                raise InputError(f"model {name} must be an integer, got {getattr(self, name)!r}")
+        if type(self.bias) is not bool:
+            raise InputError(f"model bias must be true or false, got {self.bias!r}")
+        if type(self.dropout) not in (int, float):
+            raise InputError(f"model dropout must be a number, got {self.dropout!r}")
         if self.n_ff == 0:
             self.n_ff = 4 * self.n_embd
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_ff"):
@@ -65,8 +72,25 @@ class ModelConfig:
             >>> preset("tiny", vocab_size=256).matmul_params  # 2 x (4 x 16 x 16 + 2 x 16 x 64) + 256 x 16
             10240
         """
-        c = self
-        return c.n_layer * (4 * c.n_embd * c.n_embd + 2 * c.n_embd * c.n_ff) + c.vocab_size * c.n_embd
+        return self.n_layer * self.matmul_params_per_block + self.vocab_size * self.n_embd
+
+    @property
+    def num_params(self) -> int:
+        """Every parameter of GPT(config), by arithmetic: what a model costs before it is built.
+
+        Example:
+            >>> preset("tiny", vocab_size=256).num_params  # as GPT(config).num_params() counts them
+            10944
+        """
+        c, b = self, int(self.bias)
+        norm = c.n_embd * (1 + b)  # a LayerNorm: weight and bias
+        block = 2 * norm + c.matmul_params_per_block + b * (3 * c.n_embd + c.n_embd + c.n_ff + c.n_embd)
+        return (c.vocab_size + c.block_size) * c.n_embd + c.n_layer * block + norm
+
+    @property
+    def matmul_params_per_block(self) -> int:
+        """q, k, v, the attention's output projection and the feed-forward's two matrices."""
+        return 4 * self.n_embd * self.n_embd + 2 * self.n_embd * self.n_ff
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

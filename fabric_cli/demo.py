@@ -143,7 +143,7 @@ def plan_training(paths: RunPaths, cfg: DemoConfig, given: frozenset[str], resta
             load_train_state(paths.latest_state, paths.latest)  # raises: says what is missing and what to do
         return TrainPlan(config, explicit, resume=True, step=info.step, steps=info.step,
                          model=_model_line(None, info.config))
-    config = resume_config(TrainConfig.from_json(saved), config, explicit, info.config)
+    config = resume_config(saved, config, explicit, info.config)
     config.check_schedule()
     steps = budget(config, info.config.block_size, 1)[1]
     return TrainPlan(config, explicit, resume=True, step=info.step, steps=steps,

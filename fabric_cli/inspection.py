@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from fabric_cli.checkpoint import check_fits, model_shapes, read_info, resolve_checkpoint, tensor_shapes
+from fabric_cli.checkpoint import check_config, read_info, resolve_checkpoint, tensor_shapes
 from fabric_cli.config import RunPaths
 from fabric_cli.errors import InputError
 from fabric_cli.metrics import EXPLODING, VANISHING, gradient_flow, read_metrics
@@ -98,7 +98,7 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
     path = resolve_checkpoint(path)
     info = read_info(path)
     shapes = tensor_shapes(path)
-    check_fits(path, shapes, model_shapes(info.config))  # what generate and probe would refuse to load
+    check_config(path, shapes, info.config)  # what generate and probe would refuse to load
     if metrics is not None:
         metrics_path = Path(metrics)
         records = read_named_metrics(metrics_path)

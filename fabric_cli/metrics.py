@@ -41,19 +41,28 @@ class MetricsLog:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Every well-formed record; a line cut short by a kill is skipped."""
+    """Every well-formed record; a line cut short by a kill, or garbled, is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict):
+        if isinstance(rec, dict) and _well_formed(rec):
             records.append(rec)
     return records
+
+
+def _well_formed(rec: dict) -> bool:
+    """The fields fabric reads back have the types it wrote (a hand edit may say "step": "x")."""
+    number = lambda v: type(v) in (int, float)  # noqa: E731 (bool is not a number here)
+    layers = rec.get("grad_norm_layers", [])
+    return (type(rec.get("step", 0)) is int and isinstance(rec.get("kind", ""), str)
+            and all(number(rec[k]) for k in ("loss", "train_loss", "val_loss", "lr", "tokens_per_s", "grad_norm") if k in rec)
+            and isinstance(layers, list) and all(number(v) for v in layers))
 
 
 def layer_labels(n_layer: int) -> list[str]:

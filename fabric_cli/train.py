@@ -33,7 +33,7 @@ from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.tokenizer import tokenizer_sha256
 from fabric_cli.trainstep import (
-    Dist, StepStats, StopFlag, amp_for, build_model, check_cpu_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
+    Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, step_seed, train_step,
 )
 
@@ -251,22 +251,25 @@ class Loop:
         if resume:
             info = ckpt.read_info(paths.latest)
             state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)
-            saved_cfg = TrainConfig.from_json(meta["train_config"])
+            saved_cfg = ckpt.saved_train_config(paths.latest_state, meta)
             cfg = resume_config(saved_cfg, config, explicit, info.config)
             _check_same_data(paths, info, data)
             other_tokens = _other_tokens_note(paths, info, data)
             model_cfg = info.config
             if cfg.dropout is not None:
                 model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
-            model = GPT(model_cfg)
-            ckpt.load_weights(paths.latest, model)
+            ckpt.check_config(paths.latest, ckpt.tensor_shapes(paths.latest), info.config)
             step, tokens_seen = info.step, info.tokens_seen
         else:
             cfg, step, tokens_seen, other_tokens = config, 0, 0, None
-            model = build_model(cfg.model_config(data.vocab_size), cfg.seed)
-        data.check_context(model.config.block_size)
-        if device == "cpu":
-            check_cpu_memory(model.config, cfg.batch_size)
+            model_cfg = cfg.model_config(data.vocab_size)
+        data.check_context(model_cfg.block_size)
+        check_memory(model_cfg, cfg.batch_size, cfg.grad_accum, device)  # before a model too big is built
+        if resume:
+            model = GPT(model_cfg)
+            ckpt.load_weights(paths.latest, model)
+        else:
+            model = build_model(model_cfg, cfg.seed)
         model.to(device)
         optimizer = make_optimizer(model, cfg)
         cfg.check_schedule()

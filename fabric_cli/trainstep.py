@@ -219,16 +219,37 @@ def activation_bytes(config: ModelConfig, batch_size: int) -> int:
     return 4 * batch_size * c.block_size * (16 * c.n_layer * c.n_embd + 2 * c.vocab_size)
 
 
-def check_cpu_memory(config: ModelConfig, batch_size: int) -> None:
-    """Refuse a micro-step whose activations alone exceed the machine's memory: on the CPU the
-    kernel's out-of-memory killer would end the run with a bare 'Killed' and no checkpoint."""
+def check_memory(config: ModelConfig, batch_size: int, grad_accum: int, device: str) -> None:
+    """Refuse, before anything is built, a run this machine's memory cannot hold: the model is made
+    in host memory (fp32) before it moves to its device, and every micro-batch's token ids are made
+    before the step. On the CPU the weights' gradients and AdamW's two moments, and one micro-step's
+    activations, count too. Past memory the kernel's out-of-memory killer ends a CPU run with a bare
+    'Killed' and no checkpoint; an absurd --context or --layers would fail inside torch's allocator."""
     total = physical_memory()
-    need = activation_bytes(config, batch_size)
-    if total is not None and need > total:
+    if total is None:
+        return
+    gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
+    on_cpu = device == "cpu"
+    weights = config.num_params * 4 * (4 if on_cpu else 1)
+    if weights > total:
+        what = "its weights, gradients and AdamW moments" if on_cpu else "its fp32 weights, made in host memory first,"
         raise InputError(
-            f"--batch-size {batch_size:,} at context {config.block_size:,} needs at least {need / 2**30:,.1f} GiB "
-            f"for one micro-step's activations, more than this machine's {total / 2**30:,.1f} GiB; lower "
+            f"a model of {config.num_params:,} parameters ({config.n_layer:,} layers, width {config.n_embd:,}, "
+            f"context {config.block_size:,}, vocabulary {config.vocab_size:,}) needs {gib(weights)} for {what} "
+            f"more than this machine's {gib(total)}; choose a smaller --preset, --layers, --width or --context"
+        )
+    need = activation_bytes(config, batch_size)
+    if on_cpu and need > total:
+        raise InputError(
+            f"--batch-size {batch_size:,} at context {config.block_size:,} needs at least {gib(need)} "
+            f"for one micro-step's activations, more than this machine's {gib(total)}; lower "
             f"--batch-size (and raise --grad-accum to keep the batch)"
+        )
+    ids = 16 * grad_accum * batch_size * config.block_size  # x and y, int64
+    if ids > total:
+        raise InputError(
+            f"--grad-accum {grad_accum:,} x --batch-size {batch_size:,} at context {config.block_size:,} needs "
+            f"{gib(ids)} for one step's token ids alone, more than this machine's {gib(total)}; lower --grad-accum or --batch-size"
         )
 
 

@@ -13,6 +13,7 @@ from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
 from fabric_cli.config import RunPaths, TrainConfig, preset
 from fabric_cli.inspection import gradient_flow, inspect_checkpoint
+from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
 from test_train import FAST, write_tokens
@@ -161,12 +162,18 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(trained, tmp_path,
 
 @pytest.mark.parametrize("field, value, says", [
     ("format_version", "1.0", "format_version '1.0' is not a whole number; it was not written by fabric"),
-    ("config", '{"n_layer": "2"}', "metadata is malformed"),
+    ("config", '{"n_layer": "2"}', "metadata is malformed (model n_layer must be an integer, got '2')"),
+    ("config", '{"n_layer": 2.5}', "metadata is malformed (model n_layer must be an integer, got 2.5)"),
+    ("config", '{"bias": "no"}', "metadata is malformed (model bias must be true or false, got 'no')"),
+    ("extra", "[1]", "metadata is malformed (extra is list, not an object)"),
+    # a config no model is built for: refused from the file's header (these had hung, or failed in the allocator)
+    ("config", '{"n_layer": 99999999999}', "its config says 99,999,999,999 layers but its tensors hold 2"),
+    ("config", '{"block_size": 10000000000}', "tensor transformer.wpe.weight has shape (16, 16), the model expects (10000000000, 16)"),
 ])
 def test_malformed_metadata_is_one_line_not_a_traceback(trained, tmp_path, runner, field, value, says):
     with safe_open(str(trained.latest), framework="pt") as f:
         meta = f.metadata()
-    if field == "config":  # a hand-edited config: one number written as a string
+    if field == "config":  # a hand-edited config: one value changed
         value = json.dumps({**json.loads(meta["config"]), **json.loads(value)})
     save_file(load_file(trained.latest), tmp_path / "edited.safetensors", metadata={**meta, field: value})
     assert says in refused(runner.invoke(app, ["inspect", str(tmp_path / "edited.safetensors")]))
@@ -237,3 +244,14 @@ def test_the_eval_loss_line_is_one_evaluation(tmp_path, runner):
     write_metrics(paths.metrics, [{"kind": "train", "step": 8, "loss": 3.1}])  # no evaluation: the stored value
     losses = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).stdout)["losses"]
     assert losses == {"step_loss": 3.1, "eval_step": None, "eval_train_loss": None, "val_loss": 9.0}
+
+
+def test_garbled_metrics_lines_are_skipped(trained, tmp_path):
+    """Bytes that are not UTF-8, or a record whose fields have the wrong types, are skipped like a
+    line cut short (they had raised UnicodeDecodeError and TypeError)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(trained.metrics.read_bytes() + b'\xff\xfe{"kind": "train"\n{"kind": "train", "step": "x"}\n'
+                    b'{"kind": "train", "step": 13, "grad_norm_layers": ["a"]}\n')
+    records = read_metrics(bad)  # what inspect and train --resume read a run's metrics.jsonl with
+    assert records == read_metrics(trained.metrics)
+    assert gradient_flow(records)["steps"] == [3, 9, 12]

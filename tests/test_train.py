@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from conftest import stories
 from fabric_cli.checkpoint import read_info
@@ -138,6 +139,23 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
         assert {p: p.read_bytes() for p in kept if p.exists()} == kept  # the trained run is untouched
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("train_config", lambda c: json.dumps({**json.loads(c), "batch_size": "16"}), "its train_config is malformed"),
+    ("train_config", lambda c: "[1]", "its train_config is malformed"),
+    ("step", lambda c: "x", "its step 'x' is not a number"),
+])
+def test_a_hand_edited_training_state_is_one_line(run, runner, key, value, says):
+    """Each had ended resume (and demo) in a TypeError, AttributeError or ValueError traceback."""
+    args = ["train", "--run", str(run.root), "--steps", "2", *FAST_ARGS]
+    assert runner.invoke(app, args).exit_code == 0
+    with safe_open(str(run.latest_state), framework="pt") as f:
+        meta = f.metadata()
+    save_file(load_file(run.latest_state), run.latest_state, metadata={**meta, key: value(meta["train_config"])})
+    r = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "3"])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and says in lines[0] and "use --restart" in lines[0], r.output
+
+
 @pytest.mark.parametrize("extra, says", [
     (["--steps", "5", "--tokens", "300"], "not both"),
     (["--steps", "5", "--min-lr", "0.01"], "--min-lr 0.01 is above --lr 0.003"),
@@ -152,6 +170,10 @@ def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     (["--steps", "5", "--grad-clip", "nan"], "--grad-clip must be a number, 0 or more, got nan"),
     (["--steps", "5", "--weight-decay", "-0.1"], "--weight-decay must be a number, 0 or more, got -0.1"),
     (["--steps", "5", "--batch-size", "100000000"], "for one micro-step's activations, more than this machine's"),
+    # refused before anything is built (each had eaten the machine's memory, or hung building modules)
+    (["--steps", "5", "--grad-accum", str(2**64)], "for one step's token ids alone, more than this machine's"),
+    (["--steps", "5", "--layers", "99999999999"], "for its weights, gradients and AdamW moments more than this machine's"),
+    (["--steps", "5", "--context", "99999999999"], "fewer than one window of context 99,999,999,999 + 1"),
 ])
 def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
     r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, *extra])
