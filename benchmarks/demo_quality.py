@@ -131,7 +131,7 @@ def main() -> None:
               f"random sets of {len(t['heads'])}: {t['random_zero_drop_mean']:+.3f} on average, at most "
               f"{t['random_zero_drop_max']:+.3f}")
     print(f"emergence      {'step ' + format(p['emerged_at'], ',') if p['emerged_at'] is not None else 'not yet'}"
-          f" (threshold {p['threshold']:.0%})")
+          f" (threshold {p['threshold']:.0%}, {p.get('emergence_suite', 'gender')} suite)")
     print(f"generated      {gen['agreeing']} of {gen['pronouns']} pronouns agree with a character already in the "
           f"story ({pct(gen['share'])})")
     for story in gen["examples"]:

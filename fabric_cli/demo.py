@@ -225,7 +225,7 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
                      "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None,
                      "together": _together_summary(abl.get("together"))},
         "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
-        "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
+        "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
     }
 
 
@@ -296,8 +296,9 @@ def _ending(s: dict, say: Say) -> None:
     base_text = "n/a" if base["accuracy"] is None else f"{base['accuracy']:.1%} ({base['name']})"
     verdict = "named" if p["named"] else "not named: it does not beat the baselines with confidence"
     a = p["ablation"]
-    when = (f"emerged at step {p['emerged_at']:,}" if p["emerged_at"] is not None
-            else f"has not yet stayed above {p['threshold']:.0%}")
+    on = f" on the {p['emergence_suite']} suite" if p.get("emergence_suite") else ""  # demo.json of earlier versions
+    when = (f"emerged{on} at step {p['emerged_at']:,}" if p["emerged_at"] is not None
+            else f"has not yet stayed above {p['threshold']:.0%}{on}")
     say("\n== The end")
     say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:

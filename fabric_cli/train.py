@@ -306,6 +306,12 @@ class Loop:
         if resume and (was := _precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
             loop.say(f"note: the run trained in {_PRECISION[was]} until step {step:,}; this session runs "
                      f"{_PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")
+        if resume and (ranks := meta.get("world_size", "1")).isdigit() and int(ranks) != dist.world:
+            was_per_step = saved_cfg.batch_size * model_cfg.block_size * saved_cfg.grad_accum * int(ranks)
+            loop.say(f"note: the run trained over {plural(int(ranks), 'process', 'processes')} until step {step:,}, "
+                     f"{was_per_step:,} tokens a step; this session runs {plural(dist.world, 'process', 'processes')}, "
+                     f"{loop.tokens_per_step:,} tokens a step (each process draws --batch-size x --grad-accum), so "
+                     f"the resume is not exact; launch as many processes to keep the batch")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
         loop.say(

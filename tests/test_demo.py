@@ -214,6 +214,12 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
                                   "zero_drop_alone": [1.46, 0.937, 0.405],
                                   "random_zero_drop_mean": 0.026, "random_zero_drop_max": 0.072}}}}
     fabric_cli.demo._ending(summary, said.append)
+    assert any(line.endswith("; emerged at step 1,500") for line in said)  # a demo.json written before the suite was
+    said.clear()
+    summary["probe"]["emergence_suite"] = "gender"  # the step is the emergence suite's, not the held-out prompts'
+    fabric_cli.demo._ending(summary, said.append)
+    assert ("head 0.3 (named): 94.0% of 2000 held-out prompts, best baseline 50.0% (first); emerged on the gender "
+            "suite at step 1,500") in said
     assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats (one at a time +1.460, "
             "+0.937, +0.405); random sets of 3 heads by +0.026 on average (max +0.072)") in said
     summary["probe"]["ablation"]["together"] = None  # no partners: no such line

@@ -150,7 +150,9 @@ def test_with_heads_removes_them_together_with_the_studied_head(world):
     for args, says in ((["--with-heads", "0.1"], "--with-heads names heads to ablate together with the studied one; add --ablate"),
                        (["--ablate", "--with-heads", "5.0"], "head 5.0 does not exist: the model has 2 layers"),
                        (["--ablate", "--head", "1.2", "--with-heads", "1.2"], "--with-heads names only the studied head 1.2"),
-                       (["--ablate", "--with-heads", " , "], "--with-heads ' , ' names no head; give heads such as 0.5,0.7")):
+                       (["--ablate", "--with-heads", " , "], "--with-heads ' , ' names no head; give heads such as 0.5,0.7"),
+                       (["--head", ""], "head '' is not of the form LAYER.HEAD"),  # had silently ranked instead
+                       (["--prompts", "/dev/null"], "probe file /dev/null is not a regular file")):
         r = probe(world, *args)
         assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.output
 

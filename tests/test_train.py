@@ -460,7 +460,7 @@ def test_a_ctrl_c_cannot_fall_between_a_checkpoints_two_files(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])  # no temporary file left
 
 
-def test_ddp_two_processes_track_one_process(tmp_path):
+def test_ddp_two_processes_track_one_process(tmp_path, runner):
     """2 CPU ranks x 4 sequences draw the same global batch as 1 process x 8: same losses up to rounding."""
     common = ["--preset", "tiny", "--steps", "20", "--warmup", "2", "--lr", "3e-3", "--min-lr", "3e-4",
               "--eval-interval", "10", "--eval-batches", "2", "--log-interval", "1", "--device", "cpu"]
@@ -483,6 +483,11 @@ def test_ddp_two_processes_track_one_process(tmp_path):
     va = [r["val_loss"] for r in read_metrics(single.metrics) if r["kind"] == "eval"]
     vb = [r["val_loss"] for r in read_metrics(ddp.metrics) if r["kind"] == "eval"]
     assert np.allclose(va, vb, atol=1e-4)
+    # resumed by one process: half the batch a step, said rather than silent
+    more = runner.invoke(app, ["train", "--run", str(ddp.root), "--resume", "--steps", "21"])
+    assert more.exit_code == 0, more.output
+    assert ("note: the run trained over 2 processes until step 20, 128 tokens a step; this session runs 1 process, "
+            "64 tokens a step") in more.stderr
 
 
 def test_lr_schedule_is_warmup_then_cosine():

@@ -149,7 +149,7 @@ def render_text(r: dict, top: int = 10) -> str:
     shape = r["shape"]
     out.append(f"checkpoint {c['path']} (step {c['step']}; {shape['n_layer']} layers x {shape['n_head']} heads)")
     line = (f"prompts: {p['total']} from {', '.join(s['suite'] for s in r['suites'])}; {p['scored']} scored "
-            f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (apart)")
+            f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (set apart, not scored)")
     if p["skipped"]:
         line += f", {p['skipped']} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
     out += [line, *_skipped_lines(r["skipped"]), ""]

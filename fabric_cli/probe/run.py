@@ -77,7 +77,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     tok_path = tokenizer_path_for(ckpt, tokenizer, paths.tokenizer)
     meta = read_info(ckpt)  # the header alone: enough to check the tokenizer and --head before loading
     tok = load_tokenizer_for(tok_path, ckpt, meta.tokenizer_sha256)
-    chosen = check_head(cfg.head, meta.config) if cfg.head else None
+    chosen = check_head(cfg.head, meta.config) if cfg.head is not None else None  # --head '' is refused, not ignored
     together = [check_head(h, meta.config) for h in cfg.with_heads]  # checked now, used by the ablation
     if cfg.over_checkpoints and not owner.snapshots():
         raise _no_snapshots(owner)
