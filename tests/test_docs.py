@@ -21,3 +21,34 @@ def test_every_module_is_found():
 def test_docstring_examples_hold(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} fail"
+
+
+def test_the_readmes_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's 'From Python' block, run as written on a run directory of the same shape (a
+    random model with a head 0.3 and a tokenizer): its calls exist and print what it says they do."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    from fabric_cli.checkpoint import CheckpointInfo, save_weights
+    from fabric_cli.config import RunPaths, preset
+    from fabric_cli.model import GPT
+    from fabric_cli.tokenizer import tokenizer_sha256, train_tokenizer
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"\n\n((?:    .*\n|\n)+?)\nprints", section).group(1)
+    code = "\n".join(line[4:] for line in block.splitlines())
+    paths = RunPaths(tmp_path / "fabric-run")
+    paths.root.mkdir()
+    tok = train_tokenizer(["The queen met the farmer at the market. She smiled."] * 5, vocab_size=300)
+    tok.save(str(paths.tokenizer))
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", n_head=4, vocab_size=tok.get_vocab_size()))
+    save_weights(paths.latest, model, CheckpointInfo(model.config, step=1, tokenizer_sha256=tokenizer_sha256(paths.tokenizer)))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    first, second = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"\[\(' \w+', [01]\.\d+\), \(.*\)\]", first) and first.count("(") == 3, first
+    assert re.fullmatch(r"loss \d\.\d{3} -> \d\.\d{3} without head 0\.3", second), second
