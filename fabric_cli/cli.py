@@ -21,7 +21,7 @@ import typer.core
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
 from fabric_cli.errors import FabricError, InputError
-from fabric_cli.text import plural
+from fabric_cli.text import check_unicode, plural
 
 
 class Terminated(KeyboardInterrupt):
@@ -463,8 +463,6 @@ def _show(text: str, nl: bool = True) -> None:
 def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: bool, quiet: bool):
     """One prompt: stream one sample to stdout, or print several under headers; speed on stderr."""
     from fabric_cli.generate import complete
-
-    from fabric_cli.text import check_unicode
 
     live = stream and cfg.num_samples == 1
     check_unicode(text, "the prompt")  # before it is echoed (complete() would refuse it after)
