@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info, save_weights
-from fabric_cli.config import Head, ModelConfig, parse_head, preset
+from fabric_cli.config import PRESETS, Head, ModelConfig, parse_head, preset
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, KVCache, Probe
 
@@ -214,3 +214,11 @@ def test_imports_point_one_way():
                     continue
                 assert other in LAYER, f"{rel} imports fabric_cli.{other}, which has no layer here"
                 assert LAYER[other] < LAYER[mod], f"{rel} (layer {LAYER[mod]}) imports {other} (layer {LAYER[other]})"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["tiny", "cpu", "small", "gpt2"])
+def test_num_params_by_arithmetic_counts_what_the_model_holds(name, bias):
+    """train refuses a model too big for memory from this count, before building it."""
+    cfg = preset(name, vocab_size=300, bias=bias, n_layer=2, n_ff=3 * PRESETS[name].n_embd)
+    assert cfg.num_params == GPT(cfg).num_params()
