@@ -1,4 +1,4 @@
-"""Small helpers for the words fabric prints."""
+"""Small helpers for the words fabric prints and the text it is given."""
 
 from __future__ import annotations
 
