@@ -74,12 +74,15 @@ def layer_labels(n_layer: int) -> list[str]:
 class LayerGroups:
     """Which entry of `grad_norm_layers` each parameter belongs to: embeddings, then each block.
 
-    The final LayerNorm belongs to no block; it counts in the total norm only.
+    The final LayerNorm belongs to no block; it counts in the total norm only. A frozen parameter
+    (requires_grad False) gets no gradient and is left out, as clip_grad_norm_ leaves it out.
     """
 
     def __init__(self, model: torch.nn.Module, n_layer: int):
         self.params, index = [], []
         for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
             parts = name.split(".")
             if parts[1] in ("wte", "wpe"):
                 group = 0

@@ -341,6 +341,20 @@ def test_step_clips_accumulates_and_frees_gradients():
     assert opt.seen == pytest.approx(0.01, rel=1e-3)  # applied: after
 
 
+def test_a_frozen_parameter_is_left_out_of_the_norms_and_stays_put():
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=64))
+    model.transformer.wpe.weight.requires_grad_(False)  # as a user fine-tuning with fixed positions would
+    before, wte = model.transformer.wpe.weight.clone(), model.transformer.wte.weight.clone()
+    groups, opt = LayerGroups(model, 2), make_optimizer(model, TrainConfig(lr=1e-2))
+    x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    for layer_norms in (True, False):  # the per-layer norms and the total alone: both had passed a None gradient
+        stats = train_step(model, opt, [(x, y)], groups, grad_clip=1.0, layer_norms=layer_norms)
+        assert torch.isfinite(stats.grad_norm) and stats.grad_norm > 0
+    assert torch.equal(model.transformer.wpe.weight, before)
+    assert not torch.equal(model.transformer.wte.weight, wte)  # the rest trains
+
+
 def test_flops_per_token_counts_each_matmul_weight_once():
     c = preset("tiny", vocab_size=256)
     per_layer = 3 * c.n_embd**2 + c.n_embd**2 + 2 * c.n_embd * c.n_ff  # q,k,v; out projection; feed-forward
