@@ -22,10 +22,13 @@ from fabric_cli.config import Head, ModelConfig
 
 @dataclass
 class Probe:
-    """What the probing path records and changes. Filled in by the forward pass.
+    """What the probing path records and changes. Filled in by each forward pass, afresh.
 
     ablate: head -> None (zero its output) or a tensor broadcastable to (B, T, hs) to put in its place
-    (for mean ablation). Heads are zero-based `Head(layer, head)`.
+    (for mean ablation, or patching in another prompt's output). Heads are zero-based `Head(layer,
+    head)` (a plain (layer, head) tuple is taken too); one the model lacks is a ValueError.
+    head_outputs: each head's output before the heads are joined and projected by c_proj (the
+    attention-weighted values: TransformerLens's `z`), which is what `ablate` replaces.
     """
 
     capture_attention: bool = True
@@ -34,12 +37,25 @@ class Probe:
     attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, T, T)
     head_outputs: list[torch.Tensor] = field(default_factory=list)  # per layer (B, T, nh, hs)
 
+    def start(self, n_layer: int, n_head: int) -> None:
+        """Called by the forward pass: forget the last pass's records, and check the heads to ablate."""
+        self.attention.clear()
+        self.head_outputs.clear()
+        heads = {}
+        for h, replacement in self.ablate.items():
+            layer, head = h
+            if not (0 <= layer < n_layer and 0 <= head < n_head):
+                raise ValueError(f"cannot ablate head {layer}.{head}: the model has {n_layer} layers of {n_head} heads, "
+                                 f"numbered from 0")
+            heads[Head(layer, head)] = replacement
+        self.ablate = heads
+
 
 class KVCache:
     """Preallocated keys and values for every layer; `pos` is how many positions are filled."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, device=None, dtype=torch.float32, max_len: int | None = None):
-        self.max_len = max_len or config.block_size
+    def __init__(self, config: ModelConfig, batch_size: int, device=None, dtype=torch.float32):
+        self.max_len = config.block_size
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_size)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -129,10 +145,13 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(config.n_ff, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
+    # The exact (erf) GELU, as nanoGPT uses; GPT-2's tanh approximation differs by < 5e-4 and its
+    # CPU kernels are over twice as slow (benchmarks/train_throughput.py). GPT._decode_step calls it
+    # too: change the activation here and cached generation follows.
+    act = staticmethod(F.gelu)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The exact (erf) GELU, as nanoGPT uses; GPT-2's tanh approximation differs by < 5e-4 and
-        # its CPU kernels are over twice as slow (benchmarks/train_throughput.py).
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -232,6 +251,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens > context length {self.config.block_size}")
         if cache is not None and T == 1 and probe is None and targets is None and not self.training:
             return self._decode_step(idx, cache), None
+        if probe is not None:
+            probe.start(self.config.n_layer, self.config.n_head)
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
@@ -258,7 +279,8 @@ class GPT(nn.Module):
         head-splitting views, a separate residual add. This makes far fewer and runs in about half
         the time on the cpu preset (benchmarks/generate_throughput.py); the matrices, read once a
         step, are taken in the layout the CPU reads fastest (_matmul_operand). Tests hold it to the
-        fast path.
+        fast path (tests/test_model.py): a change to Block's arithmetic other than MLP.act (a new
+        norm, RoPE, another MLP) is made here too, or those tests fail.
         """
         B, C = idx.size(0), self.config.n_embd
         nh, hs = self.config.n_head, self.config.head_size
@@ -267,6 +289,7 @@ class GPT(nn.Module):
         if cache.weights is None:
             cache.weights = [_block_tensors(block) for block in tr.h] + [_matmul_operand(tr.wte.weight)]
         *blocks, lm_head = cache.weights
+        act = tr.h[0].mlp.act
         x = tr.wte.weight[idx[:, 0]] + tr.wpe.weight[pos]  # (B, C)
         # On the CPU, F.gelu of a float tensor goes to oneDNN, which sets up a primitive on every
         # call: ~10 us whatever the size, against ~2 us for ATen's own kernel on a few rows. Worth
@@ -281,7 +304,7 @@ class GPT(nn.Module):
                 v_all[:, :, pos:end] = v
                 y = F.scaled_dot_product_attention(q, k_all[:, :, :end], v_all[:, :, :end])  # (B, nh, 1, hs)
                 x = _affine(y.reshape(B, C), proj_w, proj_b).add_(x)  # heads side by side, then the residual
-                h = F.gelu(_affine(torch.layer_norm(x, *ln_2), fc_w, fc_b))  # the exact GELU, as MLP.forward
+                h = act(_affine(torch.layer_norm(x, *ln_2), fc_w, fc_b))  # MLP.act, as MLP.forward
                 x = _affine(h, out_w, out_b).add_(x)
         finally:
             torch.backends.mkldnn.enabled = onednn

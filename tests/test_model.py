@@ -10,7 +10,7 @@ import torch
 from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info, save_weights
 from fabric_cli.config import PRESETS, Head, ModelConfig, parse_head, preset
 from fabric_cli.errors import CheckpointError, InputError
-from fabric_cli.model import GPT, KVCache, Probe
+from fabric_cli.model import GPT, MLP, KVCache, Probe
 
 
 @pytest.fixture
@@ -47,6 +47,17 @@ def test_kv_cache_path_matches_fast_path(bias):
         model(idx[:, :1], cache=cache)  # full: the caller must slide
 
 
+def test_the_decode_step_follows_the_mlps_activation(model, monkeypatch):
+    """Swapping the activation (nanoGPT users' first edit) changes cached generation with it."""
+    monkeypatch.setattr(MLP, "act", staticmethod(torch.nn.functional.silu))
+    idx = torch.randint(0, 97, (1, 6))
+    fast, _ = model(idx)
+    cache = KVCache(model.config, batch_size=1)
+    model(idx[:, :5], cache=cache)
+    step, _ = model(idx[:, 5:], cache=cache)  # one position: GPT._decode_step
+    torch.testing.assert_close(step[:, 0], fast[:, -1], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("onednn", [True, False])
 def test_decode_step_leaves_the_onednn_setting_as_it_found_it(model, onednn, monkeypatch):
     before = torch.backends.mkldnn.enabled
@@ -60,7 +71,7 @@ def test_decode_step_leaves_the_onednn_setting_as_it_found_it(model, onednn, mon
         def fail(*args, **kwargs):
             raise RuntimeError("a kernel failed")
 
-        monkeypatch.setattr(torch.nn.functional, "gelu", fail)  # fails inside the step's loop
+        monkeypatch.setattr(MLP, "act", staticmethod(fail))  # fails inside the step's loop
         with pytest.raises(RuntimeError, match="a kernel failed"):
             model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
         assert torch.backends.mkldnn.enabled is onednn
@@ -108,6 +119,23 @@ def test_ablation_zero_and_replacement(model):
     p0, p1 = Probe(), Probe(ablate={Head(1, 0): None})
     model(idx, probe=p0), model(idx, probe=p1)
     torch.testing.assert_close(p0.attention[0], p1.attention[0])
+    as_tuple, _ = model(idx, probe=Probe(ablate={(1, 1): None}))  # a plain (layer, head) is a Head
+    torch.testing.assert_close(as_tuple, zeroed, atol=0, rtol=0)
+    for bad in (Head(2, 0), Head(0, 2), Head(-1, 0)):  # the tiny model has 2 layers of 2 heads
+        with pytest.raises(ValueError, match=f"cannot ablate head {bad.layer}.{bad.head}: the model has 2 layers of 2 heads"):
+            model(idx, probe=Probe(ablate={bad: None}))
+
+
+def test_a_probe_used_again_holds_the_last_pass_only(model):
+    a, b = torch.randint(0, 97, (1, 8)), torch.randint(0, 97, (1, 8))
+    probe = Probe(capture_head_outputs=True)
+    model(a, probe=probe)
+    model(b, probe=probe)
+    fresh = Probe(capture_head_outputs=True)
+    model(b, probe=fresh)
+    assert len(probe.attention) == len(probe.head_outputs) == 2  # one per layer, not per layer per pass
+    for got, want in zip(probe.attention + probe.head_outputs, fresh.attention + fresh.head_outputs):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_loss_and_training_signal(model):
