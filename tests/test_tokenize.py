@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import stories
@@ -70,9 +70,19 @@ def tok():
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(st.characters(codec="utf-8"), max_size=200))
 def test_any_unicode_survives_encode_then_decode(tok, text):
+    assume(tk.EOT not in text)  # the one exception: the test below
     ids = tok.encode(text).ids
     assert tok.decode(ids) == text
     assert tok.token_to_id("<unk>") is None  # byte-level: there is no unknown token to fall back on
+
+
+def test_the_end_of_text_marker_in_text_is_the_end_of_text_token(tok):
+    """As in GPT-2's tokenizer: the literal marker in a corpus is a document boundary (hypothesis, which
+    tries the strings of the code it tests, found it), and decoding leaves it out like every boundary."""
+    eot = tok.token_to_id(tk.EOT)
+    ids = tok.encode(f"The dog{tk.EOT}The cat", add_special_tokens=False).ids
+    assert eot in ids and ids == [*tok.encode("The dog").ids, eot, *tok.encode("The cat").ids]
+    assert tok.decode(ids) == "The dogThe cat"
 
 
 def test_saved_tokenizer_is_a_standard_tokenizer_json(tok, tmp_path):
