@@ -34,10 +34,19 @@ class StepStats:
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr` at `max_steps`."""
+    """The learning rate of step `step` (0-based) of a run of `max_steps` steps, as nanoGPT's.
+
+    Linear warm-up over steps 0..warmup-1 (lr x (step+1)/(warmup+1)), the peak `lr` at step
+    `warmup`, then cosine decay that reaches `min_lr` at the last step, max_steps - 1.
+
+    Example:
+        >>> cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup=1)
+        >>> [round(lr_at(s, cfg, 4), 3) for s in range(4)]
+        [0.5, 1.0, 0.55, 0.1]
+    """
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, max_steps - cfg.warmup))
+        return cfg.lr * (step + 1) / (cfg.warmup + 1)
+    progress = min(1.0, (step - cfg.warmup) / max(1, max_steps - 1 - cfg.warmup))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 

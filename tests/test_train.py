@@ -505,12 +505,15 @@ def test_ddp_two_processes_track_one_process(tmp_path, runner):
 
 
 def test_lr_schedule_is_warmup_then_cosine():
-    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup=10, steps=110)
-    lrs = [lr_at(s, cfg, 110) for s in range(110)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))  # rising
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then falling
-    assert lrs[60] == pytest.approx(0.55) and lr_at(110, cfg, 110) == pytest.approx(0.1)
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup=10, steps=111)
+    lrs = [lr_at(s, cfg, 111) for s in range(111)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)
+    assert all(a < b for a, b in zip(lrs[:11], lrs[1:11]))  # rising to the peak at step 10, reached once
+    assert lrs[10] == pytest.approx(1.0) and lrs.count(max(lrs)) == 1
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # then falling
+    assert lrs[60] == pytest.approx(0.55)  # half-way through the decay, half-way between the two
+    assert lrs[110] == pytest.approx(0.1)  # the last step trained is at --min-lr, as --help says
+    assert lr_at(111, cfg, 111) == pytest.approx(0.1)  # and stays there (a resumed run past --steps)
 
 
 def test_weight_decay_only_on_matrices():
