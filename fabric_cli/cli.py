@@ -398,7 +398,7 @@ _SAMPLE = SampleConfig()
 @app.command(epilog='Examples:\n\n  fabric generate "Once upon a time, the queen" --seed 1\n\n  echo "The sailors" | fabric generate - -t 0 -n 40\n\n  fabric generate --interactive --top-p 0.9')
 def generate(
     ctx: typer.Context,
-    prompt: Annotated[Optional[str], typer.Argument(help="Text to continue; - reads it from standard input (less one final newline); none starts from end-of-text.", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="Text to continue, read as the start of a new document (after an end-of-text token, as in training); - reads it from standard input (less one final newline); none starts from end-of-text alone.", show_default=False)] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most tokens to make per sample.")] = _SAMPLE.max_new_tokens,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Randomness; 0 is greedy and deterministic.")] = _SAMPLE.temperature,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample only from the k most likely tokens; 0 is off.")] = _SAMPLE.top_k,

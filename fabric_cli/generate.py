@@ -323,17 +323,19 @@ def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | No
 
 
 def encode_prompt(tokenizer, prompt: str, block_size: int, eot_id: int | None) -> tuple[list[int], int]:
-    """Prompt ids (the last `block_size` if longer) and how many were dropped from the front.
+    """The ids the model reads for `prompt`, and how many of the prompt's own were dropped.
 
-    An empty prompt starts from the end-of-text token, as a new document does in training.
+    The end-of-text token goes in front, as every document follows one in training (and as the
+    probe reads its prompts): a prompt is the start of a new document, and an empty one is that
+    token alone. A prompt longer than the context keeps its last `block_size` tokens; one that
+    fills the context exactly leaves the end-of-text token out.
     """
     ids = tokenizer.encode(check_unicode(prompt, "the prompt"), add_special_tokens=False).ids if prompt else []  # as training encodes
-    if not ids:
-        if eot_id is None:
-            raise InputError("the prompt is empty and the tokenizer has no end-of-text token to start from; give a prompt")
-        return [eot_id], 0
+    if not ids and eot_id is None:
+        raise InputError("the prompt is empty and the tokenizer has no end-of-text token to start from; give a prompt")
     dropped = max(0, len(ids) - block_size)
-    return ids[dropped:], dropped
+    front = [eot_id] if eot_id is not None and len(ids) < block_size else []
+    return front + ids[dropped:], dropped
 
 
 def generation_bytes(config: ModelConfig, batch: int, use_cache: bool = True) -> int:
@@ -366,7 +368,7 @@ class GenerationResult:
     completions: list[str]
     finish_reasons: list[str]  # per completion: "length", "eot" or "stop"
     completion_tokens: list[int]  # per completion: tokens sampled, up to and including the one that ended it
-    prompt_tokens: int  # as fed to the model (after dropping what did not fit)
+    prompt_tokens: int  # as fed to the model: the end-of-text token in front, less what did not fit
     new_tokens: int  # sampled, over all completions, up to and including the one that ended each
     time_to_first_token_s: float
     seconds: float
@@ -395,7 +397,7 @@ def complete(
     block = engine.model.config.block_size
     ids, dropped = encode_prompt(engine.tokenizer, prompt, block, engine.eot_id)
     if dropped and on_notice:
-        on_notice(f"the prompt has {len(ids) + dropped} tokens, the context holds {block}: keeping the last {block}")
+        on_notice(f"the prompt has {block + dropped} tokens, the context holds {block}: keeping the last {block}")
     if not prompt and on_notice:
         on_notice("the prompt is empty: starting from the end-of-text token, as a new document")
     n = cfg.num_samples

@@ -360,7 +360,7 @@ def test_cli_finds_the_tokenizer_beside_a_checkpoint_or_asks_for_it(runner, run,
     assert "pass --tokenizer" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg
 
 
-def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run):
+def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run, tok):
     r = _cli(runner, run, "--json", "-n", "5", "--seed", "1", "-", input="")
     out = json.loads(r.stdout)
     assert out["prompt_tokens"] == 1 and out["new_tokens"] == 5
@@ -368,6 +368,19 @@ def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner,
     r = _cli(runner, run, "--json", "-n", "3", "word " * 40)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["prompt_tokens"] == 16 and "keeping the last 16" in r.stderr
+    r = _cli(runner, run, "--json", "-n", "3", "word")  # a short prompt: end-of-text in front
+    assert json.loads(r.stdout)["prompt_tokens"] == 1 + len(tok.encode("word", add_special_tokens=False).ids)
+
+
+def test_a_prompt_starts_a_new_document_as_in_training(tok):
+    eot = eot_id(tok)
+    words = tok.encode("The dog ran home", add_special_tokens=False).ids
+    assert gen.encode_prompt(tok, "The dog ran home", 16, eot) == ([eot, *words], 0)  # as tokenize writes: EOT, then the text
+    assert gen.encode_prompt(tok, "", 16, eot) == ([eot], 0)
+    n = len(words)
+    assert gen.encode_prompt(tok, "The dog ran home", n, eot) == (words, 0)  # fills the context: the prompt's own tokens win
+    assert gen.encode_prompt(tok, "The dog ran home", n - 1, eot) == (words[1:], 1)
+    assert gen.encode_prompt(tok, "The dog ran home", 16, None) == (words, 0)  # a tokenizer without one
 
 
 def test_cli_stops_at_end_of_text(runner, tok, tmp_path):
