@@ -357,7 +357,7 @@ def probe(
     with_heads: Annotated[Optional[str], typer.Option("--with-heads", help="With --ablate, also remove these heads (0.5,0.7) together with the studied one, beside random sets of as many heads: heads that share a task hide each other when removed one at a time.", show_default=False)] = None,
     random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison; as many as the model has (or more) ablates every head and prints the map of their drops.")] = _PROBE.random_heads,
     seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
-    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged.")] = _PROBE.over_checkpoints,
+    over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged: the step from which it stays at --threshold, and the step from which it beats every baseline with confidence; on the prompts given (--suite gender: that suite alone).")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib).")] = False,

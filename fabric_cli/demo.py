@@ -221,10 +221,12 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
         "n": heads[head]["n"], "lower_bound": heads[head]["lower_bound"], "best_baseline": report["best_baseline"],
         "by_suite": {s["suite"]: s["accuracy"] for s in report["suites"]},
         "ablation": {"head": abl["head"], "zero_drop": abl.get("zero_drop"), "mean_drop": abl.get("mean_drop"),
+                     "zero_drop_ci95": abl.get("zero_drop_ci95"),
                      "random_zero_drop_mean": abl["random"]["zero_drop"]["mean"] if abl["n"] else None,
                      "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None,
                      "together": _together_summary(abl.get("together"))},
         "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
+        "at_last_snapshot": em["at_last_snapshot"], "significant_from": em["significant_from"],
         "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
     }
 
@@ -266,12 +268,15 @@ def _showcase_lines(report: dict) -> str:
 
 def _emergence_lines(em: dict) -> str:
     rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20)} {100 * (r['accuracy'] or 0):5.1f}%"
-            for r in em["rows"]]
+            + (" *" if r["significant"] else "") for r in em["rows"]]
     if em["emerged_at"] is not None:
+        last = ", the last snapshot: train longer to see it hold" if em["at_last_snapshot"] else ""
         rows.append(f"  head {em['head']} crossed {em['threshold']:.0%} at step {em['first_reached']:,} "
-                    f"and stayed above it from step {em['emerged_at']:,} on")
+                    f"and stayed above it from step {em['emerged_at']:,} on{last}")
     else:
         rows.append(f"  head {em['head']} did not stay above {em['threshold']:.0%}; train longer (--steps)")
+    if em["significant_from"] is not None:
+        rows.append(f"  * above every baseline with confidence, as a named head must be: from step {em['significant_from']:,} on")
     return "\n".join(rows)
 
 
@@ -299,10 +304,16 @@ def _ending(s: dict, say: Say) -> None:
     on = f" on the {p['emergence_suite']} suite" if p.get("emergence_suite") else ""  # demo.json of earlier versions
     when = (f"emerged{on} at step {p['emerged_at']:,}" if p["emerged_at"] is not None
             else f"has not yet stayed above {p['threshold']:.0%}{on}")
+    if p.get("at_last_snapshot"):  # demo.json of earlier versions has neither key
+        when += " (the last snapshot)"
+    if p.get("significant_from") is not None:
+        when += f", above every baseline there from step {p['significant_from']:,}"
     say("\n== The end")
     say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:
-        say(f"ablating it lowers the first token of the referent's continuation by {signed(a['zero_drop'])} nats "
+        ci = a.get("zero_drop_ci95")  # demo.json of earlier versions has none
+        ci = f" (95% CI {signed(ci[0])} to {signed(ci[1])})" if ci else ""
+        say(f"ablating it lowers the first token of the referent's continuation by {signed(a['zero_drop'])} nats{ci} "
             f"against the distractor's; a random head's by "
             f"{signed(a['random_zero_drop_mean'])} on average (max {signed(a['random_zero_drop_max'])})")
     if (t := a.get("together")) and t["zero_drop"] is not None:

@@ -44,7 +44,11 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     summary = json.loads((root / "demo.json").read_text())
     head = summary["probe"]["head"]
     assert report["chosen_head"] == head and report["ablation"]["head"] == head
-    assert [row["step"] for row in report["emergence"]["rows"]] == [0, 10, 20, 30]
+    em = report["emergence"]
+    assert [row["step"] for row in em["rows"]] == [0, 10, 20, 30]
+    assert (summary["probe"]["significant_from"], summary["probe"]["at_last_snapshot"]) == (em["significant_from"], em["at_last_snapshot"])
+    chapter5 = [line for line in r.stdout.split("\n== 5.")[1].split("\n== 6.")[0].splitlines() if line.startswith("  step ")]
+    assert [line.endswith("% *") for line in chapter5] == [row["significant"] for row in em["rows"]]  # the evidence, marked
     assert set(summary["probe"]["by_suite"]) == {"gender", "number", "long_distance", "referent_first", "referent_second"}
     assert summary["probe"]["n"] > 1000  # every held-out suite was probed
     samples = summary["generate"]["samples"]
@@ -220,6 +224,14 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
     fabric_cli.demo._ending(summary, said.append)
     assert ("head 0.3 (named): 94.0% of 2000 held-out prompts, best baseline 50.0% (first); emerged on the gender "
             "suite at step 1,500") in said
+    said.clear()
+    summary["probe"].update(at_last_snapshot=True, significant_from=1100)  # crossed at the last snapshot: not yet seen to hold
+    summary["probe"]["ablation"]["zero_drop_ci95"] = [1.38, 1.54]
+    fabric_cli.demo._ending(summary, said.append)
+    assert any(line.startswith("ablating it lowers the first token of the referent's continuation by +1.460 nats "
+                               "(95% CI +1.380 to +1.540) against") for line in said)
+    assert any(line.endswith("; emerged on the gender suite at step 1,500 (the last snapshot), above every baseline "
+                             "there from step 1,100") for line in said)
     assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats (one at a time +1.460, "
             "+0.937, +0.405); random sets of 3 heads by +0.026 on average (max +0.072)") in said
     summary["probe"]["ablation"]["together"] = None  # no partners: no such line

@@ -135,6 +135,10 @@ def test_ablating_every_head_maps_their_drops(world):
     assert grid[1][2] == a["zero_drop"] > 3.0  # the planted head, where the ranking put it
     assert max(abs(v) for layer, row in enumerate(grid) for h, v in enumerate(row) if (layer, h) != (1, 2)) < 0.05
     text = probe(world, "--ablate", "--random-heads", "100").stdout
+    lo, hi = a["zero_drop_ci95"]
+    assert (f"  zero ablation {a['zero']:+.3f} (drop {a['zero_drop']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); the "
+            f"referent's continuation the more likely on {100 * a['zero_preferred']:.1f}% of prompts") in text
+    assert f"  intact {a['clean']:+.3f}; the referent's continuation the more likely on 100.0% of prompts" in text
     assert "all 7 other heads" in text and "Zero-ablation drop (nats) of every head" in text and "[+" in text
     assert "grid" not in json.loads(probe(world, "--ablate", "--json", "--random-heads", "4").stdout)["ablation"]
 
@@ -163,9 +167,40 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     em = json.loads(r.stdout)["emergence"]
     assert em["head"] == "1.2" and [row["step"] for row in em["rows"]] == [100, 200, 300]
     assert em["rows"][0]["accuracy"] < 0.8 <= em["rows"][1]["accuracy"]
-    assert em["emerged_at"] == 200 and em["first_reached"] == 200
+    assert em["emerged_at"] == 200 and em["first_reached"] == 200 and not em["at_last_snapshot"]
+    assert [row["significant"] for row in em["rows"]] == [False, True, True] and em["significant_from"] == 200
     text = probe(world, "--over-checkpoints", "--threshold", "0.99").stdout
-    assert "stays at or above 99% from step" in text
+    assert "Head 1.2 over training (accuracy on toy, 24 prompts with a distractor; threshold 99%)" in text
+    assert "stays at or above 99% from step 200 on (first reached at step 200)\n" in text
+    assert "head 1.2 beats every baseline with confidence from step 200 on" in text
+
+
+def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
+    from fabric_cli.config import Head
+    from fabric_cli.probe.emergence import emergence_table
+    from fabric_cli.probe.report import _emergence_lines
+
+    class Scores:  # what emergence_table reads of a snapshot's HeadScores
+        def __init__(self, accuracy, significant):
+            self.ranking, self.named = [Head(0, 1)], Head(0, 1) if significant else None
+            self._row = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "n": 400,
+                         "argmax_accuracy": accuracy, "mass": 0.5, "significant": significant}
+
+        def head(self, h):
+            return dict(self._row)
+
+    rows = [(s, f"step-{s}", "sha", Scores(a, sig)) for s, a, sig in
+            ((100, 0.5, False), (200, 0.7, True), (300, 0.6, False), (400, 0.75, True), (500, 0.81, True))]
+    em = emergence_table(rows, Head(0, 1), 0.8)
+    assert (em["emerged_at"], em["at_last_snapshot"]) == (500, True)
+    assert (em["significant_first"], em["significant_from"]) == (200, 400)  # fell back at 300: from 400 on
+    text = "\n".join(_emergence_lines(em))
+    assert "from step 500 on (first reached at step 500), the last snapshot: train longer to see it hold" in text
+    assert "beats every baseline with confidence from step 400 on" in text
+    assert "  500   81.0% *" in text and "  300   60.0%   " in text
+    em = emergence_table(rows[:4], Head(0, 1), 0.8)
+    assert em["emerged_at"] is None and not em["at_last_snapshot"] and em["significant_from"] == 400
+
 
 
 def test_skipped_items_are_counted_and_listed_with_reasons(world):

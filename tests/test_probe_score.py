@@ -11,7 +11,7 @@ import torch
 from test_probe_world import PLANTED, items, make_tokenizer, planted_model, random_model
 
 from fabric_cli.config import Head
-from fabric_cli.probe.ablate import ablation_study, random_heads
+from fabric_cli.probe.ablate import ablation_study, preference, random_heads
 from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import encode_items
 from fabric_cli.probe.score import head_scores, make_batches, score_items, wilson
@@ -106,6 +106,13 @@ def test_ablating_the_planted_head_moves_the_preference_far_more_than_random_hea
     assert len(rnd["heads"]) == 5 and PLANTED not in [h["head"] for h in rnd["heads"]]
     assert abs(rnd["zero_drop"]["max"]) < 0.01 * result["zero_drop"]
     assert abs(rnd["mean_drop"]["max"]) < 0.01 * result["mean_drop"]
+    for name in ("zero", "mean"):  # the interval holds the drop, and is clear of 0; a random head's is not far from 0
+        lo, hi = result[f"{name}_drop_ci95"]
+        assert 0 < lo <= result[f"{name}_drop"] <= hi  # the planted circuit moves every prompt alike: a narrow interval
+        assert all(h[f"{name}_drop_ci95"][0] < 0.01 * result[f"{name}_drop"] for h in rnd["heads"])
+    assert result["clean_preferred"] == 1.0 and result["zero_preferred"] < 0.75  # the share of prompts it gets right
+    clean = preference(planted_model(tok), make_batches(usable, 16))  # each prompt's own preference, in order
+    assert clean.shape == (len(usable),) and float(clean.double().mean()) == pytest.approx(result["clean"], abs=1e-6)
 
 
 def test_heads_that_share_the_task_are_removed_together_beside_random_sets(world):

@@ -6,6 +6,9 @@ A head is removed two ways through the model's Probe hook:
 - zero ablation: its output is set to 0;
 - mean ablation: its output is replaced by its mean output over every position of the suite, which
   keeps the head's average contribution and removes only what depends on the prompt.
+Each drop comes with its 95% confidence interval over the items (paired: the same prompts intact and
+ablated), and each condition with how often the referent's continuation is the more likely
+(`*_preferred`, the preference above 0): the effect read as a share of prompts.
 The same is done for K other heads drawn at random (seeded) so the drop can be compared; with K at
 least the number of other heads, every head is ablated and the drops form a layer-by-head grid.
 Heads that share a task hide each other when removed one at a time (the others still carry it);
@@ -30,25 +33,44 @@ from fabric_cli.probe.score import Batch
 
 @torch.inference_mode()
 def preference(model, batches: list[Batch], ablate: dict | None = None, mean_out: bool = False):
-    """Mean preference over the items of `batches` (all must have continuations whose first tokens differ).
+    """Each item's preference (N,), in the order of `batches` (all must have continuations whose first
+    tokens differ).
 
     With mean_out, also the mean output of every head over all real positions: (L, nh, hs).
     """
-    total, count, out_sum, positions = 0.0, 0, None, 0
+    prefs, out_sum, positions = [], None, 0
     for batch in batches:
         probe = Probe(capture_attention=False, capture_head_outputs=mean_out, ablate=ablate or {})
         logits, _ = model(batch.idx, probe=probe, at=batch.pron)  # (B, 1, vocab): the pronoun's position
         logp = logits[:, 0].float().log_softmax(-1)  # (B, vocab)
         pair = logp.gather(1, batch.conts)  # (B, 2)
-        total += float((pair[:, 0] - pair[:, 1]).sum())
-        count += batch.idx.size(0)
+        prefs.append((pair[:, 0] - pair[:, 1]).cpu())
         if mean_out:
             mask = batch.valid[:, :, None, None].float()  # (B, T, 1, 1)
             sums = torch.stack([(ho.float() * mask).sum((0, 1)) for ho in probe.head_outputs])  # (L, nh, hs)
             out_sum = sums if out_sum is None else out_sum + sums
             positions += int(batch.valid.sum())
-    mean = total / max(count, 1)
-    return (mean, out_sum / max(positions, 1)) if mean_out else mean
+    each = torch.cat(prefs) if prefs else torch.zeros(0)
+    return (each, out_sum / max(positions, 1)) if mean_out else each
+
+
+def drop_interval(clean: torch.Tensor, ablated: torch.Tensor) -> list[float]:
+    """The 95% confidence interval of the mean drop (clean - ablated), paired over the same items
+    (normal approximation: mean +- 1.96 standard errors).
+
+    Example:
+        >>> lo, hi = drop_interval(torch.tensor([3.0, 2.0, 4.0, 3.0]), torch.tensor([1.0, 1.0, 1.0, 1.0]))
+        >>> round(lo, 2), round(hi, 2)  # drops 2, 1, 3, 2: mean 2, standard error 0.41
+        (1.2, 2.8)
+    """
+    d = (clean - ablated).double()
+    half = 1.959964 * float(d.std()) / math.sqrt(d.numel()) if d.numel() > 1 else float("nan")
+    return [round(float(d.mean()) - half, 6), round(float(d.mean()) + half, 6)]
+
+
+def preferred(each: torch.Tensor) -> float:
+    """How often the referent's continuation is the more likely: the share of positive preferences."""
+    return round(float((each > 0).double().mean()), 6)
 
 
 def random_heads(target: Head, n_layer: int, n_head: int, k: int, seed: int) -> list[Head]:
@@ -108,13 +130,18 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
         return result
 
     with bar:
-        clean, means = measured(mean_out=True)
+        clean_each, means = measured(mean_out=True)
+        clean = float(clean_each.double().mean())
 
         def drops(removed: list[Head]) -> dict:
-            zero = measured({h: None for h in removed})
-            mean = measured({h: means[h.layer, h.head] for h in removed})  # each (hs,), broadcast to (B, T, hs)
-            return {"head": ",".join(map(str, removed)), "zero": round(zero, 6), "zero_drop": round(clean - zero, 6),
-                    "mean": round(mean, 6), "mean_drop": round(clean - mean, 6)}
+            out = {"head": ",".join(map(str, removed))}
+            for name, ablate in (("zero", {h: None for h in removed}),
+                                 ("mean", {h: means[h.layer, h.head] for h in removed})):  # each (hs,), broadcast to (B, T, hs)
+                each = measured(ablate)
+                value = float(each.double().mean())
+                out |= {name: round(value, 6), f"{name}_drop": round(clean - value, 6),
+                        f"{name}_drop_ci95": drop_interval(clean_each, each), f"{name}_preferred": preferred(each)}
+            return out
 
         target_drops = drops([target])
         others = [drops([h]) for h in heads]
@@ -123,7 +150,8 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
         joint_random = [drops(heads_) for heads_ in sets]
 
     result = {
-        "head": str(target), "n": n, "clean": round(clean, 6), **{k_: v for k_, v in target_drops.items() if k_ != "head"},
+        "head": str(target), "n": n, "clean": round(clean, 6), "clean_preferred": preferred(clean_each),
+        **{k_: v for k_, v in target_drops.items() if k_ != "head"},
         "random": {"seed": seed, "heads": others, "zero_drop": _summary(others, "zero_drop"),
                    "mean_drop": _summary(others, "mean_drop")},
     }

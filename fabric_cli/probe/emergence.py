@@ -2,7 +2,12 @@
 
 "Crossed" is read strictly: a head that reaches the threshold once and falls back has not emerged
 yet; `emerged_at` is the first step from which every later snapshot stays at or above it. The first
-step at which it was reached at all is reported beside it (`first_reached`).
+step at which it was reached at all is reported beside it (`first_reached`). A crossing at the last
+snapshot (`at_last_snapshot`) has not been seen to hold.
+
+Beside the threshold, the evidence: `significant_from` is the first step from which the head beats
+every baseline with confidence at every later snapshot (its lower bound above the best baseline, the
+rule that names a head), which a threshold alone does not say.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, th
             "best_head": str(best), "best_accuracy": scores.head(best)["accuracy"],
             "named": str(scores.named) if scores.named else None,
         })
-    first, stays = crossing([r["step"] for r in table], [r["accuracy"] for r in table], threshold)
+    steps = [r["step"] for r in table]
+    first, stays = crossing(steps, [r["accuracy"] for r in table], threshold)
+    sig_first, sig_from = crossing(steps, [float(r["significant"]) for r in table], 1.0)
     return {"head": str(head), "metric": "accuracy", "threshold": threshold,
-            "first_reached": first, "emerged_at": stays, "rows": table}
+            "first_reached": first, "emerged_at": stays,
+            "at_last_snapshot": stays is not None and stays == steps[-1] and len(steps) > 1,
+            "significant_first": sig_first, "significant_from": sig_from, "rows": table}

@@ -143,6 +143,21 @@ def _pct(x: float | None) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}%"
 
 
+BASELINE_NAMES = {"nearest": "nearest candidate", "first": "first candidate", "chance": "chance", "uniform": "uniform attention"}
+
+
+def _suite_text(s: dict) -> str:
+    """One suite's accuracy beside its best baseline, named; a suite that a baseline solves outright
+    (referent_first: the referent always comes first) is a control of position, not a failure."""
+    known = {k: v for k, v in s["baselines"].items() if v is not None}
+    if not known:
+        return f"{s['suite']} {_pct(s['accuracy']).strip()} of {s['n']}"
+    name, best = max(known.items(), key=lambda kv: kv[1])
+    control = ": position alone decides it, a control" if best >= 1.0 and name in ("nearest", "first") else ""
+    return (f"{s['suite']} {_pct(s['accuracy']).strip()} of {s['n']} "
+            f"(best baseline {_pct(best).strip()}, {BASELINE_NAMES.get(name, name)}{control})")
+
+
 def render_text(r: dict, top: int = 10) -> str:
     """The report as the terminal shows it."""
     c, p, out = r["checkpoint"], r["prompts"], []
@@ -172,10 +187,7 @@ def render_text(r: dict, top: int = 10) -> str:
     out += ["", *_grid_lines(r), ""]
     out.append(_verdict(r, heads))
     if len(r["suites"]) > 1:
-        out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(
-            f"{s['suite']} {_pct(s['accuracy']).strip()} of {s['n']} (best baseline "
-            f"{_pct(max((v for v in s['baselines'].values() if v is not None), default=None)).strip()})"
-            for s in r["suites"]))
+        out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
@@ -277,9 +289,9 @@ def _ablation_lines(a: dict | None) -> list[str]:
     return [
         f"Ablation of head {a['head']} on {plural(a['n'], 'prompt')}: preference = log p of the first token of the referent's "
         f"continuation minus the distractor's, at the pronoun",
-        f"  intact {signed(a['clean'])}",
-        f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])});  mean ablation {signed(a['mean'])} "
-        f"(drop {signed(a['mean_drop'])})",
+        f"  intact {signed(a['clean'])}{_preferred(a, 'clean')}",
+        f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])}{_interval(a, 'zero')}){_preferred(a, 'zero')}",
+        f"  mean ablation {signed(a['mean'])} (drop {signed(a['mean_drop'])}{_interval(a, 'mean')}){_preferred(a, 'mean')}",
         (f"  {'all ' + str(k) + ' other heads' if 'grid' in a else str(k) + ' random other heads'}: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
          f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
@@ -289,14 +301,27 @@ def _ablation_lines(a: dict | None) -> list[str]:
     ]
 
 
+def _interval(a: dict, name: str) -> str:
+    """', 95% CI +1.38 to +1.54' for a drop (nothing in a report written before intervals were)."""
+    lo, hi = a.get(f"{name}_drop_ci95") or (None, None)
+    return "" if lo is None or math.isnan(lo) else f", 95% CI {signed(lo)} to {signed(hi)}"
+
+
+def _preferred(a: dict, name: str) -> str:
+    share = a.get(f"{name}_preferred")
+    return "" if share is None else f"; the referent's continuation the more likely on {_pct(share).strip()} of prompts"
+
+
 def _together_lines(a: dict) -> list[str]:
     """The studied head removed at once with --with-heads, beside random sets of as many heads."""
     t = a.get("together")
     if not t:
         return []
     rz, rm, sets = t["random"]["zero_drop"], t["random"]["mean_drop"], t["random"]["sets"]
-    lines = [f"  together, heads {', '.join(t['heads'])}: zero ablation {signed(t['zero'])} (drop {signed(t['zero_drop'])});  "
-             f"mean ablation {signed(t['mean'])} (drop {signed(t['mean_drop'])})",
+    lines = [f"  together, heads {', '.join(t['heads'])}: zero ablation {signed(t['zero'])} (drop {signed(t['zero_drop'])}"
+             f"{_interval(t, 'zero')}){_preferred(t, 'zero')}",
+             f"  together, mean ablation {signed(t['mean'])} (drop {signed(t['mean_drop'])}{_interval(t, 'mean')})"
+             f"{_preferred(t, 'mean')}",
              f"  each alone: zero drop {', '.join(signed(a['zero_drop']) for a in t['alone'])} (sum "
              f"{signed(t['zero_drop_alone_sum'])}); mean drop {', '.join(signed(a['mean_drop']) for a in t['alone'])} "
              f"(sum {signed(t['mean_drop_alone_sum'])})"]
@@ -335,20 +360,33 @@ def _same_first_token_lines(a: dict) -> list[str]:
 def _emergence_lines(em: dict | None) -> list[str]:
     if not em:
         return []
-    lines = [f"Head {em['head']} over training ({em['metric']}; threshold {em['threshold']:.0%}):",
-             "      step  accuracy  argmax    mass  best head"]
+    on = f" on {', '.join(em['suites'])}" if em.get("suites") else ""
+    n = em["rows"][-1]["n"] if em["rows"] else 0
+    lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
+             f"threshold {em['threshold']:.0%}):",
+             "      step  accuracy    95% CI   argmax    mass  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
-        lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}  {_pct(row['argmax_accuracy'])}  {mass:>6}  "
-                     f"{row['best_head']} ({_pct(row['best_accuracy']).strip()})")
+        lo, hi = row["accuracy_ci95"]
+        ci = "    n/a    " if lo is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
+        lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}{' *' if row['significant'] else '  '} {ci}  "
+                     f"{_pct(row['argmax_accuracy'])}  {mass:>6}  {row['best_head']} ({_pct(row['best_accuracy']).strip()})")
     if all(row["accuracy"] is None for row in em["rows"]):
         lines.append("  no accuracy to follow: no unambiguous prompt has a distractor before its pronoun "
                      "(the argmax and mass columns still do)")
-    elif em["emerged_at"] is not None:
+        return lines
+    lines.append("  * above every baseline with confidence: the rule that names a head")
+    if em["emerged_at"] is not None:
+        last = (", the last snapshot: train longer to see it hold" if em.get("at_last_snapshot") else "")
         lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "
-                     f"(first reached at step {em['first_reached']})")
+                     f"(first reached at step {em['first_reached']}){last}")
     elif em["first_reached"] is not None:
         lines.append(f"  head {em['head']} reached {em['threshold']:.0%} at step {em['first_reached']} but fell back below it")
     else:
         lines.append(f"  head {em['head']} never reached {em['threshold']:.0%}")
+    if em.get("significant_from") is not None:
+        lines.append(f"  head {em['head']} beats every baseline with confidence from step {em['significant_from']} on")
+    elif em.get("significant_first") is not None:
+        lines.append(f"  head {em['head']} beat every baseline with confidence at step {em['significant_first']} "
+                     f"but not at every later snapshot")
     return lines
