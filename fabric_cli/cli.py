@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -317,14 +318,25 @@ def train(
     fields = {k: v for k, v in ctx.params.items() if k in _TRAIN.__dataclass_fields__}
     given = {k for k in fields if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE'}  # typed, not defaults
     paths = run_paths(ctx, run)
-    result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
-                         explicit=given, stop_at=stop_at)
+    words = ["fabric", "train", "--resume"] + ([] if paths.root == RunPaths.resolve().root else ["--run", str(paths.root)])
+    words += ["--data", str(data)] if data else []  # the tokens it trains on, or --resume looks in the run's own
+    try:
+        result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
+                             explicit=given, stop_at=stop_at)
+    except KeyboardInterrupt as e:  # Ctrl-C twice (or once before training began): no save; say what is kept
+        if isinstance(e, Terminated) or not paths.latest.is_file():
+            raise
+        from fabric_cli.checkpoint import read_info
+
+        err(f"fabric: interrupted (Ctrl-C) without saving; the last checkpoint, at step "
+            f"{read_info(paths.latest).step:,}, is kept. Continue from it with `{shlex.join(words)}`.")
+        raise typer.Exit(130) from None
     if not result.is_main:
         return  # under torchrun only rank 0 reports
     echo_json(result.to_dict()) if json_out else typer.echo(result.summary())
     if result.stopped_by:
-        again = "fabric train --resume" + ("" if paths.root == RunPaths.resolve().root else f" --run {paths.root}")
-        err(f"fabric: stopped by {result.stop_reason()} at step {result.step}; checkpoint saved. Continue with `{again}`.")
+        err(f"fabric: stopped by {result.stop_reason()} at step {result.step}; checkpoint saved. "
+            f"Continue with `{shlex.join(words)}`.")
         if result.stopped_by in _SIGNAL_EXIT:
             raise typer.Exit(_SIGNAL_EXIT[result.stopped_by])
 

@@ -167,6 +167,12 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
     return dataclasses.replace(saved, **changes)
 
 
+def _snapshot_step(path: Path) -> int:
+    """The step in a snapshot's name, step-000200.safetensors -> 200 (-1 for a name not of that form)."""
+    digits = path.stem.removeprefix("step-")
+    return int(digits) if digits.isdigit() else -1
+
+
 def budget(cfg: TrainConfig, block_size: int, world: int, step: int = 0, tokens_seen: int = 0) -> tuple[int, int]:
     """(tokens per optimizer step, steps in the run): --steps, or --tokens rounded up to whole steps.
 
@@ -235,11 +241,17 @@ class Loop:
         data = load_tokens(data_dir or paths.tokens)
         tokenizer_source = _tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
-        if has_checkpoint and not (resume or restart):
-            at = f" (step {ckpt.read_info(paths.latest).step})" if paths.latest.exists() else ""
+        if has_checkpoint and not paths.latest.exists() and not restart:
+            # snapshots alone: a run stopped (a second Ctrl-C, a kill) before its first save; nothing to resume
+            held = "snapshots" if paths.snapshots() else f"{paths.latest_state.name}"
             raise InputError(
-                f"{paths.checkpoints} already holds a checkpoint{at}; pass --resume to continue that run, "
-                f"or --restart to start over (deletes its checkpoints, snapshots and metrics.jsonl)"
+                f"{paths.checkpoints} holds {held} but no {paths.latest.name} to resume (a run stopped before its "
+                f"first save): pass --restart to start over (deletes them and metrics.jsonl)"
+            )
+        if has_checkpoint and not (resume or restart):
+            raise InputError(
+                f"{paths.checkpoints} already holds a checkpoint (step {ckpt.read_info(paths.latest).step}); pass --resume "
+                f"to continue that run, or --restart to start over (deletes its checkpoints, snapshots and metrics.jsonl)"
             )
         if resume and not paths.latest.exists():
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
@@ -281,10 +293,14 @@ class Loop:
             with atomic_path(paths.tokenizer) as tmp:
                 shutil.copyfile(tokenizer_source, tmp)
         dist.barrier()
+        later = [p for p in paths.snapshots() if _snapshot_step(p) > step] if resume else []
         if resume:
             ckpt.restore_optimizer(model, optimizer, state)
             ckpt.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
+            if dist.is_main:  # the steps after the checkpoint are trained again: what they left goes, as their metrics do
+                for p in later:
+                    p.unlink(missing_ok=True)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
         if data.tokenizer_sha256 and not tokenizer_source and not paths.tokenizer.is_file():
             loop.say(f"note: {paths.root} has no tokenizer.json and none matching these tokens lies beside "
@@ -312,6 +328,15 @@ class Loop:
                      f"{was_per_step:,} tokens a step; this session runs {plural(dist.world, 'process', 'processes')}, "
                      f"{loop.tokens_per_step:,} tokens a step (each process draws --batch-size x --grad-accum), so "
                      f"the resume is not exact; launch as many processes to keep the batch")
+        if later:
+            loop.say(f"note: removed {plural(len(later), 'snapshot')} past step {step:,} "
+                     f"({', '.join(p.name for p in later)}), left by steps after the checkpoint that were not "
+                     f"saved; this run trains those steps again")
+        if (resume and device == "cpu" and (threads := meta.get("threads", "")).isdigit()
+                and int(threads) != torch.get_num_threads()):
+            loop.say(f"note: the run trained on {plural(int(threads), 'CPU thread')} until step {step:,}; this session "
+                     f"runs {torch.get_num_threads()}, whose kernels round sums differently, so the resume is not "
+                     f"bitwise exact; --threads {threads} keeps it so")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
         loop.say(
@@ -456,6 +481,7 @@ class Loop:
                 "train_config": self.cfg.to_json(),
                 "tokens_seen": str(self.tokens_seen),
                 "world_size": str(self.dist.world),
+                "threads": str(torch.get_num_threads()),  # CPU kernels split sums by thread: another count rounds otherwise
                 # the sampler is stateless: a step's batches are a function of (seed, step)
                 "data": json.dumps({"folder": str(self.data.folder), "sampler": "seeded-per-step", "cursor": self.step}),
             }

@@ -186,6 +186,10 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # asked twice: stop now, without saving
+        if self.signum is None:  # said at once: an evaluation under way can take a while to finish
+            again = "; Ctrl-C again stops at once, without saving" if signum == signal.SIGINT else ""
+            print(f"\nfabric: {signal.Signals(signum).name} received: stopping after this step, with a checkpoint{again}",
+                  file=sys.stderr, flush=True)
         self.signum = signum
 
     @property

@@ -129,6 +129,39 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     assert max(train_losses(run)) == 2
 
 
+def test_resume_removes_the_snapshots_of_unsaved_steps_and_snapshots_alone_point_to_restart(run, runner):
+    args = ["train", "--run", str(run.root), "--steps", "6", "--eval-interval", "2", "--snapshot-every", "2", *FAST_ARGS]
+    assert runner.invoke(app, [*args, "--stop-at", "2"]).exit_code == 0
+    stale = run.snapshot(4)  # as a second Ctrl-C leaves it: a snapshot of a step after the last save
+    stale.write_bytes(run.snapshot(2).read_bytes())
+    more = runner.invoke(app, [*args, "--resume"])
+    assert more.exit_code == 0, more.output
+    assert "note: removed 1 snapshot past step 2 (step-000004.safetensors), left by steps after the checkpoint" in more.stderr
+    assert [read_info(p).step for p in run.snapshots()] == [0, 2, 4, 6]  # step-000004 is this run's own now
+    run.latest.unlink()
+    run.latest_state.unlink()
+    for extra in ([], ["--resume"]):  # each way the same way out, not one pointing at the other
+        msg = runner.invoke(app, [*args, *extra])
+        assert msg.exit_code == 1 and "holds snapshots but no latest.safetensors to resume" in msg.stderr
+        assert "pass --restart to start over" in msg.stderr and msg.stderr.count("\n") == 1
+    assert runner.invoke(app, [*args, "--restart"]).exit_code == 0
+
+
+def test_resuming_on_another_number_of_threads_is_said_to_round_otherwise(run, runner):
+    before = torch.get_num_threads()
+    args = ["train", "--run", str(run.root), "--steps", "4", *FAST_ARGS]
+    try:
+        assert runner.invoke(app, ["--threads", "1", *args, "--stop-at", "2"]).exit_code == 0
+        same = runner.invoke(app, ["--threads", "1", *args, "--resume", "--stop-at", "3"])
+        assert same.exit_code == 0 and "CPU thread" not in same.stderr
+        other = runner.invoke(app, ["--threads", "2", *args, "--resume"])
+        assert other.exit_code == 0, other.output
+        assert ("note: the run trained on 1 CPU thread until step 3; this session runs 2, whose kernels round sums "
+                "differently, so the resume is not bitwise exact; --threads 1 keeps it so") in other.stderr
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", "--eval-interval", "2", "--snapshot-every", "2", *FAST_ARGS]
     assert runner.invoke(app, args).exit_code == 0
@@ -448,9 +481,29 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(run, sig):
     code, out, err = interrupt(args, run.metrics, 3, sig)
     assert code == 128 + sig, err
     assert "fabric train --resume" in err and sig.name in err and "Traceback" not in err
+    again = "; Ctrl-C again stops at once, without saving" if sig == signal.SIGINT else ""
+    assert f"fabric: {sig.name} received: stopping after this step, with a checkpoint{again}\n" in err  # said at once
     info = read_info(run.latest)
     assert info.step >= 3 and info.step == max(train_losses(run))
     assert f"step          {info.step:,}" in out
+
+
+def test_the_way_to_go_on_names_the_tokens_and_quotes_the_run_and_a_second_ctrl_c_says_what_is_kept(run, runner, tmp_path, monkeypatch):
+    spaced = RunPaths(tmp_path / "my run ü")
+    args = ["train", "--run", str(spaced.root), "--data", str(run.tokens), "--steps", "6", *FAST_ARGS]
+    r = runner.invoke(app, [*args, "--stop-at", "3"])
+    assert r.exit_code == 0, r.output
+    command = f"fabric train --resume --run '{spaced.root}' --data {run.tokens}"
+    assert f"Continue with `{command}`." in r.stderr
+    import fabric_cli.train
+
+    def second_ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fabric_cli.train, "train", second_ctrl_c)
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 130 and r.stderr == (f"fabric: interrupted (Ctrl-C) without saving; the last checkpoint, at step 3, "
+                                               f"is kept. Continue from it with `{command}`.\n")
 
 
 def test_a_ctrl_c_cannot_fall_between_a_checkpoints_two_files(tmp_path, monkeypatch):
