@@ -123,13 +123,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             f"checkpoint {path} does not exist; run `fabric train` first, "
             f"or give a weights file or a run directory"
         )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file; give a weights file or a run directory")
     return path
 
 
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; run `fabric train` first or pass --checkpoint")
+        raise CheckpointError(f"checkpoint {path} is not a regular file; give a weights file or a run directory" if path.exists()
+                              else f"checkpoint {path} does not exist; run `fabric train` first or pass --checkpoint")
     meta = _header(path)
     if meta.get("format") == STATE_FORMAT:
         raise CheckpointError(

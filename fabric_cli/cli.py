@@ -66,7 +66,8 @@ class _FabricGroup(typer.core.TyperGroup):
     def invoke(self, ctx: click.Context):
         # SIGTERM (kill, a batch system's time limit) unwinds like Ctrl-C, so a half-written output's
         # temporary file is removed; training has its own handler, which saves a checkpoint first.
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        installed = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+        if installed:
             signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
@@ -89,6 +90,9 @@ class _FabricGroup(typer.core.TyperGroup):
             click.echo(f"fabric: error: {e.strerror or e}{where}; check the path (--run, the files named), "
                        f"its permissions and the free space", err=True)
             ctx.exit(1)
+        finally:
+            if installed:  # the work is done: a SIGTERM while the interpreter shuts down kills as usual
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _type_column(self, ctx: click.Context) -> str | None:
@@ -159,6 +163,15 @@ def tokenizer_file(path: Optional[Path]) -> Optional[Path]:
     return path / "tokenizer.json" if path is not None and path.is_dir() else path
 
 
+def _check_writable(path: Path, what: str, instead: str) -> None:
+    """Refuse at once an output whose folder (or the nearest one that exists) cannot be written."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
+
+
 def echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
@@ -183,7 +196,7 @@ def tokenize(
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Tokens in the vocabulary (256 bytes + specials + merges).")] = _TOK.vocab_size,
     min_frequency: Annotated[int, typer.Option("--min-frequency", help="Merge only pairs seen at least this often.")] = _TOK.min_frequency,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of documents held out in val.bin.")] = _TOK.val_fraction,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json instead of training one.", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json (or a run directory's) instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
     show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-tokenize a run that has a trained checkpoint; a new tokenizer starts the run over (deletes its checkpoints, snapshots and metrics.jsonl).")] = False,
@@ -194,6 +207,7 @@ def tokenize(
     from fabric_cli import tokenizer as tk
 
     paths = run_paths(ctx, run)
+    tokenizer = tokenizer_file(tokenizer)  # a run directory stands for its tokenizer.json, as in probe and generate
     if show is not None:
         if files:
             raise InputError("--show only displays how a text splits and takes no FILES; tokenize first, then --show")
@@ -394,12 +408,11 @@ def probe(
         raise InputError(f"--report {report} is a folder; give the report's file name, such as {report / 'report.json'}")
     paths = run_paths(ctx, run)
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
+    target = report or pr.probe_run(paths, checkpoint).probe_report_for(checkpoint)  # the checkpoint's run, not always --run
+    _check_writable(target, "the probe report", "pass another --run or --report")  # before minutes of work, not after
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
-    target = report or result.run.probe_report_for(checkpoint)  # the checkpoint's run, not always --run
-    if plot:
-        prefix = "" if target.name == result.run.probe_report.name else f"{target.stem}-"  # report.json: heads.png
-        result.report["plots"] = pr.write_plots(result, target.parent, prefix=prefix)
-    saved = pr.save_report(result.report, target)
+    pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target)) if plot else None
+    saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
 
@@ -480,7 +493,13 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
     check_unicode(text, "the prompt")  # before it is echoed (complete() would refuse it after)
     if live and echo:
         _show(text, nl=False)
-    result = complete(engine, text, cfg, on_text=(lambda _row, piece: _show(piece, nl=False)) if live else None, on_notice=err)
+    try:
+        result = complete(engine, text, cfg, on_text=(lambda _row, piece: _show(piece, nl=False)) if live else None,
+                          on_notice=err)
+    except KeyboardInterrupt:
+        if live:
+            typer.echo()  # end the streamed line, so what comes next (a message, a prompt) starts its own
+        raise
     if live:
         typer.echo()
     elif stream:
@@ -520,8 +539,10 @@ def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) ->
             continue  # a blank line asks again rather than starting 200 tokens from nothing
         try:
             _generate_once(engine, line.rstrip("\r\n"), cfg, stream=True, echo=echo, quiet=quiet)
+        except Terminated:
+            raise  # SIGTERM ends the session; Ctrl-C only the completion
         except KeyboardInterrupt:
-            typer.echo()
+            pass  # the completion stopped (its line is ended); the next prompt
         except InputError as e:  # one prompt's problem (not UTF-8, ...): say so and ask for the next
             err(f"fabric: error: {e}")
 
@@ -544,15 +565,25 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """The whole life in one command: tokenize the bundled Chronicles, train, find the pronoun head, generate."""
-    from fabric_cli.demo import OPTIONS, DemoStopped, run_demo
+    from fabric_cli.demo import OPTIONS, DemoStopped, resume_command, run_demo
 
     cfg = DemoConfig(steps=steps, preset=preset, context=context, snapshot_every=min(snapshot_every, steps), seed=seed, device=device)
     given = frozenset(k for k in OPTIONS if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE')  # typed, not defaults
+    paths = run_paths(ctx, run)
     try:
-        summary = run_demo(run_paths(ctx, run), cfg, say=err if json_out else typer.echo, restart=restart, given=given)
+        summary = run_demo(paths, cfg, say=err if json_out else typer.echo, restart=restart, given=given)
     except DemoStopped as e:
         err(f"fabric: {e}")
         raise typer.Exit(_SIGNAL_EXIT.get(e.stopped_by, 1))
+    except KeyboardInterrupt as e:  # after training (probing, generating), or a second Ctrl-C within it
+        if not paths.latest.is_file():
+            raise
+        from fabric_cli.checkpoint import read_info
+
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+        err(f"fabric: {what}; the run's checkpoint (step {read_info(paths.latest).step:,}) is kept. Go on with "
+            f"`{resume_command(paths, cfg, given)}`: it reuses the tokens and the checkpoint.")
+        raise typer.Exit(code) from None
     if json_out:
         echo_json(summary)
 

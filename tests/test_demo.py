@@ -118,6 +118,21 @@ def test_a_signal_during_training_exits_like_fabric_train_and_names_the_command_
     assert "Traceback" not in err and "3. The Prompt" not in out
 
 
+def test_an_interruption_after_training_says_the_same_command_goes_on(demo_run, tmp_path, monkeypatch):
+    copy = tmp_path / "my run"
+    shutil.copytree(demo_run[0], copy)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fabric_cli.demo, "run_probe", ctrl_c)  # Ctrl-C while the heads are probed
+    r = CliRunner().invoke(app, ["demo", "--run", str(copy), *SHORT])
+    assert r.exit_code == 130
+    again = f"fabric demo --run '{copy}' --steps 30 --preset tiny --context 64 --snapshot-every 10"
+    assert r.stderr.endswith(f"fabric: interrupted (Ctrl-C); the run's checkpoint (step 30) is kept. Go on with "
+                             f"`{again}`: it reuses the tokens and the checkpoint.\n"), r.stderr
+
+
 @pytest.fixture(scope="module")
 def resumed_demo(demo_run, tmp_path_factory, request):
     """A demo of 40 steps stopped at step 20, then taken up by a plain `fabric demo --run RUN`."""

@@ -492,3 +492,27 @@ def test_non_finite_weights_are_refused_when_loaded(runner, run, tmp_path, tok):
     save_file(tensors, broken.latest, metadata=meta)
     line = _one_line(_cli(runner, broken, "The dog"))
     assert "tensor transformer.h.0.mlp.c_fc.weight holds NaN or infinite values" in line
+
+
+def test_ctrl_c_ends_the_streamed_line_and_sigterm_ends_the_interactive_session(runner, run, monkeypatch):
+    import signal
+
+    from fabric_cli import cli
+
+    calls = []
+
+    def stopped(engine, prompt, cfg, on_text=None, on_notice=None, stop=KeyboardInterrupt):
+        calls.append(prompt)
+        on_text(0, " and then")
+        raise stop()
+
+    monkeypatch.setattr(gen, "complete", stopped)
+    r = _cli(runner, run, "The dog")
+    assert r.exit_code == 130 and r.stdout == "The dog and then\n" and r.stderr.endswith("fabric: interrupted (Ctrl-C)\n")
+    r = _cli(runner, run, "-i", "--no-echo", input="The dog\nThe cat\n")  # Ctrl-C stops one completion, not the loop
+    assert r.exit_code == 0 and calls[-2:] == ["The dog", "The cat"] and r.stdout == " and then\n and then\n"
+    monkeypatch.setattr(gen, "complete", lambda *a, **k: stopped(*a, **k, stop=cli.Terminated))
+    calls.clear()
+    r = _cli(runner, run, "-i", input="The dog\nThe cat\n")  # SIGTERM (a Terminated) ends the session
+    assert r.exit_code == 143 and calls == ["The dog"] and r.stderr.endswith("fabric: terminated (SIGTERM)\n")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored once the command is done

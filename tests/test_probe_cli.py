@@ -156,7 +156,8 @@ def test_with_heads_removes_them_together_with_the_studied_head(world):
                        (["--ablate", "--head", "1.2", "--with-heads", "1.2"], "--with-heads names only the studied head 1.2"),
                        (["--ablate", "--with-heads", " , "], "--with-heads ' , ' names no head; give heads such as 0.5,0.7"),
                        (["--head", ""], "head '' is not of the form LAYER.HEAD"),  # had silently ranked instead
-                       (["--prompts", "/dev/null"], "probe file /dev/null is not a regular file")):
+                       (["--prompts", "/dev/null"], "probe file /dev/null is not a regular file"),
+                       (["--checkpoint", "/dev/null"], "checkpoint /dev/null is not a regular file")):
         r = probe(world, *args)
         assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.output
 
@@ -278,6 +279,45 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
     for name in ("heads.png", "head-1.2.png", "emergence.png"):
         data = open(f"{world['run']}/probe/{name}", "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    r = probe(world, "--plot", "--head", "0.1")  # another head, no emergence: the earlier pictures go with their report
+    assert r.exit_code == 0, r.output
+    made = sorted(p.name for p in Path(world["run"], "probe").glob("*.png"))
+    assert made == ["head-0.1.png", "heads.png"], made
+
+
+def test_the_report_and_its_pictures_are_replaced_together(tmp_path):
+    """save_report draws the pictures into temporary files and moves them into place with the report:
+    an interruption while drawing leaves the old report and pictures; a finished save removes the old
+    report's pictures that the new one does not make, and leaves other reports' pictures alone."""
+    from fabric_cli.probe.run import save_report
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    old = {"report.json": "{}", "heads.png": "old", "head-1.1.png": "old", "emergence.png": "old",
+           "mine-heads.png": "another report's", "notes.png": "the user's"}
+    for name, text in old.items():
+        (folder / name).write_text(text)
+    pictures = {"heads": folder / "heads.png", "attention": folder / "head-1.2.png"}
+
+    def interrupted(tmps):
+        tmps["heads"].write_text("new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_report({"new": True}, folder / "report.json", pictures, interrupted)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == old  # as it was: no temporary file, nothing new
+
+    def draw(tmps):
+        for kind, tmp in tmps.items():
+            tmp.write_text(f"new {kind}")
+
+    report = {"new": True}
+    save_report(report, folder / "report.json", pictures, draw)
+    assert report["plots"] == [str(folder / "heads.png"), str(folder / "head-1.2.png")]
+    assert json.loads((folder / "report.json").read_text()) == report
+    assert {p.name: p.read_text() for p in folder.iterdir() if p.suffix == ".png"} == {
+        "heads.png": "new heads", "head-1.2.png": "new attention", "mine-heads.png": "another report's",
+        "notes.png": "the user's"}
 
 
 def test_a_checkpoint_of_another_run_is_probed_with_that_runs_snapshots_and_folder(world, tmp_path):
@@ -469,3 +509,19 @@ def test_emergence_names_its_suites_and_no_random_heads_is_said_plainly(world):
     r = probe(world, "--ablate", "--random-heads", "0")
     assert r.exit_code == 0, r.output
     assert "no random head to compare with (--random-heads 0" in r.stdout
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_the_work(world, tmp_path, monkeypatch):
+    import os
+
+    import fabric_cli.cli
+    import fabric_cli.probe
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(fabric_cli.cli.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    monkeypatch.setattr(fabric_cli.probe, "run_probe", lambda *a, **k: pytest.fail("probed before checking"))
+    r = probe(world, "--report", str(locked / "probe" / "r.json"))  # probe/ does not exist yet: its parent decides
+    assert r.exit_code == 1 and r.stderr == (f"fabric: error: cannot write the probe report {locked / 'probe' / 'r.json'}: "
+                                             f"{locked} is not writable; pass another --run or --report\n")

@@ -191,6 +191,10 @@ def test_reuse_a_tokenizer(tmp_path, corpus_file, runner):
     # the run's own tokenizer can be reused in place
     r = invoke(runner, "tokenize", tmp_path / "other.txt", "--run", tmp_path / "b", "--tokenizer", tmp_path / "b/tokenizer.json")
     assert r.exit_code == 0, r.stderr
+    # a run directory stands for its tokenizer, as with probe and generate
+    r = invoke(runner, "tokenize", tmp_path / "other.txt", "--run", tmp_path / "c", "--tokenizer", tmp_path / "a", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["tokenizer_sha256"] == tk.tokenizer_sha256(src)
 
 
 def test_reuse_a_gpt2_format_tokenizer(tmp_path, runner):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fabric_cli.config import PROBE_PICTURES
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_path
 
 INSTALL = "pip install 'neural-fabric[plot]'"
 
@@ -24,28 +23,28 @@ def require_matplotlib() -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    except OSError as e:
-        raise InputError(f"cannot write the picture {path}: {e.strerror or e}; "
-                         f"make {path.parent} a writable folder, or pass another --run or --report") from None
+    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
     return path
 
 
-def write_plots(result, folder: Path, examples: int = 4, prefix: str = "") -> list[str]:
-    """Write the pictures into `folder`, each name after `prefix`; returns their paths."""
+def picture_paths(result, folder: Path, prefix: str = "") -> dict[str, Path]:
+    """Where the pictures of `result` go: each kind's file in `folder`, its name after `prefix`
+    (emergence only when the report has an emergence section)."""
+    kinds = [k for k in PROBE_PICTURES if k != "emergence" or result.report.get("emergence")]
+    return {k: Path(folder) / (prefix + PROBE_PICTURES[k].format(head=result.chosen)) for k in kinds}
+
+
+def write_plots(result, paths: dict[str, Path], examples: int = 4) -> None:
+    """Draw each picture of `picture_paths` into the file given for it (save_report hands temporary
+    files, which it moves into place together with the report)."""
     require_matplotlib()
     from matplotlib.figure import Figure  # the Figure API draws with Agg, no pyplot state
 
-    folder = Path(folder)
     r = result.report
-    name = {k: prefix + v.format(head=result.chosen) for k, v in PROBE_PICTURES.items()}
-    paths = [_heads(Figure, r, folder / name["heads"])]
-    paths.append(_attention(Figure, result, folder / name["attention"], examples))
-    if r.get("emergence"):
-        paths.append(_emergence(Figure, r["emergence"], folder / name["emergence"]))
-    return [str(p) for p in paths]
+    _heads(Figure, r, paths["heads"])
+    _attention(Figure, result, paths["attention"], examples)
+    if "emergence" in paths:
+        _emergence(Figure, r["emergence"], paths["emergence"])
 
 
 def _heads(Figure, r: dict, path: Path) -> Path:

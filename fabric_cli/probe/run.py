@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
 from fabric_cli.checkpoint import load_model, load_model_for, read_info
-from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
+from fabric_cli.config import PROBE_PICTURES, Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
-from fabric_cli.files import file_sha256, write_json_atomic
+from fabric_cli.files import atomic_paths, file_sha256, json_text
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
@@ -166,13 +168,38 @@ def _no_snapshots(paths: RunPaths) -> InputError:
                       f"train with --snapshot-every N to keep them")
 
 
-def save_report(report: dict, path: Path) -> Path:
-    """The report as JSON at `path` (a run's probe/report.json unless --report), written atomically;
-    a folder that cannot take it is an InputError."""
-    path = Path(path)
+def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = None,
+                draw: Callable[[dict[str, Path]], None] | None = None) -> Path:
+    """The report as JSON at `path` (a run's probe/report.json unless --report) and, with
+    `pictures`, the pictures `draw` makes into the temporary files it is given: all written in full,
+    then moved into place together (files.atomic_paths), so an interruption leaves the old report
+    with its old pictures. Pictures of an earlier report at `path` that this one does not make (another
+    head's, an emergence plot) are removed. A folder that cannot take them is an InputError."""
+    path, pictures = Path(path), pictures or {}
     try:
-        write_json_atomic(path, report)
+        with atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
+            if pictures:
+                draw(dict(zip(pictures, pic_tmps)))
+                report["plots"] = [str(p) for p in pictures.values()]
+            tmp.write_text(json_text(report), encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write the probe report {path}: {e.strerror or e}; "
                          f"make {path.parent} a writable folder, or pass another --run or --report") from None
+    for stale in set(pictures_of(path)) - {p.resolve() for p in pictures.values()}:
+        stale.unlink(missing_ok=True)
     return path
+
+
+def picture_prefix(path: Path) -> str:
+    """Pictures beside the report `path` are named after it: heads.png beside report.json,
+    mine-heads.png beside mine.json (report-step-000200-heads.png beside a snapshot's)."""
+    return "" if path.name == "report.json" else f"{path.stem}-"
+
+
+def pictures_of(path: Path) -> list[Path]:
+    """The pictures of a report at `path` found beside it (of any head)."""
+    prefix = re.escape(picture_prefix(path))
+    patterns = [re.escape(name).replace(re.escape("{head}"), r"\d+\.\d+") for name in PROBE_PICTURES.values()]
+    mine = re.compile(prefix + "(?:" + "|".join(patterns) + ")")
+    folder = path.parent
+    return [p.resolve() for p in folder.glob("*.png") if mine.fullmatch(p.name)] if folder.is_dir() else []
