@@ -364,7 +364,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
     n = em["rows"][-1]["n"] if em["rows"] else 0
     lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
              f"threshold {em['threshold']:.0%}):",
-             "      step  accuracy    95% CI   argmax    mass  best head"]
+             "      step  accuracy    95% CI    argmax    mass  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
         lo, hi = row["accuracy_ci95"]
