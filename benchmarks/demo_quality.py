@@ -108,6 +108,7 @@ def main() -> None:
         "best_baseline": p["best_baseline"], "by_suite": p["by_suite"],
         "showcase_accuracy": p["showcase_accuracy"], "lexicon": counts(),
         "ablation": p["ablation"], "emerged_at": p["emerged_at"], "threshold": p["threshold"],
+        "significant_from": p.get("significant_from"), "at_last_snapshot": p.get("at_last_snapshot"),
         "generated_agreement": gen,
     }
     if args.json:
@@ -123,7 +124,9 @@ def main() -> None:
     print(f"showcase       {pct(p['showcase_accuracy'])} on ordinary sentences; lexicon: {lex['nouns']} nouns "
           f"({lex['f']} female, {lex['m']} male, {lex['n']} animals and things, {lex['pl']} plural, "
           f"{lex['roles']} roles), {lex['names']} names, {lex['categories']} categories")
-    print(f"ablation       zero: {a['zero_drop']:+.3f} nats, mean: {a['mean_drop']:+.3f}; random heads: "
+    ci = a.get("zero_drop_ci95")
+    ci = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""
+    print(f"ablation       zero: {a['zero_drop']:+.3f} nats{ci}, mean: {a['mean_drop']:+.3f}; random heads: "
           f"{a['random_zero_drop_mean']:+.3f} on average, at most {a['random_zero_drop_max']:+.3f}")
     if t := a.get("together"):
         print(f"  together     heads {', '.join(t['heads'])}: zero {t['zero_drop']:+.3f} nats (one at a time "
@@ -131,7 +134,10 @@ def main() -> None:
               f"random sets of {len(t['heads'])}: {t['random_zero_drop_mean']:+.3f} on average, at most "
               f"{t['random_zero_drop_max']:+.3f}")
     print(f"emergence      {'step ' + format(p['emerged_at'], ',') if p['emerged_at'] is not None else 'not yet'}"
-          f" (threshold {p['threshold']:.0%}, {p.get('emergence_suite', 'gender')} suite)")
+          f"{', the last snapshot' if p.get('at_last_snapshot') else ''}"
+          f" (threshold {p['threshold']:.0%}, {p.get('emergence_suite', 'gender')} suite)"
+          + (f"; above every baseline with confidence from step {p['significant_from']:,}"
+             if p.get("significant_from") is not None else ""))
     print(f"generated      {gen['agreeing']} of {gen['pronouns']} pronouns agree with a character already in the "
           f"story ({pct(gen['share'])})")
     for story in gen["examples"]:
