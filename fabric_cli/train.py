@@ -9,6 +9,7 @@ losses of a run that never stopped. Host syncs happen only on log, eval and save
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Iterator
 
 import torch
 
@@ -124,9 +125,10 @@ def train(
         raise InputError("give --steps or --tokens, not both: each sets the length of the run")
     dist = Dist.from_env(config.device)
     try:
-        loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
-                          explicit=explicit, stop_at=stop_at, progress=progress)
-        return loop.run(stop_at)
+        with _one_trainer(paths.root) if dist.is_main else contextlib.nullcontext():
+            loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
+                              explicit=explicit, stop_at=stop_at, progress=progress)
+            return loop.run(stop_at)
     except torch.OutOfMemoryError:
         raise TrainingError(
             "out of memory on the device: lower --batch-size (raise --grad-accum to keep the same "
@@ -135,6 +137,38 @@ def train(
     finally:
         dist.close()
 
+
+
+LOCK_NAME = ".fabric-train.lock"
+
+
+@contextlib.contextmanager
+def _one_trainer(root: Path) -> Iterator[None]:
+    """One `fabric train` at a time in a run directory: two would interleave metrics.jsonl and
+    overwrite each other's checkpoints. An advisory lock (flock) on RUN/.fabric-train.lock, held for
+    the block and released by the kernel however the process ends; the file stays, empty of
+    meaning once unlocked. A run directory not made yet, or a system without flock, is not locked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    if not root.is_dir():
+        yield
+        return
+    with open(root / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise InputError(f"{root} is being trained by {holder}; wait for it to finish (or stop it), "
+                             f"or give another --run") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"fabric train (pid {os.getpid()})\n")
+        f.flush()
+        yield
 
 
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:

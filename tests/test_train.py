@@ -162,6 +162,25 @@ def test_resuming_on_another_number_of_threads_is_said_to_round_otherwise(run, r
         torch.set_num_threads(before)
 
 
+def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
+    import fcntl
+
+    from fabric_cli.train import LOCK_NAME
+
+    args = ["train", "--run", str(run.root), "--steps", "2", *FAST_ARGS]
+    with open(run.root / LOCK_NAME, "a+") as other:  # as another `fabric train` in this run holds it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("fabric train (pid 4242)\n")
+        other.flush()
+        busy = runner.invoke(app, args)
+        assert busy.exit_code == 1 and busy.stderr == (f"fabric: error: {run.root} is being trained by fabric train "
+                                                       f"(pid 4242); wait for it to finish (or stop it), or give another --run\n")
+        assert not run.latest.exists() and not run.metrics.exists()
+    done = runner.invoke(app, args)  # released with the file closed, as when a process ends however it ends
+    assert done.exit_code == 0, done.output
+    assert (run.root / LOCK_NAME).read_text() == f"fabric train (pid {os.getpid()})\n"
+
+
 def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", "--eval-interval", "2", "--snapshot-every", "2", *FAST_ARGS]
     assert runner.invoke(app, args).exit_code == 0
