@@ -371,7 +371,7 @@ def inspect(
 _PROBE = ProbeConfig()
 
 
-@app.command(epilog='Examples:\n\n  fabric probe\n\n  fabric probe --head 4.7 --ablate\n\n  fabric probe --head 4.7 --over-checkpoints --plot')
+@app.command(epilog='Examples:\n\n  fabric probe\n\n  fabric probe --head 0.1 --ablate\n\n  fabric probe --head 0.1 --over-checkpoints --suite gender --plot')
 def probe(
     ctx: typer.Context,
     head: Annotated[Optional[str], typer.Option("--head", help="Show this head (4.7 or L4H7) prompt by prompt; also the head --ablate and --over-checkpoints study (default: the top-ranked head).", show_default=False)] = None,
@@ -386,7 +386,7 @@ def probe(
     over_checkpoints: Annotated[bool, typer.Option("--over-checkpoints", help="Score the head on every snapshot (checkpoints/step-*.safetensors) and find when it emerged: the step from which it stays at --threshold, and the step from which it beats every baseline with confidence; on the prompts given (--suite gender: that suite alone).")] = _PROBE.over_checkpoints,
     threshold: Annotated[float, typer.Option("--threshold", help="Accuracy the head must reach and then keep to have emerged.")] = _PROBE.threshold,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
-    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib).")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib); a report replaced takes the pictures it listed with it.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe of its latest checkpoint; a snapshot's is probe/report-step-000200.json). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: the run's checkpoints/latest.safetensors). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,

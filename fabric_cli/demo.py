@@ -267,16 +267,20 @@ def _showcase_lines(report: dict) -> str:
 
 
 def _emergence_lines(em: dict) -> str:
+    unproven = ", the last snapshot: train longer to see it hold"
     rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20)} {100 * (r['accuracy'] or 0):5.1f}%"
             + (" *" if r["significant"] else "") for r in em["rows"]]
     if em["emerged_at"] is not None:
-        last = ", the last snapshot: train longer to see it hold" if em["at_last_snapshot"] else ""
+        last = unproven if em["at_last_snapshot"] else ""
         rows.append(f"  head {em['head']} crossed {em['threshold']:.0%} at step {em['first_reached']:,} "
                     f"and stayed above it from step {em['emerged_at']:,} on{last}")
     else:
         rows.append(f"  head {em['head']} did not stay above {em['threshold']:.0%}; train longer (--steps)")
-    if em["significant_from"] is not None:
-        rows.append(f"  * above every baseline with confidence, as a named head must be: from step {em['significant_from']:,} on")
+    if any(r["significant"] for r in em["rows"]):
+        rows.append("  * above every baseline with confidence, as a named head must be: "
+                    + (f"from step {em['significant_from']:,} on{unproven if em['significant_at_last_snapshot'] else ''}"
+                       if em["significant_from"] is not None
+                       else f"first at step {em['significant_first']:,}, but not at every later snapshot"))
     return "\n".join(rows)
 
 

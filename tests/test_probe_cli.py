@@ -184,6 +184,7 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     class Scores:  # what emergence_table reads of a snapshot's HeadScores
         def __init__(self, accuracy, significant):
             self.ranking, self.named = [Head(0, 1)], Head(0, 1) if significant else None
+            self.baselines = {"nearest": 0.52, "first": 0.48, "chance": 0.5, "uniform": float("nan")}
             self._row = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "n": 400,
                          "argmax_accuracy": accuracy, "mass": 0.5, "significant": significant}
 
@@ -199,8 +200,19 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     assert "from step 500 on (first reached at step 500), the last snapshot: train longer to see it hold" in text
     assert "beats every baseline with confidence from step 400 on" in text
     assert "  500   81.0% *" in text and "  300   60.0%   " in text
+    assert "above the best baseline, nearest candidate 52.0%" in text  # what the star is measured against
+    assert "from step 400 on\n" in text + "\n"  # 400 is not the last snapshot: no caveat there
     em = emergence_table(rows[:4], Head(0, 1), 0.8)
     assert em["emerged_at"] is None and not em["at_last_snapshot"] and em["significant_from"] == 400
+    assert em["significant_at_last_snapshot"]  # from the last snapshot only: said to be unproven too
+    assert "beats every baseline with confidence from step 400 on, the last snapshot: train longer" in "\n".join(_emergence_lines(em))
+    em = emergence_table(rows[-1:], Head(0, 1), 0.8)  # one snapshot, above the threshold: the last one as well
+    assert em["at_last_snapshot"] and em["significant_at_last_snapshot"]
+    from fabric_cli.demo import _emergence_lines as demo_lines
+
+    said = demo_lines(emergence_table(rows[:3], Head(0, 1), 0.8))  # significant at 200, not at 300
+    assert said.endswith("* above every baseline with confidence, as a named head must be: first at step 200, "
+                         "but not at every later snapshot")
 
 
 
@@ -287,16 +299,20 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
 
 def test_the_report_and_its_pictures_are_replaced_together(tmp_path):
     """save_report draws the pictures into temporary files and moves them into place with the report:
-    an interruption while drawing leaves the old report and pictures; a finished save removes the old
-    report's pictures that the new one does not make, and leaves other reports' pictures alone."""
+    an interruption while drawing leaves the old report and pictures; a finished save removes the
+    pictures the old report listed as its own and the new one does not make, and nothing else."""
     from fabric_cli.probe.run import save_report
 
-    folder = tmp_path / "probe"
-    folder.mkdir()
-    old = {"report.json": "{}", "heads.png": "old", "head-1.1.png": "old", "emergence.png": "old",
-           "mine-heads.png": "another report's", "notes.png": "the user's"}
+    folder, elsewhere = tmp_path / "probe", tmp_path / "paper"
+    folder.mkdir(), elsewhere.mkdir()
+    (elsewhere / "emergence.png").write_text("the user's figure")
+    listed = [str(folder / n) for n in ("heads.png", "head-1.1.png", "emergence.png")]
+    old_report = json.dumps({"plots": listed})
+    old = {"report.json": old_report, "heads.png": "old", "head-1.1.png": "old",
+           "head-2.2.png": "the user's, not listed", "mine-heads.png": "another report's", "notes.png": "the user's"}
     for name, text in old.items():
         (folder / name).write_text(text)
+    (folder / "emergence.png").symlink_to(elsewhere / "emergence.png")  # listed, and a link
     pictures = {"heads": folder / "heads.png", "attention": folder / "head-1.2.png"}
 
     def interrupted(tmps):
@@ -305,7 +321,7 @@ def test_the_report_and_its_pictures_are_replaced_together(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         save_report({"new": True}, folder / "report.json", pictures, interrupted)
-    assert {p.name: p.read_text() for p in folder.iterdir()} == old  # as it was: no temporary file, nothing new
+    assert {p.name: p.read_text() for p in folder.iterdir() if not p.is_symlink()} == old  # as it was, no temporary file
 
     def draw(tmps):
         for kind, tmp in tmps.items():
@@ -316,8 +332,16 @@ def test_the_report_and_its_pictures_are_replaced_together(tmp_path):
     assert report["plots"] == [str(folder / "heads.png"), str(folder / "head-1.2.png")]
     assert json.loads((folder / "report.json").read_text()) == report
     assert {p.name: p.read_text() for p in folder.iterdir() if p.suffix == ".png"} == {
-        "heads.png": "new heads", "head-1.2.png": "new attention", "mine-heads.png": "another report's",
-        "notes.png": "the user's"}
+        "heads.png": "new heads", "head-1.2.png": "new attention", "head-2.2.png": "the user's, not listed",
+        "mine-heads.png": "another report's", "notes.png": "the user's"}  # head-1.1 and the emergence link went
+    assert (elsewhere / "emergence.png").read_text() == "the user's figure"  # the link went, not what it named
+    save_report({"plain": True}, folder / "report.json")  # a probe without --plot: the report's pictures go with it
+    assert sorted(p.name for p in folder.glob("*.png")) == ["head-2.2.png", "mine-heads.png", "notes.png"]
+    outside = tmp_path / "desk"
+    outside.mkdir()
+    (outside / "heads.png").write_text("the user's")
+    save_report({"x": 1}, outside / "report.json")  # a report.json elsewhere: pictures it did not list stay
+    assert (outside / "heads.png").read_text() == "the user's"
 
 
 def test_a_checkpoint_of_another_run_is_probed_with_that_runs_snapshots_and_folder(world, tmp_path):

@@ -115,6 +115,17 @@ def test_ablating_the_planted_head_moves_the_preference_far_more_than_random_hea
     assert clean.shape == (len(usable),) and float(clean.double().mean()) == pytest.approx(result["clean"], abs=1e-6)
 
 
+def test_one_prompt_has_no_interval_and_the_report_stays_valid_json(world):
+    from fabric_cli.files import json_text
+
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous][:1]
+    result = ablation_study(planted_model(tok), make_batches(usable, 16), PLANTED, k=2, seed=0)
+    assert result["n"] == 1 and result["zero_drop_ci95"] == result["mean_drop_ci95"] == [None, None]
+    text = json_text(result)
+    assert "NaN" not in text and json.loads(text)["zero_drop"] == result["zero_drop"]  # JSON.parse would reject NaN
+
+
 def test_heads_that_share_the_task_are_removed_together_beside_random_sets(world):
     """Two planted copies of the circuit: each alone carries half the preference, so removing one
     shows half the effect; removed together the preference goes, while random pairs move nothing."""

@@ -7,7 +7,7 @@ A head is removed two ways through the model's Probe hook:
 - mean ablation: its output is replaced by its mean output over every position of the suite, which
   keeps the head's average contribution and removes only what depends on the prompt.
 Each drop comes with its 95% confidence interval over the items (paired: the same prompts intact and
-ablated), and each condition with how often the referent's continuation is the more likely
+ablated; Student's t), and each condition with how often the referent's continuation is the more likely
 (`*_preferred`, the preference above 0): the effect read as a share of prompts.
 The same is done for K other heads drawn at random (seeded) so the drop can be compared; with K at
 least the number of other heads, every head is ablated and the drops form a layer-by-head grid.
@@ -54,17 +54,44 @@ def preference(model, batches: list[Batch], ablate: dict | None = None, mean_out
     return (each, out_sum / max(positions, 1)) if mean_out else each
 
 
-def drop_interval(clean: torch.Tensor, ablated: torch.Tensor) -> list[float]:
-    """The 95% confidence interval of the mean drop (clean - ablated), paired over the same items
-    (normal approximation: mean +- 1.96 standard errors).
+# Student's t at 0.975 for 1..30 degrees of freedom; above 30 the Cornish-Fisher expansion
+# (t_student_975) is within 0.001 of it.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t_student_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (a two-sided 95% interval).
 
     Example:
-        >>> lo, hi = drop_interval(torch.tensor([3.0, 2.0, 4.0, 3.0]), torch.tensor([1.0, 1.0, 1.0, 1.0]))
-        >>> round(lo, 2), round(hi, 2)  # drops 2, 1, 3, 2: mean 2, standard error 0.41
-        (1.2, 2.8)
+        >>> t_student_975(4), round(t_student_975(40), 3), round(t_student_975(10**6), 3)
+        (2.776, 2.021, 1.96)
+    """
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def drop_interval(clean: torch.Tensor, ablated: torch.Tensor) -> list[float | None]:
+    """The 95% confidence interval of the mean drop (clean - ablated), paired over the same items:
+    mean +- t x standard error of the per-item drops, Student's t for the few-prompt suites users
+    bring. [None, None] under two items, where there is no spread to measure.
+
+    Example:
+        >>> clean = torch.tensor([3.0, 2.0, 4.0, 3.0])  # the same drop, 2, on every prompt:
+        >>> drop_interval(clean, clean - 2)  # paired, no doubt at all (unpaired, it would be wide)
+        [2.0, 2.0]
+        >>> lo, hi = drop_interval(torch.tensor([0.9, 1.4, 0.2, 1.1, 0.6]), torch.zeros(5))
+        >>> round(lo, 3), round(hi, 3)  # mean 0.84, standard error 0.206, t(4) = 2.776
+        (0.267, 1.413)
     """
     d = (clean - ablated).double()
-    half = 1.959964 * float(d.std()) / math.sqrt(d.numel()) if d.numel() > 1 else float("nan")
+    n = d.numel()
+    if n < 2:
+        return [None, None]
+    half = t_student_975(n - 1) * float(d.std()) / math.sqrt(n)
     return [round(float(d.mean()) - half, 6), round(float(d.mean()) + half, 6)]
 
 

@@ -3,11 +3,12 @@
 "Crossed" is read strictly: a head that reaches the threshold once and falls back has not emerged
 yet; `emerged_at` is the first step from which every later snapshot stays at or above it. The first
 step at which it was reached at all is reported beside it (`first_reached`). A crossing at the last
-snapshot (`at_last_snapshot`) has not been seen to hold.
+snapshot (`at_last_snapshot`, also when it is the only one) has not been seen to hold.
 
 Beside the threshold, the evidence: `significant_from` is the first step from which the head beats
 every baseline with confidence at every later snapshot (its lower bound above the best baseline, the
-rule that names a head), which a threshold alone does not say.
+rule that names a head: its Bonferroni-corrected lower bound above `best_baseline`, the same for every
+snapshot since the prompts are), which a threshold alone does not say.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, th
     steps = [r["step"] for r in table]
     first, stays = crossing(steps, [r["accuracy"] for r in table], threshold)
     sig_first, sig_from = crossing(steps, [float(r["significant"]) for r in table], 1.0)
+    baselines = {k: v for k, v in rows[-1][3].baselines.items() if v == v} if rows else {}  # the same prompts each row
+    best = max(baselines.items(), key=lambda kv: kv[1], default=(None, None))
     return {"head": str(head), "metric": "accuracy", "threshold": threshold,
-            "first_reached": first, "emerged_at": stays,
-            "at_last_snapshot": stays is not None and stays == steps[-1] and len(steps) > 1,
-            "significant_first": sig_first, "significant_from": sig_from, "rows": table}
+            "first_reached": first, "emerged_at": stays, "at_last_snapshot": stays is not None and stays == steps[-1],
+            "significant_first": sig_first, "significant_from": sig_from,
+            "significant_at_last_snapshot": sig_from is not None and sig_from == steps[-1],
+            "best_baseline": {"name": best[0], "accuracy": None if best[1] is None else round(best[1], 6)},
+            "rows": table}

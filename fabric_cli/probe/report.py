@@ -301,6 +301,14 @@ def _ablation_lines(a: dict | None) -> list[str]:
     ]
 
 
+def _best_baseline(em: dict) -> str:
+    """'the best baseline, nearest candidate 52.0%' (the bare words for a report without it)."""
+    b = em.get("best_baseline") or {}
+    if b.get("accuracy") is None:
+        return "the best baseline"
+    return f"the best baseline, {BASELINE_NAMES.get(b['name'], b['name'])} {_pct(b['accuracy']).strip()}"
+
+
 def _interval(a: dict, name: str) -> str:
     """', 95% CI +1.38 to +1.54' for a drop (nothing in a report written before intervals were)."""
     lo, hi = a.get(f"{name}_drop_ci95") or (None, None)
@@ -375,9 +383,11 @@ def _emergence_lines(em: dict | None) -> list[str]:
         lines.append("  no accuracy to follow: no unambiguous prompt has a distractor before its pronoun "
                      "(the argmax and mass columns still do)")
         return lines
-    lines.append("  * above every baseline with confidence: the rule that names a head")
+    lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
+                 f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}")
+    unproven = ", the last snapshot: train longer to see it hold"
     if em["emerged_at"] is not None:
-        last = (", the last snapshot: train longer to see it hold" if em.get("at_last_snapshot") else "")
+        last = unproven if em.get("at_last_snapshot") else ""
         lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "
                      f"(first reached at step {em['first_reached']}){last}")
     elif em["first_reached"] is not None:
@@ -385,7 +395,8 @@ def _emergence_lines(em: dict | None) -> list[str]:
     else:
         lines.append(f"  head {em['head']} never reached {em['threshold']:.0%}")
     if em.get("significant_from") is not None:
-        lines.append(f"  head {em['head']} beats every baseline with confidence from step {em['significant_from']} on")
+        last = unproven if em.get("significant_at_last_snapshot") else ""
+        lines.append(f"  head {em['head']} beats every baseline with confidence from step {em['significant_from']} on{last}")
     elif em.get("significant_first") is not None:
         lines.append(f"  head {em['head']} beat every baseline with confidence at step {em['significant_first']} "
                      f"but not at every later snapshot")

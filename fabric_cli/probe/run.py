@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from fabric_cli.checkpoint import load_model, load_model_for, read_info
-from fabric_cli.config import PROBE_PICTURES, Head, ModelConfig, ProbeConfig, RunPaths, parse_head
+from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text
@@ -173,9 +174,11 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     """The report as JSON at `path` (a run's probe/report.json unless --report) and, with
     `pictures`, the pictures `draw` makes into the temporary files it is given: all written in full,
     then moved into place together (files.atomic_paths), so an interruption leaves the old report
-    with its old pictures. Pictures of an earlier report at `path` that this one does not make (another
-    head's, an emergence plot) are removed. A folder that cannot take them is an InputError."""
+    with its old pictures. The pictures the replaced report listed as its own ("plots") and this one
+    does not make (another head's, an emergence plot) go with it; no other file is touched. A folder
+    that cannot take them is an InputError."""
     path, pictures = Path(path), pictures or {}
+    before = _listed_plots(path)
     try:
         with atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
             if pictures:
@@ -185,21 +188,23 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     except OSError as e:
         raise InputError(f"cannot write the probe report {path}: {e.strerror or e}; "
                          f"make {path.parent} a writable folder, or pass another --run or --report") from None
-    for stale in set(pictures_of(path)) - {p.resolve() for p in pictures.values()}:
-        stale.unlink(missing_ok=True)
+    kept = {os.path.abspath(p) for p in pictures.values()}
+    for old in before:
+        if os.path.abspath(old) not in kept and Path(old).parent == path.parent:  # beside the report, as written
+            Path(old).unlink(missing_ok=True)  # a link itself, not what it points to
     return path
+
+
+def _listed_plots(path: Path) -> list[str]:
+    """The pictures a report at `path` lists as its own (none if it is missing or unreadable)."""
+    try:
+        plots = json.loads(path.read_text(encoding="utf-8")).get("plots", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [p for p in plots if isinstance(p, str) and p.endswith(".png")] if isinstance(plots, list) else []
 
 
 def picture_prefix(path: Path) -> str:
     """Pictures beside the report `path` are named after it: heads.png beside report.json,
     mine-heads.png beside mine.json (report-step-000200-heads.png beside a snapshot's)."""
     return "" if path.name == "report.json" else f"{path.stem}-"
-
-
-def pictures_of(path: Path) -> list[Path]:
-    """The pictures of a report at `path` found beside it (of any head)."""
-    prefix = re.escape(picture_prefix(path))
-    patterns = [re.escape(name).replace(re.escape("{head}"), r"\d+\.\d+") for name in PROBE_PICTURES.values()]
-    mine = re.compile(prefix + "(?:" + "|".join(patterns) + ")")
-    folder = path.parent
-    return [p.resolve() for p in folder.glob("*.png") if mine.fullmatch(p.name)] if folder.is_dir() else []
