@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, NoReturn, Optional
 
 import click
 import typer
@@ -172,6 +172,28 @@ def _check_writable(path: Path, what: str, instead: str) -> None:
         raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
 
 
+def _stamp(paths: RunPaths) -> int | None:
+    """The run's latest checkpoint as it is now (its modification time), None when it has none."""
+    return paths.latest.stat().st_mtime_ns if paths.latest.is_file() else None
+
+
+def _interrupted(e: KeyboardInterrupt, paths: RunPaths, before: int | None, restart: bool, go_on: str,
+                 why: str = "") -> NoReturn:
+    """A Ctrl-C or SIGTERM that training did not handle itself (a second Ctrl-C, or one outside the
+    loop): say what the run holds and the command that goes on. A run with no checkpoint re-raises."""
+    if not paths.latest.is_file():
+        raise e
+    what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+    if restart and _stamp(paths) == before:  # stopped while --restart was still checking: nothing deleted
+        err(f"fabric: {what} before --restart deleted anything: the run is as it was; the same command starts over")
+    else:
+        from fabric_cli.checkpoint import read_info
+
+        err(f"fabric: {what}; the run's checkpoint (step {read_info(paths.latest).step:,}) is kept, nothing "
+            f"after it was saved. Go on with `{go_on}`{why}.")
+    raise typer.Exit(code) from None
+
+
 def echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2))
 
@@ -199,7 +221,7 @@ def tokenize(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json (or a run directory's) instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
     show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-tokenize a run that has a trained checkpoint; a new tokenizer starts the run over (deletes its checkpoints, snapshots and metrics.jsonl).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-tokenize a run that has a trained checkpoint; a new tokenizer starts the run over (deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them).")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -317,7 +339,7 @@ def train(
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 autocast on CUDA, fp32 elsewhere), float32, or bfloat16: autocast on CUDA or the CPU, where it pays only with AMX (Xeon Sapphire Rapids and later) and for widths of 256 or more.")] = _TRAIN.dtype,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model: a slow first step, then fused kernels (on a 2-core CPU measured no faster than without).")] = _TRAIN.compile,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.")] = False,
-    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots and metrics, and start over.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them, and start over.")] = False,
     stop_at: Annotated[Optional[int], typer.Option("--stop-at", help="Save and stop at this step (the schedule still spans the budget); continue with --resume.", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with train.bin, val.bin, meta.json (default: the run's tokens/).", show_default=False)] = None,
     run: RunOpt = None,
@@ -334,17 +356,12 @@ def train(
     paths = run_paths(ctx, run)
     words = ["fabric", "train", "--resume"] + ([] if paths.root == RunPaths.resolve().root else ["--run", str(paths.root)])
     words += ["--data", str(data)] if data else []  # the tokens it trains on, or --resume looks in the run's own
+    before = _stamp(paths)
     try:
         result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
                              explicit=given, stop_at=stop_at)
-    except KeyboardInterrupt as e:  # Ctrl-C twice (or once before training began): no save; say what is kept
-        if isinstance(e, Terminated) or not paths.latest.is_file():
-            raise
-        from fabric_cli.checkpoint import read_info
-
-        err(f"fabric: interrupted (Ctrl-C) without saving; the last checkpoint, at step "
-            f"{read_info(paths.latest).step:,}, is kept. Continue from it with `{shlex.join(words)}`.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:  # Ctrl-C twice, or before the loop took over signals: no save
+        _interrupted(e, paths, before, restart, shlex.join(words))
     if not result.is_main:
         return  # under torchrun only rank 0 reports
     echo_json(result.to_dict()) if json_out else typer.echo(result.summary())
@@ -570,20 +587,15 @@ def demo(
     cfg = DemoConfig(steps=steps, preset=preset, context=context, snapshot_every=min(snapshot_every, steps), seed=seed, device=device)
     given = frozenset(k for k in OPTIONS if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE')  # typed, not defaults
     paths = run_paths(ctx, run)
+    before = _stamp(paths)
     try:
         summary = run_demo(paths, cfg, say=err if json_out else typer.echo, restart=restart, given=given)
     except DemoStopped as e:
         err(f"fabric: {e}")
         raise typer.Exit(_SIGNAL_EXIT.get(e.stopped_by, 1))
     except KeyboardInterrupt as e:  # after training (probing, generating), or a second Ctrl-C within it
-        if not paths.latest.is_file():
-            raise
-        from fabric_cli.checkpoint import read_info
-
-        what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
-        err(f"fabric: {what}; the run's checkpoint (step {read_info(paths.latest).step:,}) is kept. Go on with "
-            f"`{resume_command(paths, cfg, given)}`: it reuses the tokens and the checkpoint.")
-        raise typer.Exit(code) from None
+        _interrupted(e, paths, before, restart, resume_command(paths, cfg, given),
+                     ": it reuses the tokens and the checkpoint")
     if json_out:
         echo_json(summary)
 

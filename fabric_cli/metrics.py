@@ -92,6 +92,8 @@ class LayerGroups:
                 group = n_layer + 1  # ln_f: dropped below
             self.params.append(p)
             index.append(group)
+        if not self.params:
+            raise ValueError("every parameter is frozen (requires_grad False): there is nothing to train")
         self.n = n_layer + 1
         # made where the parameters are: copying it there at each log step would make the host wait
         # for the GPU (a pageable host-to-device copy synchronises the stream)
@@ -113,6 +115,8 @@ def gradient_flow(records: list[dict], n_points: int = 3) -> dict | None:
         >>> recs = [{"kind": "train", "step": s, "grad_norm_layers": [1.0, 1.0, 1e-6]} for s in (1, 2, 3)]
         >>> gradient_flow(recs)["flags"][0]["flag"]
         'vanishing'
+        >>> gradient_flow([{**r, "grad_norm_layers": [1.0, 0.0, 1.0]} for r in recs])["flags"][0]["flag"]
+        'frozen'
     """
     train = [r for r in records if r.get("kind") == "train" and r.get("grad_norm_layers")]
     if not train:
@@ -127,7 +131,9 @@ def gradient_flow(records: list[dict], n_points: int = 3) -> dict | None:
         columns.append(norms)
         med = statistics.median(norms)
         for label, value in zip(labels, norms):
-            if med > 0 and value < VANISHING * med:
+            if value == 0:  # no gradient at all: a frozen block (fine-tuning), not a signal that faded
+                flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "frozen"})
+            elif med > 0 and value < VANISHING * med:
                 flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "vanishing"})
             elif med > 0 and value > EXPLODING * med:
                 flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "exploding"})

@@ -600,7 +600,7 @@ def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool
         raise InputError(
             f"run {paths.root} already has a trained checkpoint ({paths.latest}) that would no longer "
             f"match its tokens; pass --force to re-tokenize and start the run over (a new tokenizer "
-            f"deletes its checkpoints, snapshots and metrics.jsonl), or use another --run"
+            f"deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them), or use another --run"
         )
 
 

@@ -140,14 +140,15 @@ def train(
 
 
 LOCK_NAME = ".fabric-train.lock"
+LR_SCHEDULE = "nanogpt"  # trainstep.lr_at's formula, recorded in the training state
 
 
 @contextlib.contextmanager
 def _one_trainer(root: Path) -> Iterator[None]:
     """One `fabric train` at a time in a run directory: two would interleave metrics.jsonl and
     overwrite each other's checkpoints. An advisory lock (flock) on RUN/.fabric-train.lock, held for
-    the block and released by the kernel however the process ends; the file stays, empty of
-    meaning once unlocked. A run directory not made yet, or a system without flock, is not locked."""
+    the block and released by the kernel however the process ends; the file stays, emptied when the
+    run ends. A run directory not made yet, or a system without flock, is not locked."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -168,7 +169,10 @@ def _one_trainer(root: Path) -> Iterator[None]:
         f.truncate()
         f.write(f"fabric train (pid {os.getpid()})\n")
         f.flush()
-        yield
+        try:
+            yield
+        finally:
+            f.truncate(0)  # done: no holder to name (a killed run leaves its pid, and no lock)
 
 
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
@@ -285,7 +289,7 @@ class Loop:
         if has_checkpoint and not (resume or restart):
             raise InputError(
                 f"{paths.checkpoints} already holds a checkpoint (step {ckpt.read_info(paths.latest).step}); pass --resume "
-                f"to continue that run, or --restart to start over (deletes its checkpoints, snapshots and metrics.jsonl)"
+                f"to continue that run, or --restart to start over (deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them)"
             )
         if resume and not paths.latest.exists():
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
@@ -332,10 +336,10 @@ class Loop:
             ckpt.restore_optimizer(model, optimizer, state)
             ckpt.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
-            if dist.is_main:  # the steps after the checkpoint are trained again: what they left goes, as their metrics do
-                for p in later:
-                    p.unlink(missing_ok=True)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
+        if dist.is_main:  # the unsaved stretch after the checkpoint is replaced: its snapshots go, as its metrics did
+            for p in later:
+                p.unlink(missing_ok=True)
         if data.tokenizer_sha256 and not tokenizer_source and not paths.tokenizer.is_file():
             loop.say(f"note: {paths.root} has no tokenizer.json and none matching these tokens lies beside "
                      f"{data.folder}; generate and probe will need --tokenizer with the one they were made with")
@@ -364,8 +368,12 @@ class Loop:
                      f"the resume is not exact; launch as many processes to keep the batch")
         if later:
             loop.say(f"note: removed {plural(len(later), 'snapshot')} past step {step:,} "
-                     f"({', '.join(p.name for p in later)}), left by steps after the checkpoint that were not "
-                     f"saved; this run trains those steps again")
+                     f"({', '.join(p.name for p in later)}), left by steps after the checkpoint that were never "
+                     f"saved: this run replaces that stretch")
+        if resume and meta.get("lr_schedule") != LR_SCHEDULE:
+            loop.say(f"note: the run was saved by an earlier fabric, whose learning-rate schedule differed by a step "
+                     f"at each end; this session follows the current one ({LR_SCHEDULE}), so the resume is not "
+                     f"bitwise exact")
         if (resume and device == "cpu" and (threads := meta.get("threads", "")).isdigit()
                 and int(threads) != torch.get_num_threads()):
             loop.say(f"note: the run trained on {plural(int(threads), 'CPU thread')} until step {step:,}; this session "
@@ -388,7 +396,8 @@ class Loop:
         stopped_by = None
         t_start = time.perf_counter()
         self.t_log, self.tokens_at_log, self.paused_at_log = t_start, self.tokens_seen, 0.0
-        with StopFlag() as flag, progress_bar(self.max_steps, self.step, self.progress) as bar:
+        when = "at the next logged step, when the ranks agree" if dist.enabled else "after this step"
+        with StopFlag(announce=dist.is_main, when=when) as flag, progress_bar(self.max_steps, self.step, self.progress) as bar:
             self.bar = bar
             if cfg.snapshot_every and self.step == 0:
                 self.snapshot()  # emergence tables start from the untrained model
@@ -515,7 +524,8 @@ class Loop:
                 "train_config": self.cfg.to_json(),
                 "tokens_seen": str(self.tokens_seen),
                 "world_size": str(self.dist.world),
-                "threads": str(torch.get_num_threads()),  # CPU kernels split sums by thread: another count rounds otherwise
+                "threads": str(torch.get_num_threads()),
+                "lr_schedule": LR_SCHEDULE,  # lr_at's formula: a resume under another would not be exact  # CPU kernels split sums by thread: another count rounds otherwise
                 # the sampler is stateless: a step's batches are a function of (seed, step)
                 "data": json.dumps({"folder": str(self.data.folder), "sampler": "seeded-per-step", "cursor": self.step}),
             }

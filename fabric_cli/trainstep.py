@@ -169,9 +169,10 @@ class Dist:
 class StopFlag:
     """SIGINT / SIGTERM ask the loop to save and stop at the next step; a second Ctrl-C aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True, when: str = "after this step") -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self.announce, self.when = announce, when  # said by one process; when the loop will stop
 
     def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():  # signal handlers live there only
@@ -186,9 +187,9 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # asked twice: stop now, without saving
-        if self.signum is None:  # said at once: an evaluation under way can take a while to finish
+        if self.signum is None and self.announce:  # said at once: an evaluation under way can take a while
             again = "; Ctrl-C again stops at once, without saving" if signum == signal.SIGINT else ""
-            print(f"\nfabric: {signal.Signals(signum).name} received: stopping after this step, with a checkpoint{again}",
+            print(f"\nfabric: {signal.Signals(signum).name} received: stopping {self.when}, with a checkpoint{again}",
                   file=sys.stderr, flush=True)
         self.signum = signum
 

@@ -129,8 +129,8 @@ def test_an_interruption_after_training_says_the_same_command_goes_on(demo_run, 
     r = CliRunner().invoke(app, ["demo", "--run", str(copy), *SHORT])
     assert r.exit_code == 130
     again = f"fabric demo --run '{copy}' --steps 30 --preset tiny --context 64 --snapshot-every 10"
-    assert r.stderr.endswith(f"fabric: interrupted (Ctrl-C); the run's checkpoint (step 30) is kept. Go on with "
-                             f"`{again}`: it reuses the tokens and the checkpoint.\n"), r.stderr
+    assert r.stderr.endswith(f"fabric: interrupted (Ctrl-C); the run's checkpoint (step 30) is kept, nothing after it "
+                             f"was saved. Go on with `{again}`: it reuses the tokens and the checkpoint.\n"), r.stderr
 
 
 @pytest.fixture(scope="module")

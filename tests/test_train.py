@@ -162,6 +162,18 @@ def test_resuming_on_another_number_of_threads_is_said_to_round_otherwise(run, r
         torch.set_num_threads(before)
 
 
+def test_a_state_saved_under_the_earlier_schedule_is_said_not_to_resume_exactly(run, runner):
+    args = ["train", "--run", str(run.root), "--steps", "4", *FAST_ARGS]
+    assert runner.invoke(app, [*args, "--stop-at", "2"]).exit_code == 0
+    with safe_open(run.latest_state, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert meta.pop("lr_schedule") == "nanogpt"  # what this version writes
+    save_file(tensors, run.latest_state, metadata=meta)  # as a version before it wrote
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "note: the run was saved by an earlier fabric, whose learning-rate schedule differed by a step at each end" in r.stderr
+
+
 def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
     import fcntl
 
@@ -178,7 +190,7 @@ def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
         assert not run.latest.exists() and not run.metrics.exists()
     done = runner.invoke(app, args)  # released with the file closed, as when a process ends however it ends
     assert done.exit_code == 0, done.output
-    assert (run.root / LOCK_NAME).read_text() == f"fabric train (pid {os.getpid()})\n"
+    assert (run.root / LOCK_NAME).read_text() == ""  # emptied at the end: no stale holder named
 
 
 def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
@@ -405,6 +417,9 @@ def test_a_frozen_parameter_is_left_out_of_the_norms_and_stays_put():
         assert torch.isfinite(stats.grad_norm) and stats.grad_norm > 0
     assert torch.equal(model.transformer.wpe.weight, before)
     assert not torch.equal(model.transformer.wte.weight, wte)  # the rest trains
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="every parameter is frozen"):
+        LayerGroups(model, 2)
 
 
 def test_flops_per_token_counts_each_matmul_weight_once():
@@ -521,8 +536,12 @@ def test_the_way_to_go_on_names_the_tokens_and_quotes_the_run_and_a_second_ctrl_
 
     monkeypatch.setattr(fabric_cli.train, "train", second_ctrl_c)
     r = runner.invoke(app, [*args, "--resume"])
-    assert r.exit_code == 130 and r.stderr == (f"fabric: interrupted (Ctrl-C) without saving; the last checkpoint, at step 3, "
-                                               f"is kept. Continue from it with `{command}`.\n")
+    assert r.exit_code == 130 and r.stderr == (f"fabric: interrupted (Ctrl-C); the run's checkpoint (step 3) is kept, "
+                                               f"nothing after it was saved. Go on with `{command}`.\n")
+    r = runner.invoke(app, [*args, "--restart"])  # stopped while --restart still checked: the old run is untouched
+    assert r.exit_code == 130 and r.stderr == ("fabric: interrupted (Ctrl-C) before --restart deleted anything: the run "
+                                               "is as it was; the same command starts over\n")
+    assert read_info(spaced.latest).step == 3
 
 
 def test_a_ctrl_c_cannot_fall_between_a_checkpoints_two_files(tmp_path, monkeypatch):
@@ -585,7 +604,10 @@ def test_lr_schedule_is_warmup_then_cosine():
     assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # then falling
     assert lrs[60] == pytest.approx(0.55)  # half-way through the decay, half-way between the two
     assert lrs[110] == pytest.approx(0.1)  # the last step trained is at --min-lr, as --help says
-    assert lr_at(111, cfg, 111) == pytest.approx(0.1)  # and stays there (a resumed run past --steps)
+    no_warmup = TrainConfig(lr=1.0, min_lr=0.1, warmup=0)
+    assert [round(lr_at(s, no_warmup, 3), 6) for s in range(3)] == [1.0, 0.55, 0.1]  # the peak at once
+    assert lr_at(0, no_warmup, 1) == 1.0  # a one-step run: the peak, nothing to decay over
+    assert [round(lr_at(s, cfg, 5), 6) for s in range(5)] == [round((s + 1) / 11, 6) for s in range(5)]  # warm-up only
 
 
 def test_weight_decay_only_on_matrices():
