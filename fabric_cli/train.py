@@ -128,7 +128,12 @@ def train(
         with _one_trainer(paths.root) if dist.is_main else contextlib.nullcontext():
             loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
                               explicit=explicit, stop_at=stop_at, progress=progress)
-            return loop.run(stop_at)
+            result = loop.run(stop_at)
+        # Every rank waits for the others (rank 0 writes the last checkpoint) before the group is torn
+        # down: a rank destroying gloo's group while its peer still used it aborted in C++ now and then
+        # ("terminate called without an active exception"), failing a finished run.
+        dist.barrier()
+        return result
     except torch.OutOfMemoryError:
         raise TrainingError(
             "out of memory on the device: lower --batch-size (raise --grad-accum to keep the same "
