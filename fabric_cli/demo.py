@@ -25,6 +25,7 @@ from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, Pro
 from fabric_cli.device import choose_device
 from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
+from fabric_cli.runlock import holding
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.report import bar, signed
@@ -73,6 +74,11 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
         DemoStopped when a signal stops the training (its checkpoint is saved; the error names the
         command that resumes the run); InputError on settings that cannot be used.
     """
+    with holding(paths.root, "fabric demo"):  # tokenize and train take it again: one process, reentrant
+        return _run_demo(paths, cfg, say, restart, given)
+
+
+def _run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool, given: frozenset[str]) -> dict:
     t0 = time.perf_counter()
     plan = plan_training(paths, cfg, given, restart)
     settings = {**dataclasses.asdict(cfg), "steps": plan.steps, "preset": plan.config.preset, "seed": plan.config.seed,

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig, bundled_corpus
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text, tokens_identity, undo_new_folders
+from fabric_cli.runlock import holding
 from fabric_cli.text import check_unicode, plural
 
 FORMAT, VERSION = "fabric-tokens", 1
@@ -519,6 +520,12 @@ def tokenize_corpus(
         a TokenizeSummary. Everything is checked before anything is moved into place; on an
         error the run directory is left as it was.
     """
+    with holding(paths.root, "fabric tokenize"):  # never under a trainer, whose checkpoint --force deletes
+        return _tokenize_corpus(inputs, paths, cfg, tokenizer, force, progress)
+
+
+def _tokenize_corpus(inputs, paths: RunPaths, cfg: TokenizeConfig | None, tokenizer, force: bool,
+                     progress: bool | None) -> TokenizeSummary:
     cfg, t0 = cfg or TokenizeConfig(), time.perf_counter()
     _check_settings(cfg, paths, tokenizer, force)
     trained_with, trained_on = _checkpoint_record(paths) if paths.latest.exists() else (None, None)

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterator
+from typing import Collection
 
 import torch
 
@@ -28,6 +28,7 @@ from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.runlock import holding
 from fabric_cli.text import plural
 from fabric_cli.files import atomic_path
 from fabric_cli.metrics import LayerGroups, MetricsLog
@@ -125,7 +126,7 @@ def train(
         raise InputError("give --steps or --tokens, not both: each sets the length of the run")
     dist = Dist.from_env(config.device)
     try:
-        with _one_trainer(paths.root) if dist.is_main else contextlib.nullcontext():
+        with holding(paths.root, "fabric train") if dist.is_main else contextlib.nullcontext():
             loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
                               explicit=explicit, stop_at=stop_at, progress=progress)
             result = loop.run(stop_at)
@@ -144,40 +145,7 @@ def train(
 
 
 
-LOCK_NAME = ".fabric-train.lock"
 LR_SCHEDULE = "nanogpt"  # trainstep.lr_at's formula, recorded in the training state
-
-
-@contextlib.contextmanager
-def _one_trainer(root: Path) -> Iterator[None]:
-    """One `fabric train` at a time in a run directory: two would interleave metrics.jsonl and
-    overwrite each other's checkpoints. An advisory lock (flock) on RUN/.fabric-train.lock, held for
-    the block and released by the kernel however the process ends; the file stays, emptied when the
-    run ends. A run directory not made yet, or a system without flock, is not locked."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    if not root.is_dir():
-        yield
-        return
-    with open(root / LOCK_NAME, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise InputError(f"{root} is being trained by {holder}; wait for it to finish (or stop it), "
-                             f"or give another --run") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"fabric train (pid {os.getpid()})\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)  # done: no holder to name (a killed run leaves its pid, and no lock)
 
 
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:

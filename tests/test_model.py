@@ -209,7 +209,7 @@ def test_checkpoint_shape_mismatch_is_named(model, tmp_path):
 LAYER = {
     "errors": 0,
     "config": 1, "files": 1, "text": 1,
-    "device": 2, "lexicon": 2, "grammar": 2,
+    "device": 2, "lexicon": 2, "grammar": 2, "runlock": 2,
     "tokenizer": 3, "model": 3, "story": 3, "data": 3, "metrics": 3,
     "checkpoint": 4, "corpus": 4, "trainstep": 4,
     "train": 5, "probe": 5, "generate": 5, "inspection": 5,

@@ -174,10 +174,22 @@ def test_a_state_saved_under_the_earlier_schedule_is_said_not_to_resume_exactly(
     assert "note: the run was saved by an earlier fabric, whose learning-rate schedule differed by a step at each end" in r.stderr
 
 
+def test_the_lock_makes_a_missing_run_folder_and_leaves_none_behind_when_nothing_was_written(tmp_path, run, runner):
+    from fabric_cli.runlock import LOCK_NAME, holding
+
+    fresh = tmp_path / "new" / "run"
+    with holding(fresh, "fabric train"):
+        assert (fresh / LOCK_NAME).read_text().startswith("fabric train (pid ")  # locked from the start
+    assert not (tmp_path / "new").exists()  # made for the block, parent too, and empty again: removed
+    r = runner.invoke(app, ["train", "--run", str(fresh), "--data", str(run.tokens), "--steps", "2", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    assert (fresh / LOCK_NAME).read_text() == "" and RunPaths(fresh).latest.is_file()  # trained into it, unlocked
+
+
 def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
     import fcntl
 
-    from fabric_cli.train import LOCK_NAME
+    from fabric_cli.runlock import LOCK_NAME
 
     args = ["train", "--run", str(run.root), "--steps", "2", *FAST_ARGS]
     with open(run.root / LOCK_NAME, "a+") as other:  # as another `fabric train` in this run holds it
@@ -185,8 +197,10 @@ def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
         other.write("fabric train (pid 4242)\n")
         other.flush()
         busy = runner.invoke(app, args)
-        assert busy.exit_code == 1 and busy.stderr == (f"fabric: error: {run.root} is being trained by fabric train "
+        assert busy.exit_code == 1 and busy.stderr == (f"fabric: error: {run.root} is in use by fabric train "
                                                        f"(pid 4242); wait for it to finish (or stop it), or give another --run\n")
+        forced = runner.invoke(app, ["tokenize", "--run", str(run.root), "--force", "--vocab-size", "300"])
+        assert forced.exit_code == 1 and "is in use by fabric train (pid 4242)" in forced.stderr  # deletes nothing
         assert not run.latest.exists() and not run.metrics.exists()
     done = runner.invoke(app, args)  # released with the file closed, as when a process ends however it ends
     assert done.exit_code == 0, done.output
