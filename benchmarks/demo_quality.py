@@ -135,7 +135,7 @@ def main() -> None:
               f"{t['random_zero_drop_max']:+.3f}")
     print(f"emergence      {'step ' + format(p['emerged_at'], ',') if p['emerged_at'] is not None else 'not yet'}"
           f"{', the last snapshot' if p.get('at_last_snapshot') else ''}"
-          f" (threshold {p['threshold']:.0%}, {p.get('emergence_suite', 'gender')} suite)"
+          f" (threshold {100 * p['threshold']:g}%, {p.get('emergence_suite', 'gender')} suite)"
           + (f"; above every baseline with confidence from step {p['significant_from']:,}"
              if p.get("significant_from") is not None else ""))
     print(f"generated      {gen['agreeing']} of {gen['pronouns']} pronouns agree with a character already in the "

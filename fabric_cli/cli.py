@@ -20,7 +20,7 @@ import typer
 import typer.core
 
 from fabric_cli import __version__
-from fabric_cli.config import PRESETS, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
+from fabric_cli.config import DEFAULT_RUN, PRESETS, DemoConfig, ProbeConfig, RunPaths, SampleConfig, TokenizeConfig, TrainConfig
 from fabric_cli.errors import FabricError, InputError
 from fabric_cli.text import check_unicode, plural
 
@@ -170,6 +170,19 @@ def _check_writable(path: Path, what: str, instead: str) -> None:
         folder = folder.parent
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
+
+
+def _resume_command(paths: RunPaths, data: Optional[Path]) -> str:
+    """The command that resumes this run, as typed: the run named unless it is ./fabric-run (a
+    FABRIC_RUN set for one command is gone by the next), the tokens it trains on, and under torchrun
+    the same launch (its own parser takes --run, so the run goes in FABRIC_RUN there)."""
+    data_words = ["--data", str(data)] if data else []  # or --resume looks in the run's own tokens/
+    ranks = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if ranks > 1:
+        return f"FABRIC_RUN={shlex.quote(str(paths.root))} " + shlex.join(
+            ["torchrun", f"--nproc_per_node={ranks}", "-m", "fabric_cli", "train", "--resume", *data_words])
+    named = [] if paths.root == Path(DEFAULT_RUN) else ["--run", str(paths.root)]
+    return shlex.join(["fabric", "train", "--resume", *named, *data_words])
 
 
 def _stamp(paths: RunPaths) -> int | None:
@@ -354,20 +367,19 @@ def train(
     fields = {k: v for k, v in ctx.params.items() if k in _TRAIN.__dataclass_fields__}
     given = {k for k in fields if getattr(ctx.get_parameter_source(k), 'name', '') == 'COMMANDLINE'}  # typed, not defaults
     paths = run_paths(ctx, run)
-    words = ["fabric", "train", "--resume"] + ([] if paths.root == RunPaths.resolve().root else ["--run", str(paths.root)])
-    words += ["--data", str(data)] if data else []  # the tokens it trains on, or --resume looks in the run's own
+    again = _resume_command(paths, data)
     before = _stamp(paths)
     try:
         result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
                              explicit=given, stop_at=stop_at)
     except KeyboardInterrupt as e:  # Ctrl-C twice, or before the loop took over signals: no save
-        _interrupted(e, paths, before, restart, shlex.join(words))
+        _interrupted(e, paths, before, restart, again)
     if not result.is_main:
         return  # under torchrun only rank 0 reports
     echo_json(result.to_dict()) if json_out else typer.echo(result.summary())
     if result.stopped_by:
         err(f"fabric: stopped by {result.stop_reason()} at step {result.step}; checkpoint saved. "
-            f"Continue with `{shlex.join(words)}`.")
+            f"Continue with `{again}`.")
         if result.stopped_by in _SIGNAL_EXIT:
             raise typer.Exit(_SIGNAL_EXIT[result.stopped_by])
 
@@ -428,7 +440,7 @@ def probe(
     target = report or pr.probe_run(paths, checkpoint).probe_report_for(checkpoint)  # the checkpoint's run, not always --run
     _check_writable(target, "the probe report", "pass another --run or --report")  # before minutes of work, not after
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
-    pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target)) if plot else None
+    pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))

@@ -233,6 +233,7 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
                      "together": _together_summary(abl.get("together"))},
         "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
         "at_last_snapshot": em["at_last_snapshot"], "significant_from": em["significant_from"],
+        "significant_at_last_snapshot": em["significant_at_last_snapshot"],
         "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
     }
 
@@ -278,10 +279,10 @@ def _emergence_lines(em: dict) -> str:
             + (" *" if r["significant"] else "") for r in em["rows"]]
     if em["emerged_at"] is not None:
         last = unproven if em["at_last_snapshot"] else ""
-        rows.append(f"  head {em['head']} crossed {em['threshold']:.0%} at step {em['first_reached']:,} "
+        rows.append(f"  head {em['head']} crossed {100 * em['threshold']:g}% at step {em['first_reached']:,} "
                     f"and stayed above it from step {em['emerged_at']:,} on{last}")
     else:
-        rows.append(f"  head {em['head']} did not stay above {em['threshold']:.0%}; train longer (--steps)")
+        rows.append(f"  head {em['head']} did not stay above {100 * em['threshold']:g}%; train longer (--steps)")
     if any(r["significant"] for r in em["rows"]):
         rows.append("  * above every baseline with confidence, as a named head must be: "
                     + (f"from step {em['significant_from']:,} on{unproven if em['significant_at_last_snapshot'] else ''}"
@@ -313,11 +314,12 @@ def _ending(s: dict, say: Say) -> None:
     a = p["ablation"]
     on = f" on the {p['emergence_suite']} suite" if p.get("emergence_suite") else ""  # demo.json of earlier versions
     when = (f"emerged{on} at step {p['emerged_at']:,}" if p["emerged_at"] is not None
-            else f"has not yet stayed above {p['threshold']:.0%}{on}")
+            else f"has not yet stayed above {100 * p['threshold']:g}%{on}")
     if p.get("at_last_snapshot"):  # demo.json of earlier versions has neither key
         when += " (the last snapshot)"
     if p.get("significant_from") is not None:
         when += f", above every baseline there from step {p['significant_from']:,}"
+        when += " (the last snapshot)" if p.get("significant_at_last_snapshot") else ""
     say("\n== The end")
     say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:

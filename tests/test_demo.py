@@ -245,6 +245,13 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
     fabric_cli.demo._ending(summary, said.append)
     assert any(line.startswith("ablating it lowers the first token of the referent's continuation by +1.460 nats "
                                "(95% CI +1.380 to +1.540) against") for line in said)
+    said.clear()
+    summary["probe"]["significant_at_last_snapshot"] = True  # beating the baselines only at the last snapshot
+    fabric_cli.demo._ending(summary, said.append)
+    assert any(line.endswith("above every baseline there from step 1,100 (the last snapshot)") for line in said)
+    said.clear()
+    summary["probe"]["significant_at_last_snapshot"] = False
+    fabric_cli.demo._ending(summary, said.append)
     assert any(line.endswith("; emerged on the gender suite at step 1,500 (the last snapshot), above every baseline "
                              "there from step 1,100") for line in said)
     assert ("heads 0.3, 0.5, 0.7 share the task: removed together they lower it by +3.735 nats (one at a time +1.460, "

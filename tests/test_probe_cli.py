@@ -174,6 +174,8 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert "Head 1.2 over training (accuracy on toy, 24 prompts with a distractor; threshold 99%)" in text
     assert "stays at or above 99% from step 200 on (first reached at step 200)\n" in text
     assert "head 1.2 beats every baseline with confidence from step 200 on" in text
+    text = probe(world, "--over-checkpoints", "--threshold", "0.5165").stdout  # said as given, not rounded to 52%
+    assert "threshold 51.65%)" in text and "stays at or above 51.65% from step 200 on" in text
 
 
 def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
@@ -549,3 +551,15 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_work(world, tmp_p
     r = probe(world, "--report", str(locked / "probe" / "r.json"))  # probe/ does not exist yet: its parent decides
     assert r.exit_code == 1 and r.stderr == (f"fabric: error: cannot write the probe report {locked / 'probe' / 'r.json'}: "
                                              f"{locked} is not writable; pass another --run or --report\n")
+
+
+def test_pictures_are_named_after_their_report_unless_it_is_the_runs_own(tmp_path, monkeypatch):
+    from fabric_cli.probe.run import picture_prefix
+
+    run = RunPaths(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert picture_prefix(run.probe_report, run) == ""  # probe/heads.png beside probe/report.json
+    assert picture_prefix(Path("run/probe/report.json"), run) == ""  # the same file, named relatively
+    assert picture_prefix(tmp_path / "studies" / "report.json", run) == "report-"  # not the user's own heads.png
+    assert picture_prefix(run.probe / "report-step-000200.json", run) == "report-step-000200-"
+

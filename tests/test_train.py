@@ -558,6 +558,18 @@ def test_the_way_to_go_on_names_the_tokens_and_quotes_the_run_and_a_second_ctrl_
     assert read_info(spaced.latest).step == 3
 
 
+def test_the_resume_command_names_what_the_next_shell_needs(monkeypatch):
+    from fabric_cli.cli import _resume_command
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _resume_command(RunPaths(Path("fabric-run")), None) == "fabric train --resume"
+    monkeypatch.setenv("FABRIC_RUN", "runs/a b")  # set for one command: the next shell may not have it
+    assert _resume_command(RunPaths.resolve(), None) == "fabric train --resume --run 'runs/a b'"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: the same launch, the run in FABRIC_RUN
+    assert _resume_command(RunPaths.resolve(), Path("t/tokens")) == (
+        "FABRIC_RUN='runs/a b' torchrun --nproc_per_node=2 -m fabric_cli train --resume --data t/tokens")
+
+
 def test_a_ctrl_c_cannot_fall_between_a_checkpoints_two_files(tmp_path, monkeypatch):
     """Weights and training state move into place together: a Ctrl-C while they move (a second
     Ctrl-C during the final save) arrives after both, so the pair stays one moment of the run."""

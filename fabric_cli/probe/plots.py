@@ -110,7 +110,7 @@ def _emergence(Figure, em: dict, path: Path) -> Path:
     ax = fig.add_subplot()
     ax.plot(steps, [row["accuracy"] for row in em["rows"]], marker="o", label=f"head {em['head']}")
     ax.plot(steps, [row["best_accuracy"] for row in em["rows"]], linestyle=":", label="best head at that step")
-    ax.axhline(em["threshold"], color="gray", linestyle="--", label=f"threshold {em['threshold']:.0%}")
+    ax.axhline(em["threshold"], color="gray", linestyle="--", label=f"threshold {100 * em['threshold']:g}%")
     if em["emerged_at"] is not None:
         ax.axvline(em["emerged_at"], color="red", alpha=0.5, label=f"emerged at step {em['emerged_at']}")
     ax.set_xlabel("training step")

@@ -371,7 +371,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
     on = f" on {', '.join(em['suites'])}" if em.get("suites") else ""
     n = em["rows"][-1]["n"] if em["rows"] else 0
     lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
-             f"threshold {em['threshold']:.0%}):",
+             f"threshold {100 * em['threshold']:g}%):",
              "      step  accuracy    95% CI    argmax    mass  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
@@ -388,12 +388,12 @@ def _emergence_lines(em: dict | None) -> list[str]:
     unproven = ", the last snapshot: train longer to see it hold"
     if em["emerged_at"] is not None:
         last = unproven if em.get("at_last_snapshot") else ""
-        lines.append(f"  head {em['head']} stays at or above {em['threshold']:.0%} from step {em['emerged_at']} on "
+        lines.append(f"  head {em['head']} stays at or above {100 * em['threshold']:g}% from step {em['emerged_at']} on "
                      f"(first reached at step {em['first_reached']}){last}")
     elif em["first_reached"] is not None:
-        lines.append(f"  head {em['head']} reached {em['threshold']:.0%} at step {em['first_reached']} but fell back below it")
+        lines.append(f"  head {em['head']} reached {100 * em['threshold']:g}% at step {em['first_reached']} but fell back below it")
     else:
-        lines.append(f"  head {em['head']} never reached {em['threshold']:.0%}")
+        lines.append(f"  head {em['head']} never reached {100 * em['threshold']:g}%")
     if em.get("significant_from") is not None:
         last = unproven if em.get("significant_at_last_snapshot") else ""
         lines.append(f"  head {em['head']} beats every baseline with confidence from step {em['significant_from']} on{last}")

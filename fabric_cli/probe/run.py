@@ -190,7 +190,7 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
                          f"make {path.parent} a writable folder, or pass another --run or --report") from None
     kept = {os.path.abspath(p) for p in pictures.values()}
     for old in before:
-        if os.path.abspath(old) not in kept and Path(old).parent == path.parent:  # beside the report, as written
+        if os.path.abspath(old) not in kept and os.path.abspath(Path(old).parent) == os.path.abspath(path.parent):
             Path(old).unlink(missing_ok=True)  # a link itself, not what it points to
     return path
 
@@ -204,7 +204,8 @@ def _listed_plots(path: Path) -> list[str]:
     return [p for p in plots if isinstance(p, str) and p.endswith(".png")] if isinstance(plots, list) else []
 
 
-def picture_prefix(path: Path) -> str:
-    """Pictures beside the report `path` are named after it: heads.png beside report.json,
-    mine-heads.png beside mine.json (report-step-000200-heads.png beside a snapshot's)."""
-    return "" if path.name == "report.json" else f"{path.stem}-"
+def picture_prefix(path: Path, run: RunPaths) -> str:
+    """Pictures beside a report are named after it: heads.png beside the run's own probe/report.json,
+    mine-heads.png beside mine.json (report-step-000200-heads.png beside a snapshot's), and
+    report-heads.png beside a report.json elsewhere, whose folder may hold the user's own heads.png."""
+    return "" if os.path.abspath(path) == os.path.abspath(run.probe_report) else f"{Path(path).stem}-"
