@@ -25,10 +25,11 @@ from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, Pro
 from fabric_cli.device import choose_device
 from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
-from fabric_cli.runlock import holding
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
+from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.report import bar, signed
+from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
 from fabric_cli.train import budget, resume_config, train
 
@@ -274,18 +275,17 @@ def _showcase_lines(report: dict) -> str:
 
 
 def _emergence_lines(em: dict) -> str:
-    unproven = ", the last snapshot: train longer to see it hold"
     rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20)} {100 * (r['accuracy'] or 0):5.1f}%"
             + (" *" if r["significant"] else "") for r in em["rows"]]
     if em["emerged_at"] is not None:
-        last = unproven if em["at_last_snapshot"] else ""
+        last = UNPROVEN if em["at_last_snapshot"] else ""
         rows.append(f"  head {em['head']} crossed {100 * em['threshold']:g}% at step {em['first_reached']:,} "
                     f"and stayed above it from step {em['emerged_at']:,} on{last}")
     else:
         rows.append(f"  head {em['head']} did not stay above {100 * em['threshold']:g}%; train longer (--steps)")
     if any(r["significant"] for r in em["rows"]):
         rows.append("  * above every baseline with confidence, as a named head must be: "
-                    + (f"from step {em['significant_from']:,} on{unproven if em['significant_at_last_snapshot'] else ''}"
+                    + (f"from step {em['significant_from']:,} on{UNPROVEN if em['significant_at_last_snapshot'] else ''}"
                        if em["significant_from"] is not None
                        else f"first at step {em['significant_first']:,}, but not at every later snapshot"))
     return "\n".join(rows)

@@ -35,7 +35,7 @@ from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.tokenizer import tokenizer_sha256
 from fabric_cli.trainstep import (
-    Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
+    LR_SCHEDULE, Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, step_seed, train_step,
 )
 
@@ -145,9 +145,6 @@ def train(
 
 
 
-LR_SCHEDULE = "nanogpt"  # trainstep.lr_at's formula, recorded in the training state
-
-
 def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
     """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
     The device, --dtype and --compile are left out: each session takes them from its own command
@@ -254,15 +251,16 @@ class Loop:
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
         if has_checkpoint and not paths.latest.exists() and not restart:
             # snapshots alone: a run stopped (a second Ctrl-C, a kill) before its first save; nothing to resume
-            held = "snapshots" if paths.snapshots() else f"{paths.latest_state.name}"
+            held = "snapshots" if paths.snapshots() else paths.latest_state.name
             raise InputError(
                 f"{paths.checkpoints} holds {held} but no {paths.latest.name} to resume (a run stopped before its "
                 f"first save): pass --restart to start over (deletes them and metrics.jsonl)"
             )
         if has_checkpoint and not (resume or restart):
             raise InputError(
-                f"{paths.checkpoints} already holds a checkpoint (step {ckpt.read_info(paths.latest).step}); pass --resume "
-                f"to continue that run, or --restart to start over (deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them)"
+                f"{paths.checkpoints} already holds a checkpoint (step {ckpt.read_info(paths.latest).step}); pass "
+                f"--resume to continue that run, or --restart to start over (deletes its checkpoints, snapshots, "
+                f"metrics.jsonl, and the probe report and demo summary made from them)"
             )
         if resume and not paths.latest.exists():
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
@@ -497,8 +495,8 @@ class Loop:
                 "train_config": self.cfg.to_json(),
                 "tokens_seen": str(self.tokens_seen),
                 "world_size": str(self.dist.world),
-                "threads": str(torch.get_num_threads()),
-                "lr_schedule": LR_SCHEDULE,  # lr_at's formula: a resume under another would not be exact  # CPU kernels split sums by thread: another count rounds otherwise
+                "threads": str(torch.get_num_threads()),  # CPU kernels split sums by thread: another count rounds otherwise
+                "lr_schedule": LR_SCHEDULE,  # lr_at's formula: a resume under another would not be exact
                 # the sampler is stateless: a step's batches are a function of (seed, step)
                 "data": json.dumps({"folder": str(self.data.folder), "sampler": "seeded-per-step", "cursor": self.step}),
             }

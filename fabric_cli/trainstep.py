@@ -33,6 +33,9 @@ class StepStats:
     layer_norms: torch.Tensor | None  # (n_layer + 1,) on log steps
 
 
+LR_SCHEDULE = "nanogpt"  # lr_at's formula, as the training state records it: a change must rename it
+
+
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """The learning rate of step `step` (0-based) of a run of `max_steps` steps, as nanoGPT's.
 

@@ -19,6 +19,8 @@ from fabric_cli.checkpoint import read_info
 from fabric_cli.config import Head
 from fabric_cli.probe.score import HeadScores
 
+UNPROVEN = ", the last snapshot: train longer to see it hold"  # said of a step reached only at the last snapshot
+
 
 def snapshot_steps(paths: list[Path]) -> list[tuple[int, Path]]:
     """(step, path) for each snapshot, the step read from its metadata (not its file name)."""

@@ -12,6 +12,7 @@ import torch
 
 from fabric_cli.config import Head, ProbeConfig
 from fabric_cli.text import plural
+from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
 from fabric_cli.probe.suites import ProbeItem
@@ -385,9 +386,8 @@ def _emergence_lines(em: dict | None) -> list[str]:
         return lines
     lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
                  f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}")
-    unproven = ", the last snapshot: train longer to see it hold"
     if em["emerged_at"] is not None:
-        last = unproven if em.get("at_last_snapshot") else ""
+        last = UNPROVEN if em.get("at_last_snapshot") else ""
         lines.append(f"  head {em['head']} stays at or above {100 * em['threshold']:g}% from step {em['emerged_at']} on "
                      f"(first reached at step {em['first_reached']}){last}")
     elif em["first_reached"] is not None:
@@ -395,7 +395,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
     else:
         lines.append(f"  head {em['head']} never reached {100 * em['threshold']:g}%")
     if em.get("significant_from") is not None:
-        last = unproven if em.get("significant_at_last_snapshot") else ""
+        last = UNPROVEN if em.get("significant_at_last_snapshot") else ""
         lines.append(f"  head {em['head']} beats every baseline with confidence from step {em['significant_from']} on{last}")
     elif em.get("significant_first") is not None:
         lines.append(f"  head {em['head']} beat every baseline with confidence at step {em['significant_first']} "
