@@ -76,9 +76,11 @@ def train_step(
     if layer_norms:
         total, layers = groups.norms(grads)
     else:
-        total, layers = torch.nn.utils.get_total_norm(grads, foreach=True), None
+        # foreach=None: the fused kernels where the device has them (CUDA, CPU), a loop on MPS,
+        # where foreach=True is an error
+        total, layers = torch.nn.utils.get_total_norm(grads, foreach=None), None
     if grad_clip > 0:
-        torch.nn.utils.clip_grads_with_norm_(groups.params, grad_clip, total, foreach=True)
+        torch.nn.utils.clip_grads_with_norm_(groups.params, grad_clip, total, foreach=None)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepStats(loss_sum / len(batches), total, layers)

@@ -419,6 +419,19 @@ def test_step_clips_accumulates_and_frees_gradients():
     assert opt.seen == pytest.approx(0.01, rel=1e-3)  # applied: after
 
 
+def test_step_runs_where_the_device_has_no_fused_foreach_kernels(monkeypatch):
+    # MPS has none: there foreach=True is an error, and auto picks MPS on every Apple Silicon Mac
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=64))
+    groups, opt = LayerGroups(model, 2), torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
+    fused = train_step(model, opt, [(x, y)], groups, grad_clip=0.01)
+    monkeypatch.setattr("torch.nn.utils.clip_grad._device_has_foreach_support", lambda device: False)
+    monkeypatch.setattr("torch.nn.utils.clip_grad._has_foreach_support", lambda tensors, device: False)
+    looped = train_step(model, opt, [(x, y)], groups, grad_clip=0.01)
+    assert looped.grad_norm.item() == pytest.approx(fused.grad_norm.item(), rel=1e-6)
+
+
 def test_a_frozen_parameter_is_left_out_of_the_norms_and_stays_put():
     torch.manual_seed(0)
     model = GPT(preset("tiny", vocab_size=64))
