@@ -349,7 +349,7 @@ def train(
     snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="Keep a snapshot every N steps (and at step 0) for emergence studies; 0 is off.")] = _TRAIN.snapshot_every,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, batches and dropout.")] = _TRAIN.seed,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = _TRAIN.device,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 autocast on CUDA, fp32 elsewhere), float32, or bfloat16: autocast on CUDA or the CPU, where it pays only with AMX (Xeon Sapphire Rapids and later) and for widths of 256 or more.")] = _TRAIN.dtype,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16 autocast on CUDA GPUs with bf16 tensor cores, fp32 elsewhere), float32 (on CUDA full fp32, TF32 off), or bfloat16: autocast on CUDA or the CPU, where it pays only with AMX (Xeon Sapphire Rapids and later) and for widths of 256 or more.")] = _TRAIN.dtype,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model: a slow first step, then fused kernels (on a 2-core CPU measured no faster than without).")] = _TRAIN.compile,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run's checkpoint exactly where it stopped.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the run's checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them, and start over.")] = False,

@@ -34,8 +34,9 @@ def choose_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
         raise InputError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if choice.device == "mps":
         raise InputError("--dtype bfloat16 runs on cuda or cpu, not on mps; leave --dtype out (fp32 there)")
-    if choice.device.startswith("cuda"):  # _cuda chose fp32: this GPU has no bf16
-        raise InputError(f"--dtype bfloat16: {choice.device} does not support bf16; leave --dtype out (fp32)")
+    if choice.device.startswith("cuda"):  # _cuda chose fp32: this GPU has no bf16 tensor cores
+        raise InputError(f"--dtype bfloat16: {choice.device} has no bf16 tensor cores (compute capability below 8.0), "
+                         f"where bf16 is emulated and slower than fp32; leave --dtype out (fp32)")
     return DeviceChoice(choice.device, "bfloat16", f"{choice.reason.split(';')[0]}; bf16 autocast, as --dtype asks "
                         f"(fast on CPUs with AMX, such as Xeon Sapphire Rapids; slow on most others)")
 
@@ -64,11 +65,21 @@ def _choose_device(requested: str) -> DeviceChoice:
 
 
 def _cuda(dev: str, why: str) -> DeviceChoice:
+    """`cuda` or `cuda:N`; a named GPU becomes the current one, so that what is made without a
+    device (pinned memory's context, cuBLAS handles) goes there and not to GPU 0."""
     import torch
 
-    bf16 = torch.cuda.is_bf16_supported()
+    index = dev.partition(":")[2]
+    if index:
+        count = torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise InputError(f"--device {dev}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        torch.cuda.set_device(int(index))
+    # bf16 tensor cores from compute capability 8.0 (A100, RTX 30xx) on. is_bf16_supported() also
+    # says yes on older GPUs (V100, T4) that emulate bf16, where it is slower than fp32.
+    bf16 = torch.cuda.get_device_capability() >= (8, 0)
     dtype = "bfloat16" if bf16 else "float32"  # fp16 would need loss scaling
-    return DeviceChoice(dev, dtype, f"{why}; {dtype} autocast")
+    return DeviceChoice(dev, dtype, f"{why}; {dtype} autocast" if bf16 else f"{why}; fp32 (no bf16 tensor cores)")
 
 
 def physical_memory() -> int | None:

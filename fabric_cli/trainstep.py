@@ -138,10 +138,17 @@ class Dist:
 
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         choice = choose_device(requested_device)
+        if choice.device == "mps" and requested_device == "mps":
+            raise InputError("--device mps under torchrun: MPS has no multi-process backend; DDP runs on cuda (nccl) "
+                             "or cpu (gloo): pass --device cpu, or train in one process")
         device = f"cuda:{local}" if choice.device.startswith("cuda") else "cpu"
         if device.startswith("cuda"):
             torch.cuda.set_device(local)
-        td.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+            # device_id binds the process group to this rank's GPU now, rather than leaving the
+            # first collective to guess it
+            td.init_process_group(backend="nccl", device_id=torch.device(device))
+        else:
+            td.init_process_group(backend="gloo")
         return cls(rank, world, local, device)
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
