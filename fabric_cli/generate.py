@@ -57,9 +57,12 @@ def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
         logits = logits.masked_fill(~keep, float("-inf"))
     if cfg.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
-        probs = sorted_logits.softmax(dim=-1).double()  # float64: the boundary test below is exact enough
+        probs = sorted_logits.softmax(dim=-1)
+        if probs.device.type == "mps":
+            probs = probs.cpu()  # MPS has no float64
+        probs = probs.double()  # float64: the boundary test below is exact enough
         before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
-        drop_sorted = before >= cfg.top_p - _TOP_P_TOLERANCE
+        drop_sorted = (before >= cfg.top_p - _TOP_P_TOLERANCE).to(logits.device)
         drop_sorted[:, 0] = False  # the most likely token always stays, however small top_p is
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
