@@ -6,7 +6,8 @@
     python benchmarks/generate_throughput.py --json
 
 The model is the `cpu` preset (5 layers, 8 heads, width 128, vocabulary 4096) with random weights
-(speed does not depend on them): with its context raised to 512 so that position 480 exists, and
+(speed does not depend on them), in the dtype `fabric generate` would use on the device (bf16 on
+CUDA GPUs with bf16 tensor cores, else fp32): with its context raised to 512 so that position 480 exists, and
 as shipped (context 128, so 256 new tokens slide the window three times). Measured at batch 1:
 - tokens/s for 256 new tokens through `generate` (sampling included), with the cache and with
   --no-cache, after a short prompt (16 tokens: the window grows from 16 to 272) and after a long
@@ -32,6 +33,7 @@ import time
 import torch
 
 from fabric_cli.config import SampleConfig, preset
+from fabric_cli.device import choose_device
 from fabric_cli.generate import generate, next_logits
 from fabric_cli.model import GPT, KVCache
 from machine import load_average, matmul_gflops, sync
@@ -63,7 +65,7 @@ def per_token_ms(model: GPT, position: int, use_cache: bool, device: str, repeat
     """Median ms to make the token that follows `position` earlier tokens."""
     vocab = model.config.vocab_size
     context = torch.randint(0, vocab, (1, position + 1), device=device)  # (1, position + 1)
-    cache = KVCache(model.config, 1, device=device) if use_cache else None
+    cache = KVCache(model.config, 1, device=device, dtype=model.transformer.wte.weight.dtype) if use_cache else None
     if cache is not None:
         model(context[:, :position], cache=cache)  # fill the cache up to `position`
     times = []
@@ -93,10 +95,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = {512: GPT(preset("cpu", block_size=512)).to(args.device).eval()}
-    models[128] = GPT(preset("cpu")).to(args.device).eval()  # the preset as shipped
+    # in the dtype `fabric generate` runs: bf16 weights where choose_device picks bf16 (CUDA with
+    # bf16 tensor cores), as load_engine casts them
+    dtype = torch.bfloat16 if choose_device(args.device).dtype == "bfloat16" else torch.float32
+    models = {512: GPT(preset("cpu", block_size=512)).to(args.device, dtype).eval()}
+    models[128] = GPT(preset("cpu")).to(args.device, dtype).eval()  # the preset as shipped
     res = {
         "device": args.device,
+        "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_before": load_average(),
@@ -124,7 +130,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"machine        {res['device']}, {res['threads']} threads, torch {res['torch']}: "
+    print(f"machine        {res['device']} ({res['dtype']} weights), {res['threads']} threads, torch {res['torch']}: "
           f"fp32 matmul {res['matmul_fp32_gflops']} GFLOP/s; {res['load_before']}")
     print(f"model          {res['model']}")
     for t in res["throughput"]:

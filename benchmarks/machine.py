@@ -16,6 +16,8 @@ def sync(device: str) -> None:
     """Wait for the device, so that a timing is the work's and not the queue's."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)  # that GPU's queue: the current device may be another one
+    elif device == "mps":
+        torch.mps.synchronize()
 
 
 def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 5, tries: int = 3,

@@ -10,7 +10,8 @@ Shapes, trained on random tokens (speed does not depend on them):
 - fixed: 4 layers, 4 heads, width 128, context 64, batch 12, vocabulary 512;
 - cpu:   the `cpu` preset (5 layers, 8 heads, width 128, context 128, vocabulary 4096), batch 16;
 - gpt2:  the `gpt2` preset (12 layers, 12 heads, width 768, context 1024), batch 16, vocabulary
-         50304 (GPT-2's 50257 padded to a multiple of 64, as nanoGPT does). The default on CUDA,
+         50304 (GPT-2's 50257 padded to a multiple of 64, as nanoGPT does; the model's vocabulary
+         is the tokenizer's, so `fabric tokenize --vocab-size 50304` builds it). The default on CUDA,
          where `fabric train` runs bf16 autocast; --shapes picks others.
 Each runs through `fabric_cli.train.train` itself in a temporary run directory, so what is timed
 is the step `fabric train` takes: the learning rate, the dropout seed, the batch drawn from the

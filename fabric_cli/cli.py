@@ -228,7 +228,7 @@ def tokenize(
     files: Annotated[Optional[list[str]], typer.Argument(
         help="Text files, folders (their .txt files), pipes such as <(zcat a.gz), or - for standard input; none: the bundled corpus.",
         show_default=False)] = None,
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Tokens in the vocabulary (256 bytes + specials + merges).")] = _TOK.vocab_size,
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Tokens in the vocabulary (256 bytes + specials + merges); a multiple of 64 keeps the LM head's shapes aligned for GPU kernels.")] = _TOK.vocab_size,
     min_frequency: Annotated[int, typer.Option("--min-frequency", help="Merge only pairs seen at least this often.")] = _TOK.min_frequency,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of documents held out in val.bin.")] = _TOK.val_fraction,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json (or a run directory's) instead of training one.", show_default=False)] = None,
