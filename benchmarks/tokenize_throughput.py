@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fabric_cli import tokenizer as tk
+from fabric_cli import encode, sources, tokenizer as tk
 from fabric_cli.config import RunPaths, TokenizeConfig
 
 CHILD = """
 import json, resource, sys
-from fabric_cli import tokenizer as tk
+from fabric_cli import encode
 from fabric_cli.config import RunPaths, TokenizeConfig
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tok = None if sys.argv[3] == "-" else sys.argv[3]
-s = tk.tokenize_corpus([sys.argv[1]], RunPaths.resolve(sys.argv[2]), TokenizeConfig(), tokenizer=tok, progress=False)
+s = encode.tokenize_corpus([sys.argv[1]], RunPaths.resolve(sys.argv[2]), TokenizeConfig(), tokenizer=tok, progress=False)
 print(json.dumps({"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "seconds": s.seconds, "tokens": s.tokens}))
 """
@@ -71,7 +71,7 @@ def direct(tok, docs: list[str], fast: bool) -> float:
     for d in docs:
         batch.append(d)
         size += len(d)
-        if size >= tk.BATCH_CHARS:
+        if size >= sources.BATCH_CHARS:
             encode(batch, add_special_tokens=False)
             batch, size = [], 0
     encode(batch, add_special_tokens=False)
@@ -101,14 +101,14 @@ def main() -> None:
         docs = write_corpus(tmp / "speed.txt", args.mb, seed=0)
         mb = (tmp / "speed.txt").stat().st_size / 1e6
         cfg = TokenizeConfig()
-        trained = tk.tokenize_corpus([tmp / "speed.txt"], RunPaths(tmp / "a"), cfg, progress=False)
+        trained = encode.tokenize_corpus([tmp / "speed.txt"], RunPaths(tmp / "a"), cfg, progress=False)
         tok_path = tmp / "a/tokenizer.json"
         tok = tk.load_tokenizer(tok_path)
         best = {"encode_batch": 1e9, "encode_batch_fast": 1e9, "fabric": 1e9}
         for _ in range(args.reps):  # interleaved, so a busy moment on a shared machine hits all three
             best["encode_batch"] = min(best["encode_batch"], direct(tok, docs, fast=False))
             best["encode_batch_fast"] = min(best["encode_batch_fast"], direct(tok, docs, fast=True))
-            s = tk.tokenize_corpus([tmp / "speed.txt"], RunPaths(tmp / "b"), cfg, tokenizer=tok_path, progress=False)
+            s = encode.tokenize_corpus([tmp / "speed.txt"], RunPaths(tmp / "b"), cfg, tokenizer=tok_path, progress=False)
             best["fabric"] = min(best["fabric"], s.seconds)
         print(f"\nspeed on {mb:.1f} MB, {len(docs):,} documents, {s.tokens:,} tokens (vocab {s.vocab_size}), "
               f"best of {args.reps}:")

@@ -239,7 +239,7 @@ def tokenize(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a byte-level BPE tokenizer and write the corpus as token ids (train.bin, val.bin)."""
-    from fabric_cli import tokenizer as tk
+    from fabric_cli import encode, tokenizer as tk
 
     paths = run_paths(ctx, run)
     tokenizer = tokenizer_file(tokenizer)  # a run directory stands for its tokenizer.json, as in probe and generate
@@ -252,7 +252,7 @@ def tokenize(
             return echo_json(split)
         return typer.echo(f"{split['display']}\n{split['count']} tokens: {' '.join(map(str, split['ids']))}")
     cfg = TokenizeConfig(vocab_size=vocab_size, min_frequency=min_frequency, val_fraction=val_fraction, errors=errors)
-    summary = tk.tokenize_corpus(files or [], paths, cfg, tokenizer=tokenizer, force=force)
+    summary = encode.tokenize_corpus(files or [], paths, cfg, tokenizer=tokenizer, force=force)
     if json_out:
         return echo_json(summary.to_dict())
     typer.echo("\n".join(summary.lines()))

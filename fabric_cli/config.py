@@ -225,7 +225,7 @@ class TrainConfig:
 
 @dataclass
 class TokenizeConfig:
-    """`fabric tokenize` settings; checked by fabric_cli.tokenizer.tokenize_corpus."""
+    """`fabric tokenize` settings; checked by fabric_cli.encode.tokenize_corpus."""
 
     vocab_size: int = 4096  # byte alphabet (256) + specials + merges
     min_frequency: int = 2  # a pair seen fewer times is never merged

@@ -30,7 +30,8 @@ from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.report import bar, signed
 from fabric_cli.runlock import holding
-from fabric_cli.tokenizer import load_tokenizer, show_split, tokenize_corpus
+from fabric_cli.encode import tokenize_corpus
+from fabric_cli.tokenizer import load_tokenizer, show_split
 from fabric_cli.train import budget, resume_config, train
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces

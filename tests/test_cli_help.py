@@ -80,7 +80,7 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(runner, tmp_path, monk
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("fabric_cli.tokenizer.tokenize_corpus", interrupted)
+    monkeypatch.setattr("fabric_cli.encode.tokenize_corpus", interrupted)
     corpus = tmp_path / "c.txt"
     corpus.write_text("Once upon a time. " * 50)
     r = runner.invoke(app, ["--run", str(tmp_path / "run"), "tokenize", str(corpus)])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import stories
-from fabric_cli import tokenizer as tk
+from fabric_cli import encode, sources, tokenizer as tk
 from fabric_cli.cli import app
 from fabric_cli.config import EOT, RunPaths, TokenizeConfig
 
@@ -48,7 +48,7 @@ def expected_ids(tok, docs, f):
     eot = tk.eot_id(tok)
     train, val = [], []
     for i, doc in enumerate(docs):
-        (val if tk._is_val(i, f) else train).extend(tok.encode(doc).ids + [eot])
+        (val if encode._is_val(i, f) else train).extend(tok.encode(doc).ids + [eot])
     return train, val
 
 
@@ -108,13 +108,13 @@ def test_training_is_deterministic(tmp_path, corpus_file, runner):
 
 def test_streamed_tokens_equal_encoding_everything_at_once(tmp_path, monkeypatch):
     # tiny reads and batches so documents, blank lines and multi-byte characters straddle chunks
-    monkeypatch.setattr(tk, "CHUNK_BYTES", 7)
-    monkeypatch.setattr(tk, "BATCH_CHARS", 50)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(sources, "BATCH_CHARS", 50)
     docs = [s.replace("queen", "königin 👑").replace(". ", ".\n", 1) for s in stories(60, seed=5)]
     text = "\n  \n" + "\n\n".join(docs[:20]) + "\n\n\n \t \n\n" + "\n\n".join(docs[20:]) + "\n \n"
     (tmp_path / "c.txt").write_text(text, encoding="utf-8")
     run = RunPaths(tmp_path / "run")
-    s = tk.tokenize_corpus([tmp_path / "c.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
+    s = encode.tokenize_corpus([tmp_path / "c.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
     assert reference_docs(text) == docs and s.documents == 60
     train, val, meta = read_tokens(run.root)
     assert (train, val) == expected_ids(tk.load_tokenizer(run.tokenizer), docs, 0.05)
@@ -124,12 +124,12 @@ def test_streamed_tokens_equal_encoding_everything_at_once(tmp_path, monkeypatch
 
 def test_single_document_in_pieces_splits_the_tail(tmp_path, monkeypatch):
     # one long document, read in pieces cut at line ends: val is the stream's tail, never empty
-    monkeypatch.setattr(tk, "MAX_PIECE_CHARS", 60)
-    monkeypatch.setattr(tk, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(sources, "MAX_PIECE_CHARS", 60)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)
     doc = "\n".join(stories(40, seed=7, max_sentences=2))
     (tmp_path / "one.txt").write_text(doc + "\n", encoding="utf-8")
     run = RunPaths(tmp_path / "run")
-    s = tk.tokenize_corpus([tmp_path / "one.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
+    s = encode.tokenize_corpus([tmp_path / "one.txt"], run, TokenizeConfig(vocab_size=300), progress=False)
     train, val, meta = read_tokens(run.root)
     whole = tk.load_tokenizer(run.tokenizer).encode(doc).ids + [s.eot_id]
     assert train + val == whole
@@ -263,7 +263,7 @@ def test_bad_inputs_fail_cleanly_and_write_nothing(tmp_path, runner, corpus_file
     _bad(runner, tmp_path, corpus_file, tmp_path / "latin1.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"offset 29")
     _bad(runner, tmp_path, tmp_path / "empty.txt", "--tokenizer", tmp_path / "gpt2.json", expect=r"corpus is empty")
     _bad(runner, tmp_path, "-", expect=r"corpus is empty: - \(standard input\) holds no text", input="")
-    monkeypatch.setattr(tk, "bundled_corpus", lambda: tmp_path / "gone/chronicles.txt")
+    monkeypatch.setattr(sources, "bundled_corpus", lambda: tmp_path / "gone/chronicles.txt")
     _bad(runner, tmp_path, expect=r"bundled Chronicles corpus .*chronicles\.txt is missing")
     # --errors replace reads the same file anyway
     r = invoke(runner, "tokenize", corpus_file, tmp_path / "latin1.txt", "--run", tmp_path / "run", "--errors", "replace")
@@ -362,7 +362,7 @@ def test_an_absurd_vocab_size_is_refused_before_training(tmp_path, runner, corpu
 
 
 def test_no_files_uses_the_bundled_corpus(tmp_path, runner, corpus_file, monkeypatch):
-    monkeypatch.setattr(tk, "bundled_corpus", lambda: corpus_file)
+    monkeypatch.setattr(sources, "bundled_corpus", lambda: corpus_file)
     r = invoke(runner, "tokenize", "--run", tmp_path / "run", "--vocab-size", 300, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["sources"][0]["path"] == str(corpus_file)
@@ -405,7 +405,7 @@ def summary_of(runner, *args) -> list[str]:
 def test_the_summary_says_what_val_holds(tmp_path, runner, corpus_file):
     lines = summary_of(runner, corpus_file, "--run", tmp_path / "a")
     _, val, meta = read_tokens(tmp_path / "a")
-    assert len(val) >= tk.SMALL_SPLIT_TOKENS and not any(line.startswith("warning") for line in lines)
+    assert len(val) >= encode.SMALL_SPLIT_TOKENS and not any(line.startswith("warning") for line in lines)
     assert lines[1].endswith(f"(uint16; val: {val.count(meta['eot_id'])} of the 300 documents, spread evenly)")
     assert lines[2] == f"documents    300 from 1 file, {corpus_file.stat().st_size / 1e6:.2f} MB"
     one = tmp_path / "one.txt"
@@ -421,8 +421,8 @@ def test_a_small_split_is_warned_about_at_tokenize_time(tmp_path, runner, corpus
     few.write_text("\n\n".join(stories(30, seed=4)) + "\n")
     lines = summary_of(runner, few, "--run", tmp_path / "a")
     _, val, _ = read_tokens(tmp_path / "a")
-    assert 0 < len(val) < tk.SMALL_SPLIT_TOKENS
-    context = tk.SMALL_SPLIT_TOKENS // 2
+    assert 0 < len(val) < encode.SMALL_SPLIT_TOKENS
+    context = encode.SMALL_SPLIT_TOKENS // 2
     effect = (f"fewer than one window of fabric train's default context ({context}) + 1, which it refuses"
               if len(val) <= context else f"under two windows of fabric train's default context ({context})")
     warning = f"val.bin holds only {len(val)} tokens, {effect}; tokenize a bigger corpus or raise --val-fraction (now 0.05)"
