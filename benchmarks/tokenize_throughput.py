@@ -66,15 +66,15 @@ def write_corpus(path: Path, mb: float, seed: int) -> list[str]:
 
 def direct(tok, docs: list[str], fast: bool) -> float:
     """Seconds for tokenizers alone: encode_batch over batches of the same documents."""
-    encode = tok.encode_batch_fast if fast else tok.encode_batch
+    encode_batch = tok.encode_batch_fast if fast else tok.encode_batch
     t, batch, size = time.perf_counter(), [], 0
     for d in docs:
         batch.append(d)
         size += len(d)
         if size >= sources.BATCH_CHARS:
-            encode(batch, add_special_tokens=False)
+            encode_batch(batch, add_special_tokens=False)
             batch, size = [], 0
-    encode(batch, add_special_tokens=False)
+    encode_batch(batch, add_special_tokens=False)
     return time.perf_counter() - t
 
 

@@ -23,6 +23,7 @@ from fabric_cli.checkpoint import load_train_state, read_info, read_train_config
 from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, RunPaths, SampleConfig,
                                TokenizeConfig, TrainConfig, bundled_corpus)
 from fabric_cli.device import choose_device
+from fabric_cli.encode import tokenize_corpus
 from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
@@ -30,7 +31,6 @@ from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.report import bar, signed
 from fabric_cli.runlock import holding
-from fabric_cli.encode import tokenize_corpus
 from fabric_cli.tokenizer import load_tokenizer, show_split
 from fabric_cli.train import budget, resume_config, train
 

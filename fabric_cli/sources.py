@@ -44,6 +44,8 @@ class Source:
 
 @dataclass
 class Counts:
+    """What document_batches has read so far, summed over every source."""
+
     documents: int = 0
     characters: int = 0
     words: int = 0
@@ -175,6 +177,9 @@ def _pieces(src: Source, errors: str, counts: Counts, bar) -> Iterator[tuple[str
 
 
 def document_batches(sources: list[Source], errors: str, counts: Counts, bar) -> Iterator[list[tuple[str, bool, int]]]:
+    """Every source's (text, ends_document, document_index) pieces, in lists of about BATCH_CHARS
+    characters: one encode_batch call each. `counts` and the tqdm `bar` advance as bytes are read;
+    `errors` is the UTF-8 decoder's ("strict", or "replace" to keep going past bad bytes)."""
     batch, size = [], 0
     for src in sources:
         for item in _pieces(src, errors, counts, bar):
