@@ -12,7 +12,8 @@ Shapes, trained on random tokens (speed does not depend on them):
 - gpt2:  the `gpt2` preset (12 layers, 12 heads, width 768, context 1024), batch 16, vocabulary
          50304 (GPT-2's 50257 padded to a multiple of 64, as nanoGPT does; the model's vocabulary
          is the tokenizer's, so `fabric tokenize --vocab-size 50304` builds it). The default on CUDA,
-         where `fabric train` runs bf16 autocast; --shapes picks others.
+         where `fabric train` runs bf16 autocast on GPUs with bf16 tensor cores (compute capability
+         8.0 and later; fp32 on older ones); --shapes picks others.
 Each runs through `fabric_cli.train.train` itself in a temporary run directory, so what is timed
 is the step `fabric train` takes: the learning rate, the dropout seed, the batch drawn from the
 token file, forward, backward, gradient norm and clipping, the fused AdamW step, and the host
@@ -183,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="steps per shape and round (a multiple of 10, at least 30)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each trains every shape once, between its matmul figures")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, as `fabric train` runs there)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast where the GPU has bf16 tensor cores, as `fabric train` runs there)")
     ap.add_argument("--shapes", default=None, help=f"comma-separated, of {', '.join(SHAPES)} (default: fixed,cpu; gpt2 on CUDA)")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step for every shape (default: each shape's own)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model, as `fabric train --compile`")

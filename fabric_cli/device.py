@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 from fabric_cli.errors import InputError
@@ -10,16 +11,17 @@ from fabric_cli.errors import InputError
 
 class DeviceChoice(NamedTuple):
     device: str  # "cuda", "cuda:1", "mps" or "cpu"
-    dtype: str  # autocast dtype: "bfloat16" on CUDA, "float32" elsewhere
+    dtype: str  # autocast dtype: "bfloat16" on CUDA GPUs with bf16 tensor cores, "float32" elsewhere
     reason: str
 
 
-DTYPES = ("auto", "float32", "bfloat16")  # --dtype: auto is bf16 autocast on CUDA, fp32 elsewhere
+DTYPES = ("auto", "float32", "bfloat16")  # --dtype: auto is bf16 autocast on CUDA (compute capability 8.0+), fp32 elsewhere
 
 
 def choose_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
     """Pick a device: `auto` takes cuda, then mps, then cpu; and the autocast dtype, `auto` being
-    bf16 on CUDA (where supported) and fp32 elsewhere.
+    bf16 on CUDA GPUs with bf16 tensor cores and fp32 elsewhere. No side effects: the command that
+    runs on the device makes it current (use_device).
 
     Example:
         >>> choose_device("cpu").dtype, choose_device("cpu", "bfloat16").dtype
@@ -52,6 +54,8 @@ def _choose_device(requested: str) -> DeviceChoice:
             return DeviceChoice("mps", "float32", "auto: Apple MPS is available, no CUDA")
         return DeviceChoice("cpu", "float32", "auto: no CUDA or MPS found; fp32 on the CPU")
     if req.startswith("cuda"):
+        if not re.fullmatch(r"cuda(:[0-9]+)?", req):
+            raise InputError(f"--device {requested!r}: a GPU is named cuda or cuda:N (cuda:0, cuda:1, ...)")
         if not torch.cuda.is_available():
             raise InputError(f"--device {requested}: CUDA is not available here; use --device cpu or auto")
         return _cuda(req, "asked for")
@@ -65,21 +69,28 @@ def _choose_device(requested: str) -> DeviceChoice:
 
 
 def _cuda(dev: str, why: str) -> DeviceChoice:
-    """`cuda` or `cuda:N`; a named GPU becomes the current one, so that what is made without a
-    device (pinned memory's context, cuBLAS handles) goes there and not to GPU 0."""
+    """`cuda` (the current GPU) or `cuda:N`, which must exist."""
     import torch
 
     index = dev.partition(":")[2]
-    if index:
+    if index and int(index) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        if not index.isdigit() or int(index) >= count:
-            raise InputError(f"--device {dev}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-        torch.cuda.set_device(int(index))
+        raise InputError(f"--device {dev}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     # bf16 tensor cores from compute capability 8.0 (A100, RTX 30xx) on. is_bf16_supported() also
     # says yes on older GPUs (V100, T4) that emulate bf16, where it is slower than fp32.
-    bf16 = torch.cuda.get_device_capability() >= (8, 0)
+    bf16 = torch.cuda.get_device_capability(torch.device(dev)) >= (8, 0)
     dtype = "bfloat16" if bf16 else "float32"  # fp16 would need loss scaling
     return DeviceChoice(dev, dtype, f"{why}; {dtype} autocast" if bf16 else f"{why}; fp32 (no bf16 tensor cores)")
+
+
+def use_device(device: str) -> str:
+    """Make a named GPU (`cuda:N`) the current one, so that what is made without a device (pinned
+    memory's CUDA context, cuBLAS handles) goes there and not to GPU 0. Returns `device`."""
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+    return device
 
 
 def physical_memory() -> int | None:

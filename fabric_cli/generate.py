@@ -25,7 +25,7 @@ import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model_for, read_info
 from fabric_cli.config import ModelConfig, SampleConfig
-from fabric_cli.device import choose_device, physical_memory
+from fabric_cli.device import choose_device, physical_memory, use_device
 from fabric_cli.errors import InputError
 from fabric_cli.model import GPT, KVCache
 from fabric_cli.text import check_unicode
@@ -318,7 +318,7 @@ def load_engine(checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | No
     tokenizer = tokenizer_path_for(checkpoint, tokenizer, run_tokenizer)
     tok = load_tokenizer_for(tokenizer, checkpoint, info.tokenizer_sha256)
     choice = choose_device(device)
-    model, info, _ = load_model_for(checkpoint, tok, tokenizer, choice.device)
+    model, info, _ = load_model_for(checkpoint, tok, tokenizer, use_device(choice.device))
     if choice.dtype == "bfloat16":
         model = model.to(torch.bfloat16)  # inference needs no fp32 master weights
     # None when the tokenizer has none: then only an empty prompt fails (encode_prompt says so)

@@ -26,7 +26,7 @@ import torch
 from fabric_cli import checkpoint as ckpt
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
-from fabric_cli.device import choose_device, model_flops_utilisation
+from fabric_cli.device import choose_device, model_flops_utilisation, use_device
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.runlock import holding
 from fabric_cli.text import plural
@@ -266,7 +266,7 @@ class Loop:
             raise InputError(f"--resume: there is no checkpoint at {paths.latest}; drop --resume to start a new run")
 
         choice = choose_device(config.device, config.dtype)
-        device = dist.device if dist.enabled else choice.device
+        device = dist.device if dist.enabled else use_device(choice.device)
         if device == "cpu":
             keep_freed_memory()
         if resume:

@@ -76,8 +76,8 @@ def train_step(
     if layer_norms:
         total, layers = groups.norms(grads)
     else:
-        # foreach=None: the fused kernels where the device has them (CUDA, CPU), a loop on MPS,
-        # where foreach=True is an error
+        # foreach=None: torch's foreach kernels where the device has them (CUDA, CPU), a loop over
+        # the tensors on MPS, where foreach=True is an error
         total, layers = torch.nn.utils.get_total_norm(grads, foreach=None), None
     if grad_clip > 0:
         torch.nn.utils.clip_grads_with_norm_(groups.params, grad_clip, total, foreach=None)
@@ -138,17 +138,19 @@ class Dist:
 
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         choice = choose_device(requested_device)
-        if choice.device == "mps" and requested_device == "mps":
-            raise InputError("--device mps under torchrun: MPS has no multi-process backend; DDP runs on cuda (nccl) "
-                             "or cpu (gloo): pass --device cpu, or train in one process")
-        device = f"cuda:{local}" if choice.device.startswith("cuda") else "cpu"
+        asked = (requested_device or "auto").lower()
+        if choice.device == "mps" and asked != "auto":
+            raise InputError(f"--device {requested_device} under torchrun: MPS has no multi-process backend; DDP runs "
+                             f"on cuda (nccl) or cpu (gloo): pass --device cpu, or train in one process")
+        if choice.device.startswith("cuda:"):
+            raise InputError(f"--device {requested_device} under torchrun: each rank takes the GPU of its LOCAL_RANK; "
+                             f"pass --device cuda (or leave --device out), and pick GPUs with CUDA_VISIBLE_DEVICES")
+        device = f"cuda:{local}" if choice.device == "cuda" else "cpu"  # auto on a Mac: gloo on the CPU
         if device.startswith("cuda"):
             torch.cuda.set_device(local)
-            # device_id binds the process group to this rank's GPU now, rather than leaving the
-            # first collective to guess it
-            td.init_process_group(backend="nccl", device_id=torch.device(device))
-        else:
-            td.init_process_group(backend="gloo")
+        # No device_id= for nccl: on torch 2.7.0 it turns on NCCL's non-blocking start-up, which
+        # can hang collectives (pytorch#153960); barrier() names the GPU instead.
+        td.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
         return cls(rank, world, local, device)
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
@@ -165,7 +167,8 @@ class Dist:
         if self.enabled:
             import torch.distributed as td
 
-            td.barrier()
+            # nccl: on this rank's GPU, which the group does not know before its first collective
+            td.barrier(device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
 
     def close(self) -> None:
         if self.enabled:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fabric_cli.device import choose_device
+from fabric_cli.device import choose_device, use_device
 from fabric_cli.errors import InputError
+from fabric_cli.trainstep import Dist
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: state["capability"])
-    monkeypatch.setattr(torch.cuda, "set_device", lambda i: state["current"].append(i))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: state["current"].append(getattr(d, "index", d)))
     return state
 
 
@@ -30,11 +31,32 @@ def test_bf16_autocast_only_where_the_gpu_has_bf16_tensor_cores(gpus):
         choose_device("cuda", "bfloat16")
 
 
-def test_a_named_gpu_becomes_the_current_one_and_a_missing_one_is_refused(gpus):
+def test_a_named_gpu_is_made_current_by_the_command_that_uses_it_and_a_missing_one_is_refused(gpus):
     assert choose_device("cuda:1").device == "cuda:1"
+    assert gpus["current"] == []  # choosing has no side effects: benchmarks and checks call it too
+    assert use_device("cuda:1") == "cuda:1"
     assert gpus["current"] == [1]  # pinned memory and cuBLAS then go to GPU 1, not GPU 0
-    choose_device("cuda")
+    use_device("cuda")
     assert gpus["current"] == [1]  # plain cuda leaves the current device as it is
-    for bad in ("cuda:2", "cuda:x"):
-        with pytest.raises(InputError, match=rf"--device {bad}: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+    with pytest.raises(InputError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        choose_device("cuda:2")
+    for bad in ("cuda:", "cuda1", "cudax", "cuda:²", "cuda:-1"):
+        with pytest.raises(InputError, match="a GPU is named cuda or cuda:N"):
             choose_device(bad)
+
+
+def test_torchrun_gives_each_rank_its_gpu_and_refuses_mps_or_a_named_gpu(gpus, monkeypatch):
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    groups = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: groups.append(kw))
+    with pytest.raises(InputError, match="each rank takes the GPU of its LOCAL_RANK"):
+        Dist.from_env("cuda:0")
+    dist = Dist.from_env("cuda")
+    assert (dist.device, gpus["current"], groups) == ("cuda:1", [1], [{"backend": "nccl"}])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for asked in ("mps", "MPS"):
+        with pytest.raises(InputError, match="MPS has no multi-process backend"):
+            Dist.from_env(asked)
+    assert Dist.from_env("auto").device == "cpu" and groups[-1] == {"backend": "gloo"}  # a Mac's auto: gloo

@@ -428,6 +428,8 @@ def test_step_runs_where_the_device_has_no_fused_foreach_kernels(monkeypatch):
     fused = train_step(model, opt, [(x, y)], groups, grad_clip=0.01)
     monkeypatch.setattr("torch.nn.utils.clip_grad._device_has_foreach_support", lambda device: False)
     monkeypatch.setattr("torch.nn.utils.clip_grad._has_foreach_support", lambda tensors, device: False)
+    with pytest.raises(RuntimeError, match="foreach=True"):  # the stand-in bites: foreach=True fails as on MPS
+        torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()], foreach=True)
     looped = train_step(model, opt, [(x, y)], groups, grad_clip=0.01)
     assert looped.grad_norm.item() == pytest.approx(fused.grad_norm.item(), rel=1e-6)
 

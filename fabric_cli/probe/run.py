@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from fabric_cli.checkpoint import load_model, load_model_for, read_info
 from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
-from fabric_cli.device import choose_device
+from fabric_cli.device import choose_device, use_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text
 from fabric_cli.probe.ablate import ablation_study
@@ -87,7 +87,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
     _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
-    device = choose_device(cfg.device).device
+    device = use_device(choose_device(cfg.device).device)
     model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
     batches = make_batches(encoded, cfg.batch_size, device)
     scores = score_items(model, batches, len(encoded))
