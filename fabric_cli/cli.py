@@ -143,7 +143,7 @@ def _root(
         import torch
 
         torch.set_num_threads(threads)
-    ctx.obj = {"run": run}
+    ctx.obj = {"run": run, "threads": threads}
 
 
 # Shared options, defined once. A subcommand's --run wins over the global one.
@@ -152,6 +152,11 @@ RunOpt = Annotated[
     typer.Option("--run", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _threads_chosen(ctx: typer.Context) -> bool:
+    """Whether the user set the CPU thread count (--threads, FABRIC_THREADS or OMP_NUM_THREADS)."""
+    return (ctx.obj or {}).get("threads") is not None or "OMP_NUM_THREADS" in os.environ
 
 
 def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
@@ -371,7 +376,7 @@ def train(
     before = _stamp(paths)
     try:
         result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
-                             explicit=given, stop_at=stop_at)
+                             explicit=given, stop_at=stop_at, one_thread_if_small=not _threads_chosen(ctx))
     except KeyboardInterrupt as e:  # Ctrl-C twice, or before the loop took over signals: no save
         _interrupted(e, paths, before, restart, again)
     if not result.is_main:

@@ -35,7 +35,7 @@ from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
 from fabric_cli.tokenizer import tokenizer_sha256
 from fabric_cli.trainstep import (
-    LR_SCHEDULE, Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
+    LR_SCHEDULE, ONE_THREAD_STEP_FLOPS, Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, step_seed, train_step,
 )
 
@@ -64,6 +64,8 @@ class TrainResult:
     settings: dict = dataclasses.field(default_factory=dict)  # the TrainConfig the run used (a resume's included)
     model: dict = dataclasses.field(default_factory=dict)  # the ModelConfig trained
     is_main: bool = True
+    threads: int | None = None  # CPU threads the steps ran on (None off the CPU)
+    epochs: float | None = None  # tokens seen / the tokens of train.bin: passes over the training data
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -80,11 +82,12 @@ class TrainResult:
             f"step          {self.step:,} / {self.max_steps:,}" + (f" (stopped by {self.stop_reason()})" if self.stopped_by else ""),
             f"train loss    {loss(self.train_loss)} (the last step's batch)",
             f"val loss      {loss(self.val_loss)}" + (f" (evaluated at step {self.val_step:,})" if self.val_step is not None else ""),
-            f"tokens seen   {self.tokens_seen:,}",
+            f"tokens seen   {self.tokens_seen:,}" + (f" ({self.epochs:,.2f} passes over train.bin)" if self.epochs is not None else ""),
             f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving"
             + (f", and {self.compile_seconds:.1f} s compiling in the first step)" if self.compile_seconds else ")"),
             f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
             f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device}"
+            f"{', ' + plural(self.threads, 'thread') if self.threads else ''}"
             f"{', bf16 autocast' if self.dtype == 'bfloat16' else ''})"
             + (f"; MFU {self.mfu:.1%} of the {self.gpu}'s dense bf16 peak" if self.mfu is not None else ""),
             f"checkpoint    {self.checkpoint}",
@@ -101,6 +104,7 @@ def train(
     explicit: Collection[str] | None = None,
     stop_at: int | None = None,
     progress: bool = True,
+    one_thread_if_small: bool = True,
 ) -> TrainResult:
     """Train the GPT on the run's tokens and write checkpoints, snapshots and metrics.jsonl.
 
@@ -115,6 +119,8 @@ def train(
         stop_at: stop (saving a checkpoint) once this step is reached, as if interrupted; the
             schedule still spans the whole budget, so `--resume` continues where it left off.
         progress: show the tqdm bar and log lines on stderr (rank 0 only).
+        one_thread_if_small: on the CPU, run a step under ONE_THREAD_STEP_FLOPS on one thread (the
+            count torch had is restored at the end); False keeps torch's count (`--threads` given).
     Returns:
         a TrainResult; `stopped_by` says whether a signal (SIGINT, SIGTERM) cut the run short.
     Raises:
@@ -125,10 +131,12 @@ def train(
     if {"steps", "tokens"} <= set(explicit or ()):
         raise InputError("give --steps or --tokens, not both: each sets the length of the run")
     dist = Dist.from_env(config.device)
+    threads = torch.get_num_threads()
     try:
         with holding(paths.root, "fabric train") if dist.is_main else contextlib.nullcontext():
             loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
-                              explicit=explicit, stop_at=stop_at, progress=progress)
+                              explicit=explicit, stop_at=stop_at, progress=progress,
+                              one_thread_if_small=one_thread_if_small)
             result = loop.run(stop_at)
         # Every rank waits for the others (rank 0 writes the last checkpoint) before the group is torn
         # down: a rank destroying gloo's group while its peer still used it aborted in C++ now and then
@@ -141,6 +149,7 @@ def train(
             "tokens per step), or lower --context"
         ) from None
     finally:
+        torch.set_num_threads(threads)  # Loop.setup may have chosen one for a small model
         dist.close()
 
 
@@ -245,7 +254,7 @@ class Loop:
 
     @classmethod
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
-              progress) -> "Loop":
+              progress, one_thread_if_small: bool = True) -> "Loop":
         data = load_tokens(data_dir or paths.tokens)
         tokenizer_source = _tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
@@ -345,6 +354,11 @@ class Loop:
             loop.say(f"note: the run was saved by an earlier fabric, whose learning-rate schedule differed by a step "
                      f"at each end; this session follows the current one ({LR_SCHEDULE}), so the resume is not "
                      f"bitwise exact")
+        one_thread = ""
+        step_flops = model.flops_per_token(model_cfg.block_size) * cfg.batch_size * model_cfg.block_size
+        if one_thread_if_small and device == "cpu" and torch.get_num_threads() > 1 and step_flops < ONE_THREAD_STEP_FLOPS:
+            torch.set_num_threads(1)
+            one_thread = "; 1 CPU thread, as a step this small gains nothing from more (--threads N to choose)"
         if (resume and device == "cpu" and (threads := meta.get("threads", "")).isdigit()
                 and int(threads) != torch.get_num_threads()):
             loop.say(f"note: the run trained on {plural(int(threads), 'CPU thread')} until step {step:,}; this session "
@@ -356,6 +370,7 @@ class Loop:
             f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
             f"[{choice.reason}]; {loop.tokens_per_step:,} tokens/step"
             + (f" over {dist.world} ranks" if dist.enabled else "")
+            + one_thread
             + (f"; resuming at step {step}" if resume else "")
         )
         return loop
@@ -416,6 +431,8 @@ class Loop:
         tps = max(timed_steps, 0) * self.tokens_per_step / train_time
         flops = self.model.flops_per_token() * tps
         gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None
+        if self.device == "cpu" and (busy := _busy_note(torch.get_num_threads())):
+            self.say(busy)
         return TrainResult(
             step=self.step, max_steps=self.max_steps, tokens_seen=self.tokens_seen,
             train_loss=self.train_loss, val_loss=self.val_loss, val_step=self.val_step, seconds=seconds,
@@ -424,7 +441,8 @@ class Loop:
             mfu=model_flops_utilisation(flops, gpu, self.dtype, dist.world),
             device=self.device, dtype=self.dtype, world_size=dist.world, checkpoint=str(self.paths.latest),
             stopped_by=stopped_by, settings=dataclasses.asdict(self.cfg), model=self.model.config.to_dict(),
-            is_main=dist.is_main,
+            is_main=dist.is_main, threads=torch.get_num_threads() if self.device == "cpu" else None,
+            epochs=round(self.tokens_seen / max(len(self.data.train), 1), 4),
         )
 
     def sync(self, lr: float | None, stop_flag: bool) -> bool:
@@ -515,6 +533,20 @@ class Loop:
             from tqdm import tqdm
 
             tqdm.write(msg, file=sys.stderr)
+
+
+def _busy_note(threads: int) -> str | None:
+    """A hint when more threads ran than the machine had cores free: other programs held them."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]  # the last minute, this run's own threads included
+    except (AttributeError, OSError):  # not POSIX
+        return None
+    if threads < 2 or load <= cores + 0.5:
+        return None
+    return (f"note: the machine was busy (load average {load:.1f} on {plural(cores, 'core')}): with other programs "
+            f"holding cores, each of this run's {threads} threads waits for the slowest, and --threads 1 can be "
+            f"many times faster")
 
 
 def model_cfg_line(model: GPT) -> str:

@@ -36,6 +36,15 @@ class StepStats:
 LR_SCHEDULE = "nanogpt"  # lr_at's formula, as the training state records it: a change must rename it
 
 
+# On the CPU a training step under this many model FLOPs (forward and backward of one micro-batch)
+# runs on one thread unless --threads says otherwise. Measured on a 2-core CPU, quiet: the tiny
+# preset's step (24 MFLOP) took 2.19 ms on one thread and 2.18 on two; width 32 at context 64
+# (300 MFLOP) gained 1.2x from the second thread, the cpu preset (20 GFLOP) 1.8x. Busy, with
+# another program on one core, the tiny preset ran at 784 tokens/s on two threads against 89,061
+# on one: every kernel waits for the thread whose core is taken.
+ONE_THREAD_STEP_FLOPS = 1e8
+
+
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
     """The learning rate of step `step` (0-based) of a run of `max_steps` steps, as nanoGPT's.
 

@@ -162,6 +162,46 @@ def test_resuming_on_another_number_of_threads_is_said_to_round_otherwise(run, r
         torch.set_num_threads(before)
 
 
+def test_a_small_model_trains_on_one_thread_unless_threads_are_chosen(run, runner, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("FABRIC_THREADS", raising=False)
+    before = torch.get_num_threads()
+    args = ["train", "--run", str(run.root), "--steps", "3", *FAST_ARGS]
+    try:
+        torch.set_num_threads(2)
+        auto = runner.invoke(app, args)
+        assert auto.exit_code == 0, auto.output
+        assert "1 CPU thread, as a step this small gains nothing from more (--threads N to choose)" in auto.stderr
+        assert "parameters, cpu, 1 thread)" in auto.stdout
+        assert torch.get_num_threads() == 2  # given back when the run ends
+        chosen = runner.invoke(app, ["--threads", "2", *args, "--restart"])
+        assert chosen.exit_code == 0, chosen.output
+        assert "CPU thread, as a step" not in chosen.stderr and "parameters, cpu, 2 threads)" in chosen.stdout
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_summary_counts_passes_over_the_training_tokens(run):
+    result = train(run, TrainConfig(steps=6, eval_interval=6, **FAST), progress=False)
+    train_tokens = (run.tokens / "train.bin").stat().st_size // 2
+    assert result.tokens_seen == 6 * 8 * 16
+    assert result.epochs == pytest.approx(result.tokens_seen / train_tokens, rel=1e-3)
+    assert f"tokens seen   768 ({result.epochs:.2f} passes over train.bin)" in result.summary()
+
+
+def test_a_busy_machine_is_named_with_the_thread_count_that_helps(monkeypatch):
+    from fabric_cli.train import _busy_note
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.7, 2.0, 1.0))
+    assert _busy_note(2) == ("note: the machine was busy (load average 3.7 on 2 cores): with other programs holding "
+                             "cores, each of this run's 2 threads waits for the slowest, and --threads 1 can be many "
+                             "times faster")
+    assert _busy_note(1) is None  # one thread waits for nobody
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 2.0, 1.0))  # this run's own two threads
+    assert _busy_note(2) is None
+
+
 def test_a_state_saved_under_the_earlier_schedule_is_said_not_to_resume_exactly(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", *FAST_ARGS]
     assert runner.invoke(app, [*args, "--stop-at", "2"]).exit_code == 0
@@ -343,7 +383,7 @@ def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, run
     base = ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "8", "--eval-interval", "4", "--log-interval", "1"]
     bf16 = runner.invoke(app, [*base, "--dtype", "bfloat16", "--stop-at", "4"])
     assert bf16.exit_code == 0, bf16.output
-    assert "bf16 autocast, as --dtype asks" in bf16.stderr and "(10,944 parameters, cpu, bf16 autocast)" in bf16.stdout
+    assert "bf16 autocast, as --dtype asks" in bf16.stderr and "(10,944 parameters, cpu, 1 thread, bf16 autocast)" in bf16.stdout
     assert all(t.dtype == torch.float32 for t in load_file(run.latest).values())
     other = RunPaths(tmp_path / "fp32")
     write_tokens(other.tokens)
