@@ -238,12 +238,15 @@ def tokenize(
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of documents held out in val.bin.")] = _TOK.val_fraction,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Reuse this tokenizer.json (or a run directory's) instead of training one.", show_default=False)] = None,
     errors: Annotated[Literal["strict", "replace"], typer.Option("--errors", help="Non-UTF-8 input: refuse it (strict) or use U+FFFD (replace).")] = _TOK.errors,
-    show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer).", show_default=False)] = None,
+    show: Annotated[Optional[str], typer.Option("--show", help="Only show how TEXT splits into tokens (the run's tokenizer, or --tokenizer); - reads it from standard input.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-tokenize a run that has a trained checkpoint; a new tokenizer starts the run over (deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them).")] = False,
     run: RunOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a byte-level BPE tokenizer and write the corpus as token ids (train.bin, val.bin)."""
+    """Train a byte-level BPE tokenizer and write the corpus as token ids (train.bin, val.bin).
+
+    Documents end at a blank line (a story, a paragraph) and at the end of each file; each is followed by <|endoftext|>, and val.bin holds whole documents.
+    """
     from fabric_cli import encode, tokenizer as tk
 
     paths = run_paths(ctx, run)
@@ -252,10 +255,11 @@ def tokenize(
         if files:
             raise InputError("--show only displays how a text splits and takes no FILES; tokenize first, then --show")
         path = tokenizer or paths.tokenizer
-        split = tk.show_split(tk.check_byte_level(tk.load_tokenizer(path), path), show)
+        text = _read_stdin("--show -", "give the text as --show TEXT").removesuffix("\n") if show == "-" else show  # as generate
+        split = tk.show_split(tk.check_byte_level(tk.load_tokenizer(path), path), text)
         if json_out:
             return echo_json(split)
-        return typer.echo(f"{split['display']}\n{split['count']} tokens: {' '.join(map(str, split['ids']))}")
+        return typer.echo(f"{split['display']}\n{plural(split['count'], 'token')}: {' '.join(map(str, split['ids']))}")
     cfg = TokenizeConfig(vocab_size=vocab_size, min_frequency=min_frequency, val_fraction=val_fraction, errors=errors)
     summary = encode.tokenize_corpus(files or [], paths, cfg, tokenizer=tokenizer, force=force)
     if json_out:
@@ -545,10 +549,10 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
     return result
 
 
-def _read_stdin() -> str:
+def _read_stdin(what: str = "PROMPT '-'", instead: str = "give the prompt as an argument") -> str:
     """All of standard input as text: a closed stream or bytes that are not UTF-8 are one line."""
     if sys.stdin is None:
-        raise InputError("standard input is closed, so PROMPT '-' has nothing to read; give the prompt as an argument")
+        raise InputError(f"standard input is closed, so {what} has nothing to read; {instead}")
     try:
         return sys.stdin.read()
     except UnicodeDecodeError as e:

@@ -386,6 +386,10 @@ def test_show_makes_the_split_visible(tmp_path, runner, corpus_file):
     r2 = invoke(runner, "tokenize", "--show", text, "--tokenizer", run / "tokenizer.json", "--run", tmp_path / "none", "--json")
     out = json.loads(r2.stdout)
     assert out["display"] == display and out["ids"] == ids and out["count"] == len(ids) and not (tmp_path / "none").exists()
+    piped = invoke(runner, "tokenize", "--show", "-", "--run", run, input=text + "\n")  # as `echo TEXT |` gives it
+    assert piped.exit_code == 0 and piped.stdout == r.stdout
+    one = invoke(runner, "tokenize", "--show", "T", "--run", run)
+    assert one.stdout.splitlines()[1].startswith("1 token: ")
 
 
 def test_min_frequency_1_merges_every_pair_seen_and_2_does_not():
@@ -444,6 +448,23 @@ def test_a_small_split_is_warned_about_at_tokenize_time(tmp_path, runner, corpus
                         r"it refuses; tokenize a bigger corpus",
                         lines[3]), lines[3]
     assert (tmp_path / "c/tokens/val.bin").stat().st_size > 0  # a warning, not a failure
+
+
+def test_a_text_of_few_distinct_words_stops_short_without_a_false_warning(tmp_path, runner, corpus_file):
+    # ~30 distinct words: BPE, which merges only within words, runs out of pairs once each is a token
+    r = invoke(runner, "tokenize", corpus_file, "--run", tmp_path / "a", "--vocab-size", 4096, "--json")
+    s = json.loads(r.stdout)
+    assert s["vocab_size"] < 2000 and s["tokens_per_word"] <= 1.5
+    assert s["warnings"] == []
+    first = invoke(runner, "tokenize", corpus_file, "--run", tmp_path / "b", "--vocab-size", 4096).stdout.splitlines()[0]
+    assert f"vocab {s['vocab_size']:,} of 4,096 asked: this text's words are whole tokens already" in first
+    # --min-frequency 1 merges every pair there is: a short vocabulary then always means whole words,
+    # never the advice to lower --min-frequency, which the warning gave before
+    tiny = tmp_path / "mine.txt"
+    tiny.write_text("Hello there. This is mine.\n")
+    r = invoke(runner, "tokenize", tiny, "--run", tmp_path / "c", "--vocab-size", 300, "--min-frequency", 1, "--json")
+    s = json.loads(r.stdout)
+    assert s["vocab_size"] < 300 and not [w for w in s["warnings"] if "merge" in w]
 
 
 def test_json_summary_matches_the_files(tmp_path, runner, corpus_file):
