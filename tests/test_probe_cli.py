@@ -73,6 +73,29 @@ def test_head_prompt_by_prompt(world):
     assert "totals: accuracy 100.0% of 24" in r.stdout
 
 
+def test_looked_at_leaves_out_the_pronouns_own_tokens(world):
+    # random attention often rests on the pronoun itself: argmax leaves its pieces out, and so does the list
+    r = probe(world, "--head", "1.2", "--limit", "27", "--json", run=world["random"])
+    shown = json.loads(r.stdout)["head_detail"]["prompts"]
+    assert len(shown) == 27
+    assert all(text.strip().lower() != it["pronoun"].lower() for it in shown for text, _ in it["top"])
+
+
+def test_prompts_in_words_the_tokenizer_splits_are_named_as_the_likely_cause(world, tmp_path):
+    assert json.loads(probe(world, "--json").stdout)["prompts"]["tokens_per_word"] == 1.0  # every word one token
+    lines = "".join(f"[The {a}] greeted <the {b}> before {{{p}}} {v}.\n" for a, b, p, v in (
+        ("zorblaxian", "quixotrum", "she", "sang"), ("vandergrift", "mollusculon", "he", "shouted"),
+        ("plithernaut", "squembrill", "she", "sang"), ("grondelwick", "fizzlebrot", "he", "shouted")))
+    r = probe_text(world["random"], tmp_path / "odd.txt", lines, "--json")
+    report = json.loads(r.stdout)
+    assert report["prompts"]["tokens_per_word"] > 1.6
+    text = probe_text(world["random"], tmp_path / "odd.txt", lines).stdout
+    verdict = next(x for x in text.splitlines() if "ronoun head" in x)
+    assert verdict.endswith(f"; this model's tokenizer splits these prompts' words into "
+                            f"{report['prompts']['tokens_per_word']:.1f} tokens each, so it rarely saw them in training: "
+                            f"probe it with prompts in its own corpus's words (--prompts).")
+
+
 def test_head_out_of_range_states_the_models_shape(world):
     r = probe(world, "--head", "7.3")
     assert r.exit_code == 1 and r.stdout == ""
