@@ -22,10 +22,12 @@ import torch
 
 from fabric_cli.errors import InputError
 from fabric_cli.files import tokens_identity
+from fabric_cli.text import plural
 
 _SPLITS = {"train": 0, "val": 1}
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 EVAL_STREAM = 1 << 30  # keeps evaluation windows apart from training steps' windows
+MIN_CONTEXT = 16  # a shorter context is not suggested to fit a small split: the tiny preset's, for tests
 
 
 @dataclass
@@ -54,10 +56,12 @@ class TokenData:
         """Refuse a split shorter than one window: block_size inputs and the target after the last."""
         for split, arr in (("train", self.train), ("val", self.val)):
             if len(arr) < block_size + 1:
-                raise InputError(
-                    f"{self.folder / (split + '.bin')} holds {len(arr):,} tokens, fewer than one window of "
-                    f"context {block_size:,} + 1; tokenize a bigger corpus or pass a smaller --context"
-                )
+                fits = len(arr) - 1  # the longest context one window of this split holds
+                fix = "tokenize a bigger corpus" + (f" or pass --context {fits:,} or less" if fits >= MIN_CONTEXT else "")
+                if split == "val":
+                    fix += " (or tokenize with a larger --val-fraction)"
+                raise InputError(f"{self.folder / (split + '.bin')} holds {plural(len(arr), 'token')}, fewer than one "
+                                 f"window of context {block_size:,} + 1; {fix}")
 
     def batch(
         self, split: str, step: int, micro: int, batch_size: int, block_size: int,
@@ -97,7 +101,7 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
         raise InputError(f"{folder} is a run directory, not its tokens folder: pass --data {folder / 'tokens'}")
     if missing:
         raise InputError(
-            f"no tokens to train on: {folder} lacks {', '.join(missing)}; "
+            f"no tokens to train on: {folder} {'lacks ' + ', '.join(missing) if folder.exists() else 'does not exist'}; "
             f"run `fabric tokenize CORPUS` first (or pass --data DIR with train.bin, val.bin, meta.json)"
         )
     try:

@@ -91,7 +91,7 @@ def resolve_sources(inputs: Sequence[str | os.PathLike], stack: contextlib.ExitS
             raise InputError(f"input {p} is not a text file (a device or socket); give a file, a folder, a pipe, "
                              f"or - for standard input")
         else:
-            raise InputError(f"input file {p} does not exist; check the path (use - for standard input)")
+            raise InputError(f"input {p} does not exist; check the path (use - for standard input)")
     for s in sources:
         s.bytes = s.path.stat().st_size
     return sources

@@ -27,11 +27,16 @@ def test_a_split_needs_one_window_and_its_count_reads_with_separators():
     data.check_context(16)  # 17 tokens: 16 inputs and the target after the last, one whole window
     x, y = data.batch("val", step=0, micro=0, batch_size=2, block_size=16, seed=0)
     assert tuple(x.shape) == tuple(y.shape) == (2, 16)
-    with pytest.raises(InputError, match=r"val\.bin holds 17 tokens, fewer than one window of context 17 \+ 1"):
+    with pytest.raises(InputError, match=r"val\.bin holds 17 tokens, fewer than one window of context 17 \+ 1; tokenize "
+                                         r"a bigger corpus or pass --context 16 or less \(or tokenize with a larger --val-fraction\)"):
         data.check_context(17)
     with pytest.raises(InputError, match=r"train\.bin holds 60,993 tokens, fewer than one window of context 100,000 \+ 1; "
-                                         r"tokenize a bigger corpus or pass a smaller --context"):
+                                         r"tokenize a bigger corpus or pass --context 60,992 or less$"):
         data.check_context(100_000)
+    one = TokenData(Path("t"), {"vocab_size": 10}, np.zeros(500, np.uint16), np.zeros(1, np.uint16))
+    with pytest.raises(InputError, match=r"val\.bin holds 1 token, fewer than one window of context 16 \+ 1; tokenize a "
+                                         r"bigger corpus \(or tokenize with a larger --val-fraction\)$"):
+        one.check_context(16)  # no context fits one token: not suggested
 
 
 def test_a_file_or_a_run_directory_is_not_a_tokens_folder(tmp_path):

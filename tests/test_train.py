@@ -506,8 +506,12 @@ def test_flops_per_token_counts_each_matmul_weight_once():
 def test_missing_tokens_say_run_tokenize(tmp_path, runner):
     result = runner.invoke(app, ["train", "--run", str(tmp_path / "empty"), "--preset", "tiny"])
     assert result.exit_code == 1
-    assert "fabric tokenize" in result.output and "train.bin" in result.output
+    assert f"no tokens to train on: {tmp_path / 'empty' / 'tokens'} does not exist; run `fabric tokenize CORPUS` first" in result.stderr
     assert "Traceback" not in result.output
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.bin").write_bytes(b"")
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "half"), "--run", str(tmp_path / "r"), "--preset", "tiny"])
+    assert result.exit_code == 1 and f"{tmp_path / 'half'} lacks meta.json, val.bin" in result.stderr
 
 
 def test_bad_token_files_are_refused(tmp_path):
