@@ -160,7 +160,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 
 def _threads_chosen(ctx: typer.Context) -> bool:
     """Whether the user set the CPU thread count (--threads, FABRIC_THREADS or OMP_NUM_THREADS)."""
-    return (ctx.obj or {}).get("threads") is not None or "OMP_NUM_THREADS" in os.environ
+    return (ctx.obj or {}).get("threads") is not None or bool(os.environ.get("OMP_NUM_THREADS"))
 
 
 def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
@@ -249,7 +249,7 @@ def tokenize(
 ) -> None:
     """Train a byte-level BPE tokenizer and write the corpus as token ids (train.bin, val.bin).
 
-    Documents end at a blank line (a story, a paragraph) and at the end of each file; each is followed by <|endoftext|>, and val.bin holds whole documents.
+    Documents end at a blank line (a story, a paragraph) and at the end of each file; each is followed by <|endoftext|>, and val.bin holds whole documents (the last tokens when there are too few).
     """
     from fabric_cli import encode, tokenizer as tk
 
@@ -384,7 +384,7 @@ def train(
     before = _stamp(paths)
     try:
         result = train_model(paths, TrainConfig(**fields), data_dir=data, resume=resume, restart=restart,
-                             explicit=given, stop_at=stop_at, one_thread_if_small=not _threads_chosen(ctx))
+                             explicit=given, stop_at=stop_at, auto_threads=not _threads_chosen(ctx))
     except KeyboardInterrupt as e:  # Ctrl-C twice, or before the loop took over signals: no save
         _interrupted(e, paths, before, restart, again)
     if not result.is_main:
@@ -614,7 +614,8 @@ def demo(
     paths = run_paths(ctx, run)
     before = _stamp(paths)
     try:
-        summary = run_demo(paths, cfg, say=err if json_out else typer.echo, restart=restart, given=given)
+        summary = run_demo(paths, cfg, say=err if json_out else typer.echo, restart=restart, given=given,
+                           auto_threads=not _threads_chosen(ctx))
     except DemoStopped as e:
         err(f"fabric: {e}")
         raise typer.Exit(_SIGNAL_EXIT.get(e.stopped_by, 1))

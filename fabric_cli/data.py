@@ -54,11 +54,11 @@ class TokenData:
 
     def check_context(self, block_size: int) -> None:
         """Refuse a split shorter than one window: block_size inputs and the target after the last."""
+        fits = min(len(self.train), len(self.val)) - 1  # the longest context one window of each split holds
         for split, arr in (("train", self.train), ("val", self.val)):
             if len(arr) < block_size + 1:
-                fits = len(arr) - 1  # the longest context one window of this split holds
                 fix = "tokenize a bigger corpus" + (f" or pass --context {fits:,} or less" if fits >= MIN_CONTEXT else "")
-                if split == "val":
+                if len(self.val) < block_size + 1:
                     fix += " (or tokenize with a larger --val-fraction)"
                 raise InputError(f"{self.folder / (split + '.bin')} holds {plural(len(arr), 'token')}, fewer than one "
                                  f"window of context {block_size:,} + 1; {fix}")

@@ -65,11 +65,12 @@ class TrainPlan:
 
 
 def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
-             given: frozenset[str] = frozenset()) -> dict:
+             given: frozenset[str] = frozenset(), auto_threads: bool = True) -> dict:
     """Run every stage on `paths`, telling the story through `say`; returns the demo's summary.
 
     `given` names the settings (DemoConfig fields) typed on the command line: a run being resumed
-    keeps its own value of every other one. The device and a resume's settings are checked before
+    keeps its own value of every other one. `auto_threads` is train()'s (False when the user
+    chose the thread count). The device and a resume's settings are checked before
     stage 1 writes anything. The summary is also written to the run directory as demo.json.
 
     Raises:
@@ -77,17 +78,17 @@ def run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool = False,
         command that resumes the run); InputError on settings that cannot be used.
     """
     with holding(paths.root, "fabric demo"):  # tokenize and train take it again: one process, reentrant
-        return _run_demo(paths, cfg, say, restart, given)
+        return _run_demo(paths, cfg, say, restart, given, auto_threads)
 
 
-def _run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool, given: frozenset[str]) -> dict:
+def _run_demo(paths: RunPaths, cfg: DemoConfig, say: Say, restart: bool, given: frozenset[str], auto_threads: bool) -> dict:
     t0 = time.perf_counter()
     plan = plan_training(paths, cfg, given, restart)
     settings = {**dataclasses.asdict(cfg), "steps": plan.steps, "preset": plan.config.preset, "seed": plan.config.seed,
                 "context": plan.config.context, "snapshot_every": plan.config.snapshot_every}
     summary = {"run": str(paths.root), "settings": settings}
     summary["tokenize"] = _tokenize(paths, say, restart)
-    summary["train"] = _train(paths, plan, say, restart, resume_command(paths, cfg, given))
+    summary["train"] = _train(paths, plan, say, restart, resume_command(paths, cfg, given), auto_threads)
     summary["probe"] = _probe(paths, cfg, say)
     summary["generate"] = _generate(paths, cfg, say)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
@@ -172,7 +173,7 @@ def resume_command(paths: RunPaths, cfg: DemoConfig, given: frozenset[str]) -> s
     return shlex.join(words)
 
 
-def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str) -> dict:
+def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str, auto_threads: bool) -> dict:
     if plan.resume and plan.step >= plan.steps:
         say(f"\n== 2. The Gradient: {plan.model}, trained for {plan.step:,} steps")
         past = f", already past the --steps {plan.steps:,} asked for" if plan.step > plan.steps else ""
@@ -182,7 +183,8 @@ def _train(paths: RunPaths, plan: TrainPlan, say: Say, restart: bool, again: str
     if plan.resume:
         say(f"resuming {paths.latest} from step {plan.step:,}")
     result = train(paths, plan.config, resume=plan.resume, restart=restart and paths.latest.exists(),
-                   explicit=plan.explicit)  # a larger --steps typed now extends a finished or stopped run
+                   explicit=plan.explicit,  # a larger --steps typed now extends a finished or stopped run
+                   auto_threads=auto_threads)
     say(result.summary())
     if result.stopped_by:
         raise DemoStopped(result.stop_reason(), result.step, again)

@@ -93,6 +93,14 @@ def use_device(device: str) -> str:
     return device
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def physical_memory() -> int | None:
     """This machine's memory in bytes, or None where the system does not say (not POSIX)."""
     try:

@@ -26,7 +26,7 @@ import torch
 from fabric_cli import checkpoint as ckpt
 from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData, load_tokens
-from fabric_cli.device import choose_device, model_flops_utilisation, use_device
+from fabric_cli.device import choose_device, model_flops_utilisation, usable_cpus, use_device
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.runlock import holding
 from fabric_cli.text import plural
@@ -104,7 +104,7 @@ def train(
     explicit: Collection[str] | None = None,
     stop_at: int | None = None,
     progress: bool = True,
-    one_thread_if_small: bool = True,
+    auto_threads: bool = True,
 ) -> TrainResult:
     """Train the GPT on the run's tokens and write checkpoints, snapshots and metrics.jsonl.
 
@@ -119,8 +119,10 @@ def train(
         stop_at: stop (saving a checkpoint) once this step is reached, as if interrupted; the
             schedule still spans the whole budget, so `--resume` continues where it left off.
         progress: show the tqdm bar and log lines on stderr (rank 0 only).
-        one_thread_if_small: on the CPU, run a step under ONE_THREAD_STEP_FLOPS on one thread (the
-            count torch had is restored at the end); False keeps torch's count (`--threads` given).
+        auto_threads: let train choose the CPU thread count: a resume takes the count the run was
+            saved on (its sums then round as before: bitwise exact), a new run with a step under
+            ONE_THREAD_STEP_FLOPS takes one; torch's count is restored at the end. False keeps
+            torch's count (the user gave `--threads`).
     Returns:
         a TrainResult; `stopped_by` says whether a signal (SIGINT, SIGTERM) cut the run short.
     Raises:
@@ -136,7 +138,7 @@ def train(
         with holding(paths.root, "fabric train") if dist.is_main else contextlib.nullcontext():
             loop = Loop.setup(paths, config, dist, data_dir=data_dir, resume=resume, restart=restart,
                               explicit=explicit, stop_at=stop_at, progress=progress,
-                              one_thread_if_small=one_thread_if_small)
+                              auto_threads=auto_threads)
             result = loop.run(stop_at)
         # Every rank waits for the others (rank 0 writes the last checkpoint) before the group is torn
         # down: a rank destroying gloo's group while its peer still used it aborted in C++ now and then
@@ -254,7 +256,7 @@ class Loop:
 
     @classmethod
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
-              progress, one_thread_if_small: bool = True) -> "Loop":
+              progress, auto_threads: bool = True) -> "Loop":
         data = load_tokens(data_dir or paths.tokens)
         tokenizer_source = _tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
@@ -356,7 +358,10 @@ class Loop:
                      f"bitwise exact")
         one_thread = ""
         step_flops = model.flops_per_token(model_cfg.block_size) * cfg.batch_size * model_cfg.block_size
-        if one_thread_if_small and device == "cpu" and torch.get_num_threads() > 1 and step_flops < ONE_THREAD_STEP_FLOPS:
+        saved_threads = meta.get("threads", "") if resume else ""
+        if auto_threads and device == "cpu" and saved_threads.isdigit():
+            torch.set_num_threads(min(int(saved_threads), usable_cpus()))  # as saved: the resume rounds as before
+        elif auto_threads and device == "cpu" and torch.get_num_threads() > 1 and step_flops < ONE_THREAD_STEP_FLOPS:
             torch.set_num_threads(1)
             one_thread = "; 1 CPU thread, as a step this small gains nothing from more (--threads N to choose)"
         if (resume and device == "cpu" and (threads := meta.get("threads", "")).isdigit()
@@ -537,12 +542,12 @@ class Loop:
 
 def _busy_note(threads: int) -> str | None:
     """A hint when more threads ran than the machine had cores free: other programs held them."""
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     try:
         load = os.getloadavg()[0]  # the last minute, this run's own threads included
     except (AttributeError, OSError):  # not POSIX
         return None
-    if threads < 2 or load <= cores + 0.5:
+    if threads < 2 or threads > cores or load <= cores + 0.5:  # more threads than cores: the run's own doing
         return None
     return (f"note: the machine was busy (load average {load:.1f} on {plural(cores, 'core')}): with other programs "
             f"holding cores, each of this run's {threads} threads waits for the slowest, and --threads 1 can be "

@@ -38,10 +38,12 @@ LR_SCHEDULE = "nanogpt"  # lr_at's formula, as the training state records it: a 
 
 # On the CPU a training step under this many model FLOPs (forward and backward of one micro-batch)
 # runs on one thread unless --threads says otherwise. Measured on a 2-core CPU, quiet: the tiny
-# preset's step (24 MFLOP) took 2.19 ms on one thread and 2.18 on two; width 32 at context 64
-# (300 MFLOP) gained 1.2x from the second thread, the cpu preset (20 GFLOP) 1.8x. Busy, with
-# another program on one core, the tiny preset ran at 784 tokens/s on two threads against 89,061
-# on one: every kernel waits for the thread whose core is taken.
+# preset's step at vocabulary 512 (24 MFLOP) took 2.19 ms on one thread and 2.18 on two; width 32
+# at context 64 (300 MFLOP) gained 1.2x from the second thread, the cpu preset (20 GFLOP) 1.8x.
+# The LM head grows with the vocabulary: tiny on the Chronicles' 3,319 tokens is 93 MFLOP, under;
+# at 4,096 it is over (and gained 1.17x). Busy, with another program on one core, the tiny preset
+# ran at 784 tokens/s on two threads against 89,061 on one: every kernel waits for the thread whose
+# core is taken.
 ONE_THREAD_STEP_FLOPS = 1e8
 
 

@@ -31,12 +31,17 @@ def test_a_split_needs_one_window_and_its_count_reads_with_separators():
                                          r"a bigger corpus or pass --context 16 or less \(or tokenize with a larger --val-fraction\)"):
         data.check_context(17)
     with pytest.raises(InputError, match=r"train\.bin holds 60,993 tokens, fewer than one window of context 100,000 \+ 1; "
-                                         r"tokenize a bigger corpus or pass --context 60,992 or less$"):
-        data.check_context(100_000)
+                                         r"tokenize a bigger corpus or pass --context 16 or less \(or tokenize with a larger "
+                                         r"--val-fraction\)$"):
+        data.check_context(100_000)  # 16: what val.bin's 17 tokens hold, so the advice is not refused next
     one = TokenData(Path("t"), {"vocab_size": 10}, np.zeros(500, np.uint16), np.zeros(1, np.uint16))
     with pytest.raises(InputError, match=r"val\.bin holds 1 token, fewer than one window of context 16 \+ 1; tokenize a "
                                          r"bigger corpus \(or tokenize with a larger --val-fraction\)$"):
         one.check_context(16)  # no context fits one token: not suggested
+    short_val = TokenData(Path("t"), {"vocab_size": 10}, np.zeros(506, np.uint16), np.zeros(26, np.uint16))
+    with pytest.raises(InputError, match=r"train\.bin holds 506 tokens, .*; tokenize a bigger corpus or pass --context 25 "
+                                         r"or less \(or tokenize with a larger --val-fraction\)$"):
+        short_val.check_context(600)  # the context both splits hold, not one refused by val.bin next
 
 
 def test_a_file_or_a_run_directory_is_not_a_tokens_folder(tmp_path):

@@ -193,6 +193,22 @@ def test_an_unusable_device_is_refused_before_anything_is_written(tmp_path, monk
     assert "1. The Tokenizer" not in r.stdout and not (tmp_path / "x").exists()
 
 
+def test_threads_the_user_chose_reach_the_demos_training(tmp_path, monkeypatch):
+    import fabric_cli.demo as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: seen.append(kw["auto_threads"]) or {})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("FABRIC_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        for args in (["--threads", "2"], []):
+            assert CliRunner().invoke(app, [*args, "demo", "--run", str(tmp_path / "x")]).exit_code == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [False, True]  # --threads 2 is kept, not overruled by the small-step rule
+
+
 def test_the_showcase_shows_what_its_marks_compare():
     """`pronoun -> X` means X is the true referent, as in `fabric probe --head`. Beside it, the head's
     attention summed over each candidate mention, referent first: what ✓ and ✗ compare. (The single

@@ -177,6 +177,14 @@ def test_a_small_model_trains_on_one_thread_unless_threads_are_chosen(run, runne
         chosen = runner.invoke(app, ["--threads", "2", *args, "--restart"])
         assert chosen.exit_code == 0, chosen.output
         assert "CPU thread, as a step" not in chosen.stderr and "parameters, cpu, 2 threads)" in chosen.stdout
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # chosen the other way
+        assert "parameters, cpu, 2 threads)" in runner.invoke(app, [*args, "--restart"]).stdout
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        # a resume takes the count its run was saved on, so the command printed at a stop resumes exactly
+        assert runner.invoke(app, ["--threads", "2", *args, "--restart", "--steps", "4", "--stop-at", "2"]).exit_code == 0
+        resumed = runner.invoke(app, [*args, "--resume", "--steps", "4"])
+        assert resumed.exit_code == 0 and "parameters, cpu, 2 threads)" in resumed.stdout
+        assert "CPU thread" not in resumed.stderr
     finally:
         torch.set_num_threads(before)
 
@@ -377,9 +385,11 @@ def test_a_token_budget_resumed_with_another_batch_spends_what_is_left(run, runn
             "5,120 tokens") in more.stderr
 
 
-def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, runner, tmp_path):
+def test_bf16_autocast_on_the_cpu_is_asked_for_and_kept_to_this_session(run, runner, tmp_path, monkeypatch):
     """--dtype bfloat16 runs the CPU step under bf16 autocast (other numbers than fp32, weights
     still fp32); like --device it is not saved: a resume runs as its own command line says."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # so the tiny model's step takes one thread
+    monkeypatch.delenv("FABRIC_THREADS", raising=False)
     base = ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "8", "--eval-interval", "4", "--log-interval", "1"]
     bf16 = runner.invoke(app, [*base, "--dtype", "bfloat16", "--stop-at", "4"])
     assert bf16.exit_code == 0, bf16.output
