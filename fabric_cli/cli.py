@@ -206,6 +206,8 @@ def _interrupted(e: KeyboardInterrupt, paths: RunPaths, before: int | None, rest
     if not paths.latest.is_file():
         raise e
     what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        raise typer.Exit(code) from None  # under torchrun rank 0 speaks for the run (torchrun stops the others)
     if restart and _stamp(paths) == before:  # stopped while --restart was still checking: nothing deleted
         err(f"fabric: {what} before --restart deleted anything: the run is as it was; the same command starts over")
     else:

@@ -210,6 +210,22 @@ def test_a_busy_machine_is_named_with_the_thread_count_that_helps(monkeypatch):
     assert _busy_note(2) is None
 
 
+def test_under_torchrun_only_rank_0_speaks_for_an_interrupted_run(run, monkeypatch, capsys):
+    # torchrun SIGTERMs the other ranks when rank 0 stops (say, refused: the run is in use); their
+    # "terminated ... the run is as it was" beside rank 0's reason read as a second, contrary story
+    import typer
+
+    from fabric_cli import cli
+
+    train(run, TrainConfig(steps=2, eval_interval=2, **FAST), progress=False)
+    for rank, says in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(typer.Exit) as stop:
+            cli._interrupted(cli.Terminated(), run, None, False, "fabric train --resume")
+        assert stop.value.exit_code == 143
+        assert ("terminated (SIGTERM)" in capsys.readouterr().err) == says
+
+
 def test_a_state_saved_under_the_earlier_schedule_is_said_not_to_resume_exactly(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", *FAST_ARGS]
     assert runner.invoke(app, [*args, "--stop-at", "2"]).exit_code == 0
