@@ -260,8 +260,13 @@ def tokenize(
     if show is not None:
         if files:
             raise InputError("--show only displays how a text splits and takes no FILES; tokenize first, then --show")
+        typed = [f"--{k.replace('_', '-')}" for k in ("vocab_size", "min_frequency", "val_fraction", "errors", "force")
+                 if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
+        if typed:
+            raise InputError(f"--show splits the text with the tokenizer there is and trains none: {', '.join(typed)} "
+                             f"would change nothing; leave {'it' if len(typed) == 1 else 'them'} out")
         path = tokenizer or paths.tokenizer
-        text = _read_stdin("--show -", "give the text as --show TEXT").removesuffix("\n") if show == "-" else show  # as generate
+        text = _read_stdin("--show -", "give the text as --show TEXT") if show == "-" else show
         split = tk.show_split(tk.check_byte_level(tk.load_tokenizer(path), path), text)
         if json_out:
             return echo_json(split)
@@ -502,7 +507,7 @@ def generate(
     if interactive:
         echo_given = ctx.get_parameter_source("echo").name == "COMMANDLINE"  # typing the prompt already shows it
         return _generate_interactive(engine, cfg, quiet, echo=echo_given and echo)
-    text = _read_stdin().removesuffix("\n") if prompt == "-" else prompt or ""  # echo's newline is not prompt
+    text = _read_stdin() if prompt == "-" else prompt or ""
     result = _generate_once(engine, text, cfg, stream=not as_json, echo=echo, quiet=quiet)
     if as_json:
         echo_json({**result.to_dict(), "checkpoint": str(ckpt), "step": engine.info.step})
@@ -556,13 +561,16 @@ def _generate_once(engine, text: str, cfg: SampleConfig, stream: bool, echo: boo
 
 
 def _read_stdin(what: str = "PROMPT '-'", instead: str = "give the prompt as an argument") -> str:
-    """All of standard input as text: a closed stream or bytes that are not UTF-8 are one line."""
+    """All of standard input as text, less one final line end; a closed stream or bytes that are not
+    UTF-8 are one line."""
     if sys.stdin is None:
         raise InputError(f"standard input is closed, so {what} has nothing to read; {instead}")
     try:
-        return sys.stdin.read()
+        text = sys.stdin.read()
     except UnicodeDecodeError as e:
         raise InputError(f"standard input is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    # the line end `echo` (or a Windows file, \r\n) puts after the text is not part of it
+    return text.removesuffix("\r\n") if text.endswith("\r\n") else text.removesuffix("\n")
 
 
 def _generate_interactive(engine, cfg: SampleConfig, quiet: bool, echo: bool) -> None:

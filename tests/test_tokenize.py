@@ -388,8 +388,13 @@ def test_show_makes_the_split_visible(tmp_path, runner, corpus_file):
     assert out["display"] == display and out["ids"] == ids and out["count"] == len(ids) and not (tmp_path / "none").exists()
     piped = invoke(runner, "tokenize", "--show", "-", "--run", run, input=text + "\n")  # as `echo TEXT |` gives it
     assert piped.exit_code == 0 and piped.stdout == r.stdout
+    assert invoke(runner, "tokenize", "--show", "-", "--run", run, input=text + "\r\n").stdout == r.stdout  # CRLF too
     one = invoke(runner, "tokenize", "--show", "T", "--run", run)
     assert one.stdout.splitlines()[1].startswith("1 token: ")
+    ignored = invoke(runner, "tokenize", "--show", "T", "--run", run, "--vocab-size", 9999, "--force")
+    assert ignored.exit_code == 1 and ignored.stderr == (
+        "fabric: error: --show splits the text with the tokenizer there is and trains none: --vocab-size, --force "
+        "would change nothing; leave them out\n")
 
 
 def test_min_frequency_1_merges_every_pair_seen_and_2_does_not():
