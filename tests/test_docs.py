@@ -42,14 +42,14 @@ def test_the_readmes_python_example_runs(tmp_path, monkeypatch, capsys):
     code = "\n".join(line[4:] for line in block.splitlines())
     paths = RunPaths(tmp_path / "fabric-run")
     paths.root.mkdir()
-    tok = train_tokenizer(["The queen met the farmer at the market. She smiled."] * 5, vocab_size=300)
+    tok = train_tokenizer(["The queen met the farmer at the market. She smiled. He smiled."] * 5, vocab_size=300)
     tok.save(str(paths.tokenizer))
     torch.manual_seed(0)
     model = GPT(preset("tiny", n_head=4, vocab_size=tok.get_vocab_size()))
     save_weights(paths.latest, model, CheckpointInfo(model.config, step=1, tokenizer_sha256=tokenizer_sha256(paths.tokenizer)))
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
-    first, intact, zeroed = capsys.readouterr().out.splitlines()
+    first, intact, zeroed, patched = capsys.readouterr().out.splitlines()
     import ast
 
     looked = ast.literal_eval(first)  # three (token, attention) pairs: the prompt's own tokens, most attended first
@@ -58,3 +58,4 @@ def test_the_readmes_python_example_runs(tmp_path, monkeypatch, capsys):
     assert [a for _, a in looked] == sorted((a for _, a in looked), reverse=True) and sum(a for _, a in looked) <= 1.02
     assert re.fullmatch(r"intact: log p\(' ruled'\) - log p\(' ploughed'\) = [+-]\d+\.\d\d", intact), intact
     assert re.fullmatch(r"head 0\.1 zeroed: log p\(' ruled'\) - log p\(' ploughed'\) = [+-]\d+\.\d\d", zeroed), zeroed
+    assert re.fullmatch(r"head 0\.1 patched from 'He': log p\(' ruled'\) - log p\(' ploughed'\) = [+-]\d+\.\d\d", patched)
