@@ -27,8 +27,8 @@ from fabric_cli.runlock import holding
 from fabric_cli.sources import CHUNK_BYTES, Counts, Source, byte_bar, document_batches, resolve_sources
 from fabric_cli.text import plural
 from fabric_cli.tokenizer import (
-    check_byte_level, check_min_frequency, check_vocab_size, eot_id, load_tokenizer, token_dtype, tokenizer_sha256,
-    train_tokenizer,
+    WHOLE_WORDS, check_byte_level, check_min_frequency, check_vocab_size, eot_id, load_tokenizer, token_dtype,
+    tokenizer_sha256, train_tokenizer,
 )
 
 
@@ -37,11 +37,6 @@ FORMAT, VERSION = "fabric-tokens", 1
 # would evaluate on overlapping windows of the same few tokens. Tokenize warns below two windows of
 # the default preset's context, so a user learns it now rather than when training fails.
 SMALL_SPLIT_TOKENS = 2 * PRESETS[TrainConfig.preset].block_size
-# Tokens per word at or under which a tokenizer that stopped short of --vocab-size is not warned
-# about: its words are whole already (a leading space and the word make one token), and BPE, which
-# never merges across words, has nothing left to merge. English prose under a 4,096-token BPE
-# trained on it runs at 1.2-1.3; stopped early for want of text, at 2 or more.
-WHOLE_WORDS = 1.5
 
 
 # --------------------------------------------------------------------------- tokenize a corpus

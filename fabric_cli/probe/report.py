@@ -12,6 +12,7 @@ import torch
 
 from fabric_cli.config import Head, ProbeConfig
 from fabric_cli.text import plural
+from fabric_cli.tokenizer import WHOLE_WORDS
 from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
@@ -167,16 +168,9 @@ def _tokens_per_word(encoded: list[Encoded]) -> float | None:
     return round(sum(w >= 0 for e in encoded for w in e.words) / words, 3) if words else None
 
 
-# Prompts whose words the tokenizer splits into more tokens than this, on average, are in words the
-# model rarely saw in training: a BPE vocabulary holds the words of its own corpus whole (the
-# bundled suites run at 1.00 tokens a word under the demo's tokenizer, 2.76 under one trained on 800
-# other stories). A weak or missing head then says more about the prompts than the training.
-UNSEEN_WORDS = 1.6
-
-
 def _unseen_words(r: dict) -> str:
     tpw = r.get("prompts", {}).get("tokens_per_word")  # absent from reports of earlier versions
-    if tpw is None or tpw <= UNSEEN_WORDS:
+    if tpw is None or tpw <= WHOLE_WORDS:  # over it: a weak or missing head says more about the prompts
         return ""
     return (f"this model's tokenizer splits these prompts' words into {tpw:.1f} tokens each, so it rarely saw them in "
             f"training: probe it with prompts in its own corpus's words (--prompts)")
