@@ -79,7 +79,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
-        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v together
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
@@ -249,6 +249,9 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens > context length {self.config.block_size}")
+        if (probe is not None or cache is not None) and self.training and self.config.dropout > 0:
+            # the probing and cached paths compute attention without its dropout: call model.eval()
+            raise ValueError("the probing and cached paths are for evaluation: call model.eval() first (dropout is on)")
         if cache is not None and T == 1 and probe is None and targets is None and not self.training:
             return self._decode_step(idx, cache), None
         if probe is not None:

@@ -458,8 +458,8 @@ class Loop:
         pending, self.pending = self.pending, []
         parts = [torch.stack([st.loss.float() for _, st in pending]), torch.stack([st.grad_norm.float() for _, st in pending])]
         last = pending[-1][1]
-        if last.layer_norms is not None:
-            parts.append(last.layer_norms.float())
+        if last.layer_grad_norms is not None:
+            parts.append(last.layer_grad_norms.float())
         flat = torch.cat(parts)
         if self.dist.enabled:
             flat = self.dist.mean(torch.cat([flat, torch.tensor([float(stop_flag)], device=flat.device)]))
@@ -475,7 +475,7 @@ class Loop:
             busy = now - self.t_log - (self.paused - self.paused_at_log)
             tps = (self.tokens_seen - self.tokens_at_log) / max(busy, 1e-9)
             self.t_log, self.tokens_at_log, self.paused_at_log = now, self.tokens_seen, self.paused
-            layers = values[2 * k : 2 * k + self.mc.n_layer + 1] if last.layer_norms is not None else []
+            layers = values[2 * k : 2 * k + self.mc.n_layer + 1] if last.layer_grad_norms is not None else []
             self.metrics.write({
                 "kind": "train", "step": self.step, "loss": self.train_loss, "lr": lr, "tokens_per_s": round(tps, 1),
                 "tokens_seen": self.tokens_seen, "grad_norm": values[2 * k - 1], "grad_norm_layers": layers,

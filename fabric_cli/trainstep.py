@@ -30,7 +30,7 @@ from fabric_cli.model import GPT
 class StepStats:
     loss: torch.Tensor  # mean over the micro-steps, 0-d, still on the device
     grad_norm: torch.Tensor  # total, before clipping
-    layer_norms: torch.Tensor | None  # (n_layer + 1,) on log steps
+    layer_grad_norms: torch.Tensor | None  # (n_layer + 1,) on log steps
 
 
 LR_SCHEDULE = "nanogpt"  # lr_at's formula, as the training state records it: a change must rename it
@@ -71,7 +71,7 @@ def train_step(
     groups: LayerGroups,
     grad_clip: float,
     amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    layer_norms: bool = False,
+    layer_grad_norms: bool = False,
 ) -> StepStats:
     """One optimizer step over `batches` (the micro-steps). No host sync: results stay tensors."""
     no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce gradients on the last micro-step only
@@ -84,7 +84,7 @@ def train_step(
             (loss / len(batches)).backward()
         loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     grads = [p.grad for p in groups.params]
-    if layer_norms:
+    if layer_grad_norms:
         total, layers = groups.norms(grads)
     else:
         # foreach=None: torch's foreach kernels where the device has them (CUDA, CPU), a loop over
@@ -253,10 +253,11 @@ def keep_freed_memory() -> None:
 
 def activation_bytes(config: ModelConfig, batch_size: int) -> int:
     """A low estimate of the memory one micro-step's forward pass keeps for the backward pass, fp32:
-    per token, about 16 widths per layer (norm outputs, q/k/v, attention output, the 4x-wide
-    feed-forward before and after GELU, residuals) and the logits twice (with their log-softmax)."""
+    per token and layer, about 8 widths (norm outputs, q/k/v, attention output, residuals) and the
+    feed-forward's hidden layer twice (before and after GELU: 8 more widths at the usual 4x), and
+    the logits twice (with their log-softmax)."""
     c = config
-    return 4 * batch_size * c.block_size * (16 * c.n_layer * c.n_embd + 2 * c.vocab_size)
+    return 4 * batch_size * c.block_size * (c.n_layer * (8 * c.n_embd + 2 * c.n_ff) + 2 * c.vocab_size)
 
 
 def check_memory(config: ModelConfig, batch_size: int, grad_accum: int, device: str) -> None:

@@ -251,3 +251,27 @@ def test_num_params_by_arithmetic_counts_what_the_model_holds(name, bias):
     """train refuses a model too big for memory from this count, before building it."""
     cfg = preset(name, vocab_size=300, bias=bias, n_layer=2, n_ff=3 * PRESETS[name].n_embd)
     assert cfg.num_params == GPT(cfg).num_params()
+
+
+def test_probing_and_cached_paths_refuse_training_mode_with_dropout():
+    """Both compute attention without its dropout: in train mode they would quietly differ from forward."""
+    m = GPT(preset("tiny", vocab_size=32, dropout=0.1)).train()
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
+        m(idx, probe=Probe())
+    with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
+        m(idx, cache=KVCache(m.config, 1))
+    m.eval()
+    assert m(idx, probe=Probe())[0].shape == (1, 4, 32)
+    still = GPT(preset("tiny", vocab_size=32)).train()  # no dropout: train mode computes the same numbers
+    assert still(idx, probe=Probe())[0].shape == (1, 4, 32)
+
+
+def test_activation_estimate_follows_the_feed_forward_width():
+    from fabric_cli.trainstep import activation_bytes
+
+    usual = preset("tiny", vocab_size=32)
+    wide = ModelConfig(**{**usual.to_dict(), "n_ff": 8 * usual.n_embd})
+    per_unit = 4 * 3 * usual.block_size * usual.n_layer  # fp32 bytes of one hidden unit, batch 3, every position and layer
+    assert activation_bytes(usual, 3) == 4 * 3 * usual.block_size * (16 * usual.n_layer * usual.n_embd + 2 * 32)
+    assert activation_bytes(wide, 3) - activation_bytes(usual, 3) == per_unit * 2 * (wide.n_ff - usual.n_ff)  # kept before and after GELU

@@ -472,9 +472,9 @@ def test_step_clips_accumulates_and_frees_gradients():
     model = GPT(preset("tiny", vocab_size=64))
     groups, opt = LayerGroups(model, 2), _RecordingSGD(model.parameters(), lr=0.0)  # lr 0: weights stay put
     x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
-    whole = train_step(model, opt, [(x, y)], groups, grad_clip=0.0, layer_norms=True)
+    whole = train_step(model, opt, [(x, y)], groups, grad_clip=0.0, layer_grad_norms=True)
     assert opt.seen == pytest.approx(whole.grad_norm.item(), rel=1e-5)  # no clipping
-    assert whole.layer_norms.shape == (3,) and (whole.layer_norms > 0).all()
+    assert whole.layer_grad_norms.shape == (3,) and (whole.layer_grad_norms > 0).all()
     assert all(p.grad is None for p in model.parameters())  # freed, not zeroed
     halves = train_step(model, opt, [(x[:2], y[:2]), (x[2:], y[2:])], groups, grad_clip=0.0)
     assert halves.grad_norm.item() == pytest.approx(whole.grad_norm.item(), rel=1e-4)  # accumulation = one batch
@@ -507,8 +507,8 @@ def test_a_frozen_parameter_is_left_out_of_the_norms_and_stays_put():
     before, wte = model.transformer.wpe.weight.clone(), model.transformer.wte.weight.clone()
     groups, opt = LayerGroups(model, 2), make_optimizer(model, TrainConfig(lr=1e-2))
     x, y = torch.randint(0, 64, (4, 16)), torch.randint(0, 64, (4, 16))
-    for layer_norms in (True, False):  # the per-layer norms and the total alone: both had passed a None gradient
-        stats = train_step(model, opt, [(x, y)], groups, grad_clip=1.0, layer_norms=layer_norms)
+    for layer_grad_norms in (True, False):  # the per-layer norms and the total alone: both had passed a None gradient
+        stats = train_step(model, opt, [(x, y)], groups, grad_clip=1.0, layer_grad_norms=layer_grad_norms)
         assert torch.isfinite(stats.grad_norm) and stats.grad_norm > 0
     assert torch.equal(model.transformer.wpe.weight, before)
     assert not torch.equal(model.transformer.wte.weight, wte)  # the rest trains
