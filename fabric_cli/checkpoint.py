@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,20 +120,29 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             )
         return latest
     if not path.exists():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; run `fabric train` first, "
-            f"or give a weights file or a run directory"
-        )
+        raise _not_found(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a regular file; give a weights file or a run directory")
     return path
 
 
+def _not_found(path: Path) -> CheckpointError:
+    """A missing checkpoint; when it is a run's latest and the run directory itself is missing, says
+    so: a mistyped --run (or $FABRIC_RUN) is likelier than a run never trained."""
+    root = path.parent.parent
+    if path.name == "latest.safetensors" and path.parent.name == "checkpoints" and not root.exists():
+        return CheckpointError(f"no run directory {root} (looking for its checkpoint {path}); check --run "
+                               f"(or $FABRIC_RUN); a new run starts with fabric --run {shlex.quote(str(root))} tokenize CORPUS")
+    return CheckpointError(f"checkpoint {path} does not exist; run `fabric train` first, "
+                           f"or give a weights file or a run directory")
+
+
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a regular file; give a weights file or a run directory" if path.exists()
-                              else f"checkpoint {path} does not exist; run `fabric train` first or pass --checkpoint")
+        if not path.exists():
+            raise _not_found(path)
+        raise CheckpointError(f"checkpoint {path} is not a regular file; give a weights file or a run directory")
     meta = _header(path)
     if meta.get("format") == STATE_FORMAT:
         raise CheckpointError(

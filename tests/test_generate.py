@@ -425,6 +425,8 @@ def test_a_batch_too_big_is_refused_before_the_first_interactive_prompt(runner, 
 
 
 def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
+    assert "no run directory" in _error(_cli(runner, RunPaths(tmp_path / "mistyped"), "hi"))  # likelier a typo than untrained
+    (tmp_path / "empty").mkdir()
     assert "fabric train" in _error(_cli(runner, RunPaths(tmp_path / "empty"), "hi"))
     other = train_tokenizer(["completely different text for another tokenizer"] * 5, vocab_size=280)
     other.save(str(tmp_path / "other.json"))

@@ -94,6 +94,10 @@ def test_without_metrics_or_checkpoint(tmp_path, runner):
     assert (f"gradient flow: no gradient norms: {path} is not inside a run's checkpoints/ folder; "
             f"name its metrics.jsonl with --metrics") in result.stdout
     line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")]))
+    assert line.startswith(f"fabric: error: no run directory {tmp_path / 'nothing'} (looking for its checkpoint ")
+    assert "check --run (or $FABRIC_RUN); a new run starts with fabric --run" in line and "--checkpoint" not in line
+    (tmp_path / "trained-nothing").mkdir()  # a run folder that exists, without a checkpoint
+    line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "trained-nothing")]))
     assert "fabric train" in line and "give a weights file or a run directory" in line and "--checkpoint" not in line
 
 
