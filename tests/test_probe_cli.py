@@ -586,3 +586,15 @@ def test_pictures_are_named_after_their_report_unless_it_is_the_runs_own(tmp_pat
     assert picture_prefix(tmp_path / "studies" / "report.json", run) == "report-"  # not the user's own heads.png
     assert picture_prefix(run.probe / "report-step-000200.json", run) == "report-step-000200-"
 
+
+
+def test_prompts_dash_reads_them_from_standard_input(world):
+    markup = "[The queen] greeted <the king> before {she} sang. || sang | shouted\n"
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", "-", "--head", "1.2"], input=markup)
+    assert r.exit_code == 0, r.output
+    assert "prompts: 1 from stdin; 1 scored" in r.stdout and "stdin:1" in r.stdout
+    suite = open(world["suite"], encoding="utf-8").read()  # JSONL, told apart by its first line
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", "-", "--json"], input=suite)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["named_head"] == "1.2"
+

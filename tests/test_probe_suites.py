@@ -175,6 +175,47 @@ def test_an_unreadable_prompts_file_is_an_input_error(tmp_path, monkeypatch):
     def denied(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(type(f), "read_text", denied)
+    monkeypatch.setattr(type(f), "read_bytes", denied)
     with pytest.raises(InputError, match=f"cannot read the probe file {f}: Permission denied"):
         load_file(f)
+
+
+def test_jsonl_continuations_are_literal_text_and_one_glued_to_the_pronoun_is_refused(tmp_path):
+    """The markup puts the space in; a JSONL suite gives the text as it follows the pronoun. 'sang' after
+    'she ' would score the token of 'shesang': a preference the model never had, so it is refused."""
+    glued = tmp_path / "glued.jsonl"
+    glued.write_text(_jsonl(continuations=["left", " stayed"]) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_file(glued)
+    pronoun = json.loads(_jsonl())["text"][slice(*json.loads(_jsonl())["pronoun"])]
+    assert f"{glued}, line 1: continuation 'left' would follow the pronoun {pronoun!r} with no space" in str(e.value)
+    assert "write ' left'" in str(e.value)
+    assert parse_jsonl_line(_jsonl(continuations=[", then", " stayed"])).continuations == (", then", " stayed")
+    # a text written without spaces (as Chinese is) takes its continuations as they are
+    cjk = {"text": "王后见到国王后她走了", "pronoun": [7, 8], "referent": [0, 2], "distractors": [[4, 6]],
+           "continuations": ["走", "跑"]}
+    assert parse_jsonl_line(json.dumps(cjk, ensure_ascii=False)).continuations == ("走", "跑")
+
+
+def test_prompts_come_from_standard_input_or_a_pipe_in_either_form(tmp_path, monkeypatch):
+    import io
+    import os
+    import sys
+    import threading
+
+    markup = "[The queen] met <the king> before {she} sang. || sang | shouted\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(markup.encode("utf-8"))))
+    [it] = load_file("-")
+    assert it.suite == "stdin" and it.where == "stdin:1" and it.continuations == (" sang", " shouted")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((_jsonl() + "\n").encode("utf-8"))))
+    assert load_file("-")[0].referent == (0, 9)  # a JSON object first: JSONL, with no file name to say so
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n# nothing\n")))
+    with pytest.raises(InputError, match="^standard input holds no prompts$"):
+        load_file("-")
+    fifo = tmp_path / "prompts"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(markup, encoding="utf-8"))
+    writer.start()
+    [it] = load_file(fifo)
+    writer.join()
+    assert it.text == "The queen met the king before she sang." and it.suite == "prompts"

@@ -7,9 +7,10 @@ A JSONL line (spans are character offsets [start, end) into "text"):
      "continuations": [" ploughed", " ruled"], "ambiguous": false}
 
 "distractor": [s, e] (one span) is accepted too. continuations[0] is what follows the pronoun if it
-means the referent, continuations[1] if it means the distractor; they are optional, and the ablation
-compares only their first tokens, so those must differ (with many tokenizers " lecture" and
-" lectures" do not).
+means the referent, continuations[1] if it means the distractor, as literal text: its leading space
+included (one that would join the pronoun into a longer word, "shebaked", is refused). They are
+optional, and the ablation compares only their first tokens, so those must differ (with many
+tokenizers " lecture" and " lectures" do not).
 
 The markup, one prompt a line (a .txt file for `--prompts`):
 
@@ -19,14 +20,18 @@ The markup, one prompt a line (a .txt file for `--prompts`):
 [referent] (exactly one), {pronoun} (exactly one), <distractor> (any number); after ` || ` the two
 continuations, referent's first (a space is put in front of each unless it starts with
 punctuation); a leading `? ` flags the item as ambiguous; blank lines and `#` lines are skipped.
-A malformed line is an InputError naming the file and the line. Only distractors before the
+A malformed line is an InputError naming the file and the line. `--prompts -` reads either form
+from standard input. Only distractors before the
 pronoun count: a head cannot look ahead, so a prompt with none is shown but not scored.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,39 +99,60 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | N
 
 
 def load_file(path: str | Path) -> list[ProbeItem]:
-    """A .jsonl suite, or any other file as markup, one prompt a line."""
+    """A .jsonl suite, or any other file as markup, one prompt a line. `-` is standard input and a
+    pipe (`<(...)`) is read too; having no name to tell them by, they are JSONL when their first
+    prompt line is a JSON object, else markup."""
+    stdin = str(path) == "-"
+    stream = stdin or _is_pipe(path)
     path = Path(path)
-    if path.is_dir():
+    label = "stdin" if stdin else str(path)  # where each item came from: "stdin:3", "mine.txt:3"
+    shown = "standard input" if stdin else f"probe file {path}"
+    if not stdin and path.is_dir():
         raise InputError(f"probe file {path} is a folder; pass one .jsonl suite or one markup file")
-    if not path.exists():
+    if not stream and not path.exists():
         raise InputError(f"probe file {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"probe file {path} is not a regular file (a device or pipe); give a .jsonl suite or a markup file")
+    if not stream and not path.is_file():
+        raise InputError(f"probe file {path} is not a regular file (a device); give a .jsonl suite or a markup file")
+    if stdin and (sys.stdin is None or sys.stdin.isatty()):
+        raise InputError("--prompts - reads the prompts from standard input, which is a terminal or closed; "
+                         "pipe them in (echo '[Ann] met <Bo> before {she} left.' | fabric probe --prompts -)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = (sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin).read() if stdin else path.read_bytes()
+        lines = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).splitlines()
     except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise InputError(f"{shown} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise InputError(f"cannot read the probe file {path}: {e.strerror or e}") from None
-    parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
+        raise InputError(f"cannot read the {shown}: {e.strerror or e}") from None
+    if stream:
+        parse = parse_jsonl_line if _is_json_object(next((ln for ln in lines if ln.strip()), "")) else parse_markup_line
+    else:
+        parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
+    suite = "stdin" if stdin else "pipe" if stream and str(path).startswith(("/dev/", "/proc/")) else path.stem
     items = []
     for n, line in enumerate(lines, start=1):
         if not line.strip() or (parse is parse_markup_line and line.lstrip().startswith("#")):
             continue
         try:
-            items.append(parse(line, suite=path.stem, default_id=f"{path.stem}:{n}", where=f"{path}:{n}"))
+            items.append(parse(line, suite=suite, default_id=f"{suite}:{n}", where=f"{label}:{n}"))
         except _LineError as e:
             hint = ""
-            if parse is parse_markup_line and _is_json_object(line):
+            if parse is parse_markup_line and not stream and _is_json_object(line):
                 hint = "; the line is JSON: a JSONL suite's file name must end in .jsonl"
-            raise InputError(f"{path}, line {n}: {e}{hint}") from None
+            raise InputError(f"{'standard input' if stdin else path}, line {n}: {e}{hint}") from None
     if not items:
-        raise InputError(f"probe file {path} holds no prompts")
+        raise InputError(f"{shown} holds no prompts")
     return items
 
 
 class _LineError(ValueError):
     """What is wrong with one line; load_file adds the file and line number."""
+
+
+def _is_pipe(path: str | Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _is_json_object(line: str) -> bool:
@@ -171,13 +197,20 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
     for key, value in [("text", text)] + [("continuations", c) for c in conts or ()]:
         if problem := unicode_error(value):
             raise _LineError(f'"{key}" is not valid UTF-8 text ({problem})')
+    pronoun = _span(d["pronoun"], "pronoun", text)
+    after = text[pronoun[1]:pronoun[1] + 1]  # what follows the pronoun in the text ("" at its end)
+    for c in conts or ():
+        if re.match(r"\w", c) and (after.isspace() or (not after and " " in text)):
+            raise _LineError(f'continuation {c!r} would follow the pronoun {text[slice(*pronoun)]!r} with no space '
+                             f'between ({text[slice(*pronoun)] + c!r}): write {" " + c!r}, as it follows in the text '
+                             f'(the markup puts the space in for you)')
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
         raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
     item_id = d.get("id", default_id)
     return _checked(
         ProbeItem(
-            id=str(item_id), text=text, pronoun=_span(d["pronoun"], "pronoun", text),
+            id=str(item_id), text=text, pronoun=pronoun,
             referent=_span(d["referent"], "referent", text),
             distractors=tuple(_span(s, "distractor", text) for s in distractors),
             continuations=tuple(conts) if conts else None, ambiguous=ambiguous, suite=suite, where=where,
