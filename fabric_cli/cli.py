@@ -446,6 +446,7 @@ def probe(
     """Find the attention heads that tie a pronoun to its referent; writes probe/report.json."""
     from fabric_cli import probe as pr
     from fabric_cli.checkpoint import resolve_checkpoint
+    from fabric_cli.runlock import holder
 
     cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
                       top=top, ablate=ablate, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
@@ -457,8 +458,11 @@ def probe(
         raise InputError(f"--report {report} is a folder; give the report's file name, such as {report / 'report.json'}")
     paths = run_paths(ctx, run)
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
-    target = report or pr.probe_run(paths, checkpoint).probe_report_for(checkpoint)  # the checkpoint's run, not always --run
+    owner = pr.probe_run(paths, checkpoint)  # the checkpoint's run, not always --run
+    target = report or owner.probe_report_for(checkpoint)
     _check_writable(target, "the probe report", "pass another --run or --report")  # before minutes of work, not after
+    if (checkpoint is None or os.path.abspath(checkpoint) == os.path.abspath(owner.latest)) and (who := holder(owner.root)):
+        err(f"note: {owner.root} is in use by {who}: this probes the checkpoint saved last; probe again when it ends")
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
     pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))

@@ -266,7 +266,8 @@ class ProbeConfig:
         if self.random_heads < 0:
             raise InputError(f"--random-heads must be 0 or more, got {self.random_heads}")
         if not 0.0 < self.threshold <= 1.0:
-            raise InputError(f"--threshold is an accuracy in (0, 1], got {self.threshold}")
+            hint = f" (for {self.threshold:g}%, give {self.threshold / 100:g})" if 1 < self.threshold <= 100 else ""
+            raise InputError(f"--threshold is an accuracy in (0, 1], got {self.threshold:g}{hint}")
         if not 0.0 < self.alpha < 1.0:
             raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
         check_seed(self.seed)

@@ -6,8 +6,9 @@ about to save. `holding(root, who)` takes an advisory lock (flock) on RUN/.fabri
 the block: another holder is an InputError naming it. The kernel releases the lock however the
 process ends; the file stays, emptied when the block ends. A run folder (and parents) made for the
 block and left holding only the lock file is removed again. The lock is reentrant within a
-process (the demo holds it around the train() that takes it too). Without flock (Windows)
-nothing is locked.
+process (the demo holds it around the train() that takes it too). Readers do not lock; `holder(root)`
+lets one say that what it reads may be replaced (fabric probe of a run being trained). Without flock
+(Windows) nothing is locked.
 """
 
 from __future__ import annotations
@@ -64,3 +65,28 @@ def holding(root: str | os.PathLike, who: str) -> Iterator[None]:
             for folder in made:  # the run folder, then any parent made for it
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+
+
+def holder(root: str | os.PathLike) -> str | None:
+    """Who holds `root`'s lock now ("fabric train (pid 123)"), or None: free, never taken, held by this
+    process, or no flock. For readers (probe) to say that what they read is still being written."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    lock = Path(root) / LOCK_NAME
+    if os.path.realpath(root) in _held:
+        return None
+    try:
+        f = open(lock)
+    except OSError:  # no lock file: never trained here (or unreadable: nothing to say)
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "another process"
+        except OSError:
+            return None
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

@@ -598,3 +598,46 @@ def test_prompts_dash_reads_them_from_standard_input(world):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["named_head"] == "1.2"
 
+
+def test_ablate_on_prompts_without_continuations_is_refused_before_the_work(world, tmp_path):
+    r = probe_text(world["run"], tmp_path / "bare.txt", "[The queen] greeted <the king> before {she} sang.\n", "--ablate")
+    assert r.exit_code == 1 and r.stdout == "" and not (tmp_path / "report.json").exists()
+    assert r.stderr.strip() == (
+        "fabric: error: --ablate measures the model's preference for what follows the pronoun, and none of the 1 "
+        "unambiguous prompts probed says what does: end each markup line with ' || referent's word | distractor's "
+        "word' (in a .jsonl suite, \"continuations\"), or leave out --ablate")
+
+
+def test_ablating_when_no_head_was_named_says_so_and_how_to_map_every_head(world):
+    text = probe(world, "--ablate", "--random-heads", "2", run=world["random"]).stdout
+    assert "No pronoun head found" in text
+    assert ("No head was named, so this removes the top-ranked head, ") in text and "--random-heads 8 removes each head" in text
+    named = probe(world, "--ablate", "--random-heads", "2").stdout  # the planted head is named: nothing to say
+    assert "Pronoun head: 1.2" in named and "No head was named" not in named
+
+
+def test_probing_a_run_that_is_being_trained_says_so(world):
+    import fcntl
+
+    from fabric_cli.runlock import LOCK_NAME, holder
+
+    run = Path(world["run"])
+    assert holder(run) is None
+    with open(run / LOCK_NAME, "a+") as other:  # as a `fabric train` in another process holds it
+        other.write("fabric train (pid 4242)\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert holder(run) == "fabric train (pid 4242)"
+        r = probe(world)
+        assert r.exit_code == 0, r.output
+        assert (f"note: {run} is in use by fabric train (pid 4242): this probes the checkpoint saved last; probe "
+                f"again when it ends") in r.stderr
+        snapshot = str(RunPaths(run).snapshot(200))  # a snapshot is not being rewritten: nothing to say
+        assert "in use by" not in probe(world, "--checkpoint", snapshot).stderr
+        other.truncate(0)
+    assert holder(run) is None and "in use by" not in probe(world).stderr
+
+
+def test_a_threshold_given_as_a_percentage_is_refused_with_its_fraction(world):
+    r = probe(world, "--over-checkpoints", "--threshold", "80")
+    assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threshold is an accuracy in (0, 1], got 80 (for 80%, give 0.8)"

@@ -210,7 +210,12 @@ def render_text(r: dict, top: int = 10) -> str:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
                    + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
-    for section in (_detail_lines(r["head_detail"]), _ablation_lines(r["ablation"]), _emergence_lines(r["emergence"])):
+    ablation = _ablation_lines(r["ablation"])
+    if ablation and r["settings"]["head"] is None and r["named_head"] is None:
+        every = r["shape"]["n_layer"] * r["shape"]["n_head"]
+        ablation.insert(0, f"No head was named, so this removes the top-ranked head, {r['chosen_head']}; a model can resolve "
+                           f"pronouns with no single head: --random-heads {every} removes each head in turn and maps the drops.")
+    for section in (_detail_lines(r["head_detail"]), ablation, _emergence_lines(r["emergence"])):
         if section:
             out += ["", *section]
     return "\n".join(out)

@@ -87,6 +87,11 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
     _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
+    if cfg.ablate and not any(e.item.continuations for e in encoded if not e.item.ambiguous):
+        raise InputError(f"--ablate measures the model's preference for what follows the pronoun, and none of the "
+                         f"{len(encoded):,} unambiguous prompts probed says what does: end each markup line with "
+                         f"' || referent's word | distractor's word' (in a .jsonl suite, \"continuations\"), "
+                         f"or leave out --ablate")
     device = use_device(choose_device(cfg.device).device)
     model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
     batches = make_batches(encoded, cfg.batch_size, device)
