@@ -606,6 +606,11 @@ def test_ablate_on_prompts_without_continuations_is_refused_before_the_work(worl
         "fabric: error: --ablate measures the model's preference for what follows the pronoun, and none of the 1 "
         "unambiguous prompts probed says what does: end each markup line with ' || referent's word | distractor's "
         "word' (in a .jsonl suite, \"continuations\"), or leave out --ablate")
+    both = "? [The queen] greeted <the girl> before {she} sang.\n[The queen] greeted <the king> before {she} sang.\n"
+    r = probe_text(world["run"], tmp_path / "both.txt", both, "--ablate")  # the ambiguous prompt is not counted
+    assert r.exit_code == 1 and "none of the 1 unambiguous prompts probed" in r.stderr
+    r = probe_text(world["run"], tmp_path / "amb.txt", both.splitlines()[0] + "\n", "--ablate")
+    assert r.exit_code == 0 and ": no unambiguous prompt has two continuations" in r.stdout
 
 
 def test_ablating_when_no_head_was_named_says_so_and_how_to_map_every_head(world):

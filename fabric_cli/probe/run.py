@@ -87,9 +87,10 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     bos = eot_id(tok)
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
     _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
-    if cfg.ablate and not any(e.item.continuations for e in encoded if not e.item.ambiguous):
+    unambiguous = [e for e in encoded if not e.item.ambiguous]
+    if cfg.ablate and unambiguous and not any(e.item.continuations for e in unambiguous):
         raise InputError(f"--ablate measures the model's preference for what follows the pronoun, and none of the "
-                         f"{len(encoded):,} unambiguous prompts probed says what does: end each markup line with "
+                         f"{len(unambiguous):,} unambiguous prompts probed says what does: end each markup line with "
                          f"' || referent's word | distractor's word' (in a .jsonl suite, \"continuations\"), "
                          f"or leave out --ablate")
     device = use_device(choose_device(cfg.device).device)
