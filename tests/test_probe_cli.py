@@ -646,3 +646,17 @@ def test_probing_a_run_that_is_being_trained_says_so(world):
 def test_a_threshold_given_as_a_percentage_is_refused_with_its_fraction(world):
     r = probe(world, "--over-checkpoints", "--threshold", "80")
     assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threshold is an accuracy in (0, 1], got 80 (for 80%, give 0.8)"
+
+
+def test_a_referent_mentioned_again_unmarked_is_pointed_out(world, tmp_path):
+    """A head that looks at the unmarked 'queen' looks at no candidate: the user is told, with where."""
+    text = ("[The queen] greeted <the king> before {she} sang. || sang | shouted\n"
+            "[The queen] greeted <the king>, and the queen knew {she} sang. || sang | shouted\n")
+    r = probe_text(world["run"], tmp_path / "again.txt", text, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["prompts"]["referent_repeated"] == {
+        "n": 1, "first": {"id": "again:2", "where": f"{tmp_path / 'again.txt'}:2", "word": "queen", "at": 36}}
+    r = probe_text(world["run"], tmp_path / "again.txt", text)
+    assert (f"  note: 1 prompt mentions its referent again, unmarked, before the pronoun (the first, "
+            f"{tmp_path / 'again.txt'}:2: 'queen' at character 36)") in r.stdout
+    assert "mentions its referent again" not in probe(world).stdout  # the toy suite marks every mention

@@ -40,7 +40,8 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
                      "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh)},
         "prompts": {"total": len(items), "probed": len(encoded), "scored": heads.n_all, "scored_accuracy": heads.n,
                     "ambiguous": sum(e.item.ambiguous for e in encoded), "skipped": len(skipped),
-                    "tokens_per_word": _tokens_per_word(encoded)},
+                    "tokens_per_word": _tokens_per_word(encoded),
+                    "referent_repeated": _repeated(encoded)},
         "shape": {"n_layer": L, "n_head": nh},
         "baselines": {k: (None if math.isnan(v) else round(v, 6)) for k, v in heads.baselines.items()},
         "best_baseline": {"name": best_name, "accuracy": None if math.isnan(best_value) else round(best_value, 6)},
@@ -168,6 +169,27 @@ def _tokens_per_word(encoded: list[Encoded]) -> float | None:
     return round(sum(w >= 0 for e in encoded for w in e.words) / words, 3) if words else None
 
 
+def _repeated(encoded: list[Encoded]) -> dict:
+    """The prompts that mention their referent again, unmarked, before the pronoun: how many, and the first."""
+    found = [(e.item, span) for e in encoded if (span := e.item.unmarked_mention())]
+    first = None
+    if found:
+        item, (a, b) = found[0]
+        first = {"id": item.id, "where": item.where, "word": item.text[a:b], "at": a}
+    return {"n": len(found), "first": first}
+
+
+def _repeated_lines(p: dict) -> list[str]:
+    rep = p.get("referent_repeated") or {}  # absent from reports of earlier versions
+    if not rep.get("n"):
+        return []
+    f = rep["first"]
+    verb = "mentions its" if rep["n"] == 1 else "mention their"
+    return [f"  note: {plural(rep['n'], 'prompt')} {verb} referent again, unmarked, before the pronoun (the "
+            f"first, {f['where'] or f['id']}: {f['word']!r} at character {f['at']}); a head that looks at that mention "
+            f"counts as looking at no candidate: mark as [referent] the mention the pronoun should tie to"]
+
+
 def _unseen_words(r: dict) -> str:
     tpw = r.get("prompts", {}).get("tokens_per_word")  # absent from reports of earlier versions
     if tpw is None or tpw <= WHOLE_WORDS:  # over it: a weak or missing head says more about the prompts
@@ -185,7 +207,7 @@ def render_text(r: dict, top: int = 10) -> str:
             f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (set apart, not scored)")
     if p["skipped"]:
         line += f", {p['skipped']} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
-    out += [line, *_skipped_lines(r["skipped"]), ""]
+    out += [line, *_repeated_lines(p), *_skipped_lines(r["skipped"]), ""]
     heads = {h["head"]: h for h in r["heads"]}
     n = p["scored_accuracy"]
     out.append(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier candidate (n={n})")

@@ -59,6 +59,24 @@ class ProbeItem:
     def show(self, span: Span) -> str:
         return self.text[span[0] : span[1]].strip()
 
+    def unmarked_mention(self) -> Span | None:
+        """The first unmarked word before the pronoun that is the referent's last word ("George" in
+        "[George] met <Alice>. Later George ... {he}"), or None. A head looking there counts as looking
+        at none of the candidates.
+
+        Example:
+            >>> parse_markup_line("[The cook] met <Ann>; the cook said {she} was late.").unmarked_mention()
+            (22, 26)
+        """
+        words = re.findall(r"\w+", self.show(self.referent).lower())
+        if not words:
+            return None
+        marked = [self.referent, self.pronoun, *self.distractors]
+        for m in re.finditer(r"\w+", self.text[: self.pronoun[0]]):
+            if m.group().lower() == words[-1] and not any(a <= m.start() < b for a, b in marked):
+                return m.span()
+        return None
+
     @property
     def candidates(self) -> list[Span]:
         """The referent, then the distractors before the pronoun (a causal head cannot see later ones)."""
