@@ -429,6 +429,7 @@ def probe(
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
     ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
+    attribution: Annotated[bool, typer.Option("--attribution", help="Direct logit attribution: what each head writes straight into the preference for the referent's continuation (through the final norm, its scale held), a layer-by-head map; --ablate measures the whole effect.")] = _PROBE.attribution,
     with_heads: Annotated[Optional[str], typer.Option("--with-heads", help="With --ablate, also remove these heads (0.5,0.7) together with the studied one, beside random sets of as many heads: heads that share a task hide each other when removed one at a time.", show_default=False)] = None,
     random_heads: Annotated[int, typer.Option("--random-heads", help="Other heads ablated for comparison; as many as the model has (or more) ablates every head and prints the map of their drops.")] = _PROBE.random_heads,
     seed: Annotated[int, typer.Option("--seed", help="Seed that picks the random heads.")] = _PROBE.seed,
@@ -449,7 +450,7 @@ def probe(
     from fabric_cli.runlock import holder
 
     cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
-                      top=top, ablate=ablate, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
+                      top=top, ablate=ablate, attribution=attribution, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
                       with_heads=_head_list(with_heads),
                       threshold=threshold, batch_size=batch_size, device=device)
     if plot:

@@ -246,6 +246,7 @@ class ProbeConfig:
     limit: int = 20  # prompts shown by --head
     top: int = 10  # heads in the ranking
     ablate: bool = False
+    attribution: bool = False  # direct logit attribution of every head (fabric_cli/probe/attribution.py)
     random_heads: int = 10  # other heads ablated for comparison
     with_heads: tuple[str, ...] = ()  # ablated together with the studied head (--with-heads 0.5,0.7)
     seed: int = 0  # picks the random heads

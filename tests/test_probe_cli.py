@@ -660,3 +660,17 @@ def test_a_referent_mentioned_again_unmarked_is_pointed_out(world, tmp_path):
     assert (f"  note: 1 prompt mentions its referent again, unmarked, before the pronoun (the first, "
             f"{tmp_path / 'again.txt'}:2: 'queen' at character 36)") in r.stdout
     assert "mentions its referent again" not in probe(world).stdout  # the toy suite marks every mention
+
+
+def test_attribution_maps_what_each_head_writes_into_the_preference(world, tmp_path):
+    r = probe(world, "--attribution", "--json")
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)["attribution"]
+    assert a["n"] == 24 and a["top"][0]["head"] == "1.2" and a["sum_error"] < 1e-4 and a["same_first_token"] == []
+    text = probe(world, "--attribution").stdout
+    assert "Direct logit attribution on 24 prompts: what each head writes straight into the preference" in text
+    assert "  every head (nats), by layer (rows) and head (columns):" in text and "  L1  " in text
+    assert "feed-forwards by layer: L0 +0.000, L1 +0.000" in text and f"the preference {a['preference']:+.3f}" in text
+    r = probe_text(world["run"], tmp_path / "bare.txt", "[The queen] greeted <the king> before {she} sang.\n",
+                   "--attribution", "--ablate")
+    assert r.exit_code == 1 and "fabric: error: --ablate and --attribution measure the model's preference" in r.stderr

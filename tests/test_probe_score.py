@@ -12,6 +12,7 @@ from test_probe_world import PLANTED, items, make_tokenizer, planted_model, rand
 
 from fabric_cli.config import Head
 from fabric_cli.probe.ablate import ablation_study, preference, random_heads
+from fabric_cli.probe.attribution import attribution_study, direct_effects
 from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import encode_items
 from fabric_cli.probe.score import head_scores, make_batches, score_items, wilson
@@ -230,3 +231,39 @@ def test_a_head_barely_above_the_baseline_is_named_weak():
                                             "prompts, 3.7 points above the best baseline 50.2% (first)")
     assert verdict(0.956, 0.945).startswith("Pronoun head: 0.1 (he -> Gilbert the drummer), 95.6% of 2,023 prompts; "
                                             "lower bound 94.5% > best baseline 50.2% (first)")
+
+
+def test_direct_attribution_splits_the_preference_exactly_and_finds_the_head_that_writes_it(world):
+    """The planted head writes the verb into the residual stream: its direct effect is the preference."""
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+    model = planted_model(tok)
+    a = attribution_study(model, make_batches(usable, 16))
+    assert a["n"] == len(usable) and a["preference"] > 3.0 and a["sum_error"] < 1e-4
+    assert a["top"][0]["head"] == str(PLANTED) and a["grid"][PLANTED.layer][PLANTED.head] == pytest.approx(a["preference"], rel=0.02)
+    lo, hi = a["top"][0]["ci95"]
+    assert 0 < lo <= a["top"][0]["mean"] <= hi
+    assert all(abs(t["mean"]) < 0.01 * a["preference"] for t in a["top"][1:])
+    assert a["feed_forward"] == [0.0, 0.0]  # its feed-forwards are zero
+    assert not model.transformer.ln_f._forward_hooks and not model.transformer.h[0].mlp._forward_hooks  # removed again
+    again = attribution_study(model, make_batches(usable, 5))["grid"]  # other batches, other padding: the same
+    assert torch.allclose(torch.tensor(again), torch.tensor(a["grid"]), atol=1e-5)
+    assert attribution_study(model, []) == {"n": 0}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_direct_attribution_terms_sum_to_the_preference_in_any_model(world, seed):
+    """Random weights, biases and norms included: heads, feed-forwards, embeddings, attention biases and
+    the final norm's bias add up to log p(continuation 0) - log p(continuation 1), item by item."""
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+    model = random_model(tok, seed=seed, std=0.3)
+    a = attribution_study(model, make_batches(usable, 16))
+    assert a["sum_error"] < 1e-4 * max(1.0, abs(a["preference"]))
+    total = (sum(map(sum, a["grid"])) + sum(a["feed_forward"]) + a["embeddings"] + a["attention_biases"] + a["norm_bias"])
+    assert total == pytest.approx(a["preference"], abs=1e-4)
+    assert a["preference"] == pytest.approx(float(preference(model, make_batches(usable, 16)).double().mean()), abs=1e-5)
+    t = direct_effects(model, make_batches(usable, 16)[0])  # item by item (the toy suite's means cancel: both orders)
+    each = t["heads"].sum((1, 2)) + t["feed_forward"].sum(1) + t["embeddings"] + t["attention_biases"] + t["norm_bias"]
+    assert torch.allclose(each, t["preference"], atol=1e-4)
+    assert (t["attention_biases"].abs() > 1e-3).all() and (t["norm_bias"].abs() > 1e-3).all()  # terms a zero-bias model would not test

@@ -1,9 +1,10 @@
-"""Finding the pronoun heads: prompt suites with ground truth, head scores, ablation, emergence.
+"""Finding the pronoun heads: prompt suites with ground truth, head scores, ablation, attribution, emergence.
 
     suites.py     JSONL suites and the [referent] {pronoun} <distractor> markup -> ProbeItem
     encode.py     character spans -> token positions through the tokenizer's offsets
     score.py      one batched forward pass with attention capture -> [n_layer, n_head] scores
     ablate.py     zero and mean ablation of a head vs. random heads, and of heads together: the causal test
+    attribution.py  direct logit attribution: what each head and feed-forward writes into the preference
     emergence.py  a head's scores on every snapshot, and when it crossed its threshold
     report.py     report.json and the terminal rendering
     plots.py      --plot pictures (matplotlib, optional)
@@ -17,6 +18,7 @@ Example:
 """
 
 from fabric_cli.probe.ablate import ablation_study
+from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import Encoded, encode_items, span_tokens
 from fabric_cli.probe.plots import picture_paths, require_matplotlib, write_plots
@@ -27,6 +29,6 @@ from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jso
 
 __all__ = [
     "ProbeItem", "Encoded", "ProbeResult", "load_suites", "load_file", "parse_jsonl_line", "parse_markup_line",
-    "span_tokens", "encode_items", "make_batches", "score_items", "head_scores", "ablation_study", "crossing",
+    "span_tokens", "encode_items", "make_batches", "score_items", "head_scores", "ablation_study", "attribution_study", "crossing",
     "run_probe", "probe_run", "check_head", "save_report", "render_text", "write_plots", "picture_paths", "picture_prefix", "require_matplotlib",
 ]

@@ -56,6 +56,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "ambiguous": _ambiguous(encoded, scores, chosen),
         "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit) if cfg.head else None,
         "skipped": [s.to_json() for s in skipped],
+        "attribution": None,
         "ablation": None,
         "emergence": None,
     }
@@ -237,7 +238,8 @@ def render_text(r: dict, top: int = 10) -> str:
         every = r["shape"]["n_layer"] * r["shape"]["n_head"]
         ablation.insert(0, f"No head was named, so this removes the top-ranked head, {r['chosen_head']}; a model can resolve "
                            f"pronouns with no single head: --random-heads {every} removes each head in turn and maps the drops.")
-    for section in (_detail_lines(r["head_detail"]), ablation, _emergence_lines(r["emergence"])):
+    for section in (_detail_lines(r["head_detail"]), _attribution_lines(r.get("attribution")), ablation,
+                    _emergence_lines(r["emergence"])):
         if section:
             out += ["", *section]
     return "\n".join(out)
@@ -385,6 +387,37 @@ def _together_lines(a: dict) -> list[str]:
     else:
         lines.append(f"  no random set of {len(t['heads'])} other heads to compare with: the model has too few heads")
     return lines
+
+
+def _attribution_lines(a: dict | None) -> list[str]:
+    """Direct logit attribution: the heads with the largest mean direct effects, every head's as a grid,
+    and the terms that sum to the preference."""
+    if not a:
+        return []
+    if not a["n"]:
+        return ["Direct logit attribution: no unambiguous prompt has two continuations that differ in their first "
+                "token, which is all the preference compares", *_same_first_token_lines(a)]
+    grid = a["grid"]
+    top = "; ".join(f"{t['head']} {signed(t['mean'])}{_ci(t['ci95'])}" for t in a["top"])
+    return [
+        f"Direct logit attribution on {plural(a['n'], 'prompt')}: what each head writes straight into the preference "
+        f"(log p of the referent's continuation minus the distractor's, {signed(a['preference'])} on average), "
+        f"through the final norm with its scale held",
+        f"  largest: {top}",
+        "  every head (nats), by layer (rows) and head (columns):",
+        "      " + "".join(f"{h:>9}" for h in range(len(grid[0]))),
+        *(f"  L{layer:<3}" + "".join(f"{signed(v):>9}" for v in row) for layer, row in enumerate(grid)),
+        "  feed-forwards by layer: " + ", ".join(f"L{layer} {signed(v)}" for layer, v in enumerate(a["feed_forward"])),
+        f"  the sum: heads {signed(a['heads_total'])}, feed-forwards {signed(sum(a['feed_forward']))}, embeddings "
+        f"{signed(a['embeddings'])}, attention biases {signed(a['attention_biases'])}, final norm's bias "
+        f"{signed(a['norm_bias'])}: the preference {signed(a['preference'])}",
+        "  a direct effect leaves out what later layers make of a head's output; --ablate measures the whole effect",
+        *_same_first_token_lines(a),
+    ]
+
+
+def _ci(ci: list) -> str:
+    return "" if ci[0] is None else f" (95% CI {signed(ci[0])} to {signed(ci[1])})"
 
 
 def _ablation_grid_lines(a: dict) -> list[str]:

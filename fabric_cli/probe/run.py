@@ -17,6 +17,7 @@ from fabric_cli.device import choose_device, use_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text
 from fabric_cli.probe.ablate import ablation_study
+from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
 from fabric_cli.probe.report import build_report
@@ -88,11 +89,12 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     encoded, skipped = encode_items(items, tok, meta.config.block_size, bos)
     _check_scorable(items, encoded, skipped, head_shown=chosen is not None)
     unambiguous = [e for e in encoded if not e.item.ambiguous]
-    if cfg.ablate and unambiguous and not any(e.item.continuations for e in unambiguous):
-        raise InputError(f"--ablate measures the model's preference for what follows the pronoun, and none of the "
-                         f"{len(unambiguous):,} unambiguous prompts probed says what does: end each markup line with "
-                         f"' || referent's word | distractor's word' (in a .jsonl suite, \"continuations\"), "
-                         f"or leave out --ablate")
+    wanted = " and ".join(flag for flag, on in (("--ablate", cfg.ablate), ("--attribution", cfg.attribution)) if on)
+    if wanted and unambiguous and not any(e.item.continuations for e in unambiguous):
+        raise InputError(f"{wanted} {'measure' if ' and ' in wanted else 'measures'} the model's preference for what "
+                         f"follows the pronoun, and none of the {len(unambiguous):,} unambiguous prompts probed says "
+                         f"what does: end each markup line with ' || referent's word | distractor's word' (in a "
+                         f".jsonl suite, \"continuations\"), or leave out {wanted}")
     device = use_device(choose_device(cfg.device).device)
     model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
     batches = make_batches(encoded, cfg.batch_size, device)
@@ -103,6 +105,9 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
               "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
     report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
     report["settings"]["device_used"] = device  # settings.device is as asked: "auto" says nothing of where it ran
+    if cfg.attribution:
+        usable, left_out = _with_continuations(encoded)
+        report["attribution"] = {**attribution_study(model, make_batches(usable, cfg.batch_size, device)), **left_out}
     if cfg.ablate:
         report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress, together)
     if cfg.over_checkpoints:
@@ -138,15 +143,22 @@ def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, devic
     """The ablation study on the unambiguous prompts whose two continuations differ in their first token,
     with the others counted: those without continuations, and those whose continuations begin alike.
     `together`: heads removed at once with `head` (the studied head itself, or a repeat, is dropped)."""
-    unambiguous = [e for e in encoded if not e.item.ambiguous]
-    usable = [e for e in unambiguous if e.continuations]
+    usable, left_out = _with_continuations(encoded)
     if together and not (together := list(dict.fromkeys(h for h in together if h != head))):
         raise InputError(f"--with-heads names only the studied head {head}; name other heads to remove with it")
     study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
                            progress, together)
+    return {**study, **left_out}
+
+
+def _with_continuations(encoded: list[Encoded]) -> tuple[list[Encoded], dict]:
+    """The unambiguous prompts whose two continuations differ in their first token (what the preference
+    compares), and the others counted: those without continuations, those whose continuations begin alike."""
+    unambiguous = [e for e in encoded if not e.item.ambiguous]
+    usable = [e for e in unambiguous if e.continuations]
     same = [{"id": e.item.id, "where": e.item.where, "reason": e.same_first_token}
             for e in unambiguous if e.same_first_token]
-    return {**study, "without_continuations": len(unambiguous) - len(usable) - len(same), "same_first_token": same}
+    return usable, {"without_continuations": len(unambiguous) - len(usable) - len(same), "same_first_token": same}
 
 
 def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progress) -> list[tuple]:
