@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -42,9 +43,7 @@ def holding(root: str | os.PathLike, who: str) -> Iterator[None]:
     lock = root / LOCK_NAME
     try:
         with open(lock, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _take(f, fcntl):
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 raise InputError(f"{root} is in use by {holder}; wait for it to finish (or stop it), "
@@ -65,6 +64,19 @@ def holding(root: str | os.PathLike, who: str) -> Iterator[None]:
             for folder in made:  # the run folder, then any parent made for it
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+
+
+def _take(f, fcntl, tries: int = 20, wait: float = 0.01) -> bool:
+    """The exclusive lock on `f`, waiting up to tries x wait seconds: a reader's holder() holds a
+    shared lock for an instant, which must not turn a writer away."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(wait)
+    return False
 
 
 def holder(root: str | os.PathLike) -> str | None:

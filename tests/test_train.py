@@ -271,6 +271,31 @@ def test_one_trainer_at_a_time_in_a_run_directory(run, runner):
     assert (run.root / LOCK_NAME).read_text() == ""  # emptied at the end: no stale holder named
 
 
+def test_a_reader_asking_who_holds_the_run_never_turns_a_trainer_away(tmp_path):
+    """holder() takes a shared lock for an instant (probe asks it); a trainer starting at that instant
+    waits it out instead of being refused as if the run were in use."""
+    import threading
+
+    from fabric_cli.runlock import holder, holding
+
+    root, stop, refused = tmp_path / "run", threading.Event(), []
+    with holding(root, "fabric train"):
+        (root / "kept").write_text("")  # something written: the folder stays after the block
+    poller = threading.Thread(target=lambda: [holder(root) for _ in iter(stop.is_set, True)])
+    poller.start()
+    try:
+        for _ in range(300):
+            try:
+                with holding(root, "fabric train"):
+                    pass
+            except InputError as e:
+                refused.append(str(e))
+    finally:
+        stop.set()
+        poller.join()
+    assert refused == []
+
+
 def test_restart_checks_every_setting_before_deleting_the_run(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", "--eval-interval", "2", "--snapshot-every", "2", *FAST_ARGS]
     assert runner.invoke(app, args).exit_code == 0
