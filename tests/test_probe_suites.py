@@ -189,7 +189,7 @@ def test_jsonl_continuations_are_literal_text_and_one_glued_to_the_pronoun_is_re
         load_file(glued)
     pronoun = json.loads(_jsonl())["text"][slice(*json.loads(_jsonl())["pronoun"])]
     assert f"{glued}, line 1: continuation 'left' would follow the pronoun {pronoun!r} with no space" in str(e.value)
-    assert "write ' left'" in str(e.value)
+    assert "start it with a space, ' left'" in str(e.value)
     assert parse_jsonl_line(_jsonl(continuations=[", then", " stayed"])).continuations == (", then", " stayed")
     # a text written without spaces (as Chinese is) takes its continuations as they are
     cjk = {"text": "王后见到国王后她走了", "pronoun": [7, 8], "referent": [0, 2], "distractors": [[4, 6]],
@@ -219,3 +219,52 @@ def test_prompts_come_from_standard_input_or_a_pipe_in_either_form(tmp_path, mon
     [it] = load_file(fifo)
     writer.join()
     assert it.text == "The queen met the king before she sang." and it.suite == "prompts"
+
+
+@pytest.mark.parametrize("line, mention", [
+    ("[George] met <Alice> at noon. Later George said that {he} was tired.", "George"),
+    ("[The cook] met <Ann>; the Cook said {she} was late.", "Cook"),  # after its determiner, any case
+    ("[The old one] met <the king>; the old one said {she} sang.", "old one"),
+    ("[The old one] met <the king>; one day {she} sang.", None),  # 'one' alone is not 'old one'
+    ("[The man in black] met <the cat> on a black night, and {he} sang.", None),
+    ("[The cat] met <the dog>; the cat-flap creaked and {it} ran.", None),  # a longer word
+    ("[The professor] met <the students>; professors say {she} left.", None),
+    ("[The cook] met <Ann>, and {she} said the cook was late.", None),  # after the pronoun: a head cannot look there
+])
+def test_a_referent_mentioned_again_unmarked_is_found_and_only_then(line, mention):
+    it = parse_markup_line(line)
+    span = it.unmarked_mention()
+    assert (span and it.text[span[0]:span[1]]) == mention
+
+
+def test_glued_continuation_check_spares_contractions_and_follows_the_text():
+    text = "The queen met the king before she"  # ends at the pronoun: a spaced text still needs the space
+    ends = {"text": text, "pronoun": [30, 33], "referent": [0, 9], "distractors": [[14, 22]]}
+    with pytest.raises(ValueError, match=r"start it with a space, ' sang'"):
+        parse_jsonl_line(json.dumps({**ends, "continuations": ["sang", " ran"]}))
+    assert parse_jsonl_line(json.dumps({**ends, "continuations": ["'d sing", " ran"]})).continuations == ("'d sing", " ran")
+    tabbed = {**ends, "text": text + "\tsang.", "continuations": ["sang", " ran"]}
+    with pytest.raises(ValueError, match=r"start it with a space, ' sang' \(the markup"):
+        parse_jsonl_line(json.dumps(tabbed))
+
+
+def test_standard_input_drops_a_byte_order_mark_and_a_broken_first_json_line_is_a_json_error(monkeypatch):
+    import io
+    import sys
+
+    def stdin(text: str):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+
+    stdin("\ufeff" + _jsonl() + "\n")  # PowerShell's pipes put one in front
+    assert load_file("-")[0].referent == (0, 9)
+    stdin(_jsonl()[:-1] + ",}\n")
+    with pytest.raises(InputError, match=r"^standard input, line 1: not valid JSON"):
+        load_file("-")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    with pytest.raises(InputError, match=r"--prompts - reads the prompts from standard input, which is a terminal"):
+        load_file("-")

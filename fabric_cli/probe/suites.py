@@ -42,6 +42,9 @@ from fabric_cli.text import unicode_error
 Span = tuple[int, int]
 
 
+_DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "his", "her", "their", "its", "my", "our", "your"}
+
+
 @dataclass(frozen=True)
 class ProbeItem:
     """One prompt with its ground truth. Spans are character offsets [start, end) into text."""
@@ -60,20 +63,23 @@ class ProbeItem:
         return self.text[span[0] : span[1]].strip()
 
     def unmarked_mention(self) -> Span | None:
-        """The first unmarked word before the pronoun that is the referent's last word ("George" in
-        "[George] met <Alice>. Later George ... {he}"), or None. A head looking there counts as looking
-        at none of the candidates.
+        """The first unmarked mention of the referent's words (after a leading determiner) before the
+        pronoun: "George" in "[George] met <Alice>. Later George ... {he}", or None. A head looking
+        there counts as looking at none of the candidates.
 
         Example:
             >>> parse_markup_line("[The cook] met <Ann>; the cook said {she} was late.").unmarked_mention()
             (22, 26)
         """
-        words = re.findall(r"\w+", self.show(self.referent).lower())
+        words = re.findall(r"\w+", self.show(self.referent))
+        if words and words[0].lower() in _DETERMINERS:
+            words = words[1:]  # "the professor" is mentioned again as "professor"
         if not words:
             return None
+        again = re.compile(r"\b" + r"\W+".join(map(re.escape, words)) + r"\b(?!-)", re.IGNORECASE)  # "the cat-flap" is not the cat
         marked = [self.referent, self.pronoun, *self.distractors]
-        for m in re.finditer(r"\w+", self.text[: self.pronoun[0]]):
-            if m.group().lower() == words[-1] and not any(a <= m.start() < b for a, b in marked):
+        for m in again.finditer(self.text, 0, self.pronoun[0]):
+            if not any(a < m.end() and m.start() < b for a, b in marked):
                 return m.span()
         return None
 
@@ -117,11 +123,13 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | N
 
 
 def load_file(path: str | Path) -> list[ProbeItem]:
-    """A .jsonl suite, or any other file as markup, one prompt a line. `-` is standard input and a
-    pipe (`<(...)`) is read too; having no name to tell them by, they are JSONL when their first
-    prompt line is a JSON object, else markup."""
+    """A .jsonl suite, or any other file as markup, one prompt a line. `-` is standard input, and a
+    pipe (`<(...)`) or /dev/stdin is read too; having no name to tell them by, they are JSONL when
+    their first prompt line starts with `{`, else markup. A UTF-8 byte-order mark is dropped."""
     stdin = str(path) == "-"
-    stream = stdin or _is_pipe(path)
+    # /dev/stdin and /dev/fd/N redirected from a file have no name to go by either; devices stay refused
+    named_fd = str(path) == "/dev/stdin" or str(path).startswith(("/dev/fd/", "/proc/self/fd/"))
+    stream = stdin or _is_pipe(path) or (named_fd and Path(path).is_file())
     path = Path(path)
     label = "stdin" if stdin else str(path)  # where each item came from: "stdin:3", "mine.txt:3"
     shown = "standard input" if stdin else f"probe file {path}"
@@ -136,13 +144,13 @@ def load_file(path: str | Path) -> list[ProbeItem]:
                          "pipe them in (echo '[Ann] met <Bo> before {she} left.' | fabric probe --prompts -)")
     try:
         raw = (sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin).read() if stdin else path.read_bytes()
-        lines = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).splitlines()
+        lines = (raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")).splitlines()
     except UnicodeDecodeError as e:
         raise InputError(f"{shown} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise InputError(f"cannot read the {shown}: {e.strerror or e}") from None
-    if stream:
-        parse = parse_jsonl_line if _is_json_object(next((ln for ln in lines if ln.strip()), "")) else parse_markup_line
+    if stream:  # a markup line cannot start with "{": a pronoun before its referent is refused
+        parse = parse_jsonl_line if next((ln for ln in lines if ln.strip()), "").lstrip().startswith("{") else parse_markup_line
     else:
         parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
     suite = "stdin" if stdin else "pipe" if stream and str(path).startswith(("/dev/", "/proc/")) else path.stem
@@ -218,9 +226,11 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
     pronoun = _span(d["pronoun"], "pronoun", text)
     after = text[pronoun[1]:pronoun[1] + 1]  # what follows the pronoun in the text ("" at its end)
     for c in conts or ():
-        if re.match(r"\w", c) and (after.isspace() or (not after and " " in text)):
+        # glued: the text puts whitespace after the pronoun, or ends there in a text of spaced words
+        spaced = after.isspace() or (not after and " " in text and c[:1].isascii())
+        if re.match(r"\w", c) and spaced:
             raise _LineError(f'continuation {c!r} would follow the pronoun {text[slice(*pronoun)]!r} with no space '
-                             f'between ({text[slice(*pronoun)] + c!r}): write {" " + c!r}, as it follows in the text '
+                             f'between ({text[slice(*pronoun)] + c!r}): start it with a space, {" " + c!r} '
                              f'(the markup puts the space in for you)')
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
