@@ -674,3 +674,28 @@ def test_attribution_maps_what_each_head_writes_into_the_preference(world, tmp_p
     r = probe_text(world["run"], tmp_path / "bare.txt", "[The queen] greeted <the king> before {she} sang.\n",
                    "--attribution", "--ablate")
     assert r.exit_code == 1 and "fabric: error: --ablate and --attribution measure the model's preference" in r.stderr
+
+
+def test_attribution_and_ablation_say_how_many_prompts_they_left_out(world, tmp_path):
+    toy = open(world["suite"], encoding="utf-8").read()
+    bare = {"id": "bare", "text": "The queen greeted the king before she sang.", "pronoun": [34, 37],
+            "referent": [0, 9], "distractors": [[18, 26]]}
+    suite = tmp_path / "toy_and_bare.jsonl"
+    suite.write_text(toy + json.dumps(bare) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(suite), "--attribution", "--ablate",
+                                 "--random-heads", "1", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "Direct logit attribution on 24 prompts (1 without continuations left out): what each head" in r.stdout
+    assert "Ablation of head 1.2 on 24 prompts (1 without continuations left out): preference" in r.stdout
+    assert "warning:" not in r.stdout
+
+
+def test_attribution_terms_that_miss_the_preference_are_a_warning():
+    from fabric_cli.probe.report import _attribution_lines
+
+    a = {"n": 3, "preference": 2.0, "grid": [[0.5, 0.0]], "top": [{"head": "0.0", "mean": 0.5, "ci95": [0.1, 0.9]}],
+         "heads_total": 0.5, "feed_forward": [1.0], "embeddings": 0.0, "attention_biases": 0.0, "norm_bias": 0.0,
+         "sum_error": 0.5, "without_continuations": 0, "same_first_token": []}
+    assert ("  warning: on one prompt the terms miss the preference by 0.5: the model holds something this "
+            "attribution does not know of (fabric_cli/probe/attribution.py)") in _attribution_lines(a)
+    assert not any("warning" in line for line in _attribution_lines({**a, "sum_error": 1e-6}))

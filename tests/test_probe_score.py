@@ -3,6 +3,7 @@ must name nothing, and ablating the planted head must move the continuation far 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ import torch
 from test_probe_world import PLANTED, items, make_tokenizer, planted_model, random_model
 
 from fabric_cli.config import Head
+from fabric_cli.model import GPT
 from fabric_cli.probe.ablate import ablation_study, preference, random_heads
 from fabric_cli.probe.attribution import attribution_study, direct_effects
 from fabric_cli.probe.emergence import crossing
@@ -251,13 +253,20 @@ def test_direct_attribution_splits_the_preference_exactly_and_finds_the_head_tha
     assert attribution_study(model, []) == {"n": 0}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_direct_attribution_terms_sum_to_the_preference_in_any_model(world, seed):
+@pytest.mark.parametrize("seed, bias", [(0, True), (1, True), (2, False)])
+def test_direct_attribution_terms_sum_to_the_preference_in_any_model(world, seed, bias):
     """Random weights, biases and norms included: heads, feed-forwards, embeddings, attention biases and
     the final norm's bias add up to log p(continuation 0) - log p(continuation 1), item by item."""
     tok, encoded = world
     usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
     model = random_model(tok, seed=seed, std=0.3)
+    if not bias:  # no biases anywhere, the final norm's included: the terms that read them are zero
+        model = GPT(dataclasses.replace(model.config, bias=False))
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.3)
+        model.eval()
     a = attribution_study(model, make_batches(usable, 16))
     assert a["sum_error"] < 1e-4 * max(1.0, abs(a["preference"]))
     total = (sum(map(sum, a["grid"])) + sum(a["feed_forward"]) + a["embeddings"] + a["attention_biases"] + a["norm_bias"])
@@ -266,4 +275,7 @@ def test_direct_attribution_terms_sum_to_the_preference_in_any_model(world, seed
     t = direct_effects(model, make_batches(usable, 16)[0])  # item by item (the toy suite's means cancel: both orders)
     each = t["heads"].sum((1, 2)) + t["feed_forward"].sum(1) + t["embeddings"] + t["attention_biases"] + t["norm_bias"]
     assert torch.allclose(each, t["preference"], atol=1e-4)
-    assert (t["attention_biases"].abs() > 1e-3).all() and (t["norm_bias"].abs() > 1e-3).all()  # terms a zero-bias model would not test
+    if bias:  # terms a model without biases would not test
+        assert (t["attention_biases"].abs() > 1e-3).all() and (t["norm_bias"].abs() > 1e-3).all()
+    else:
+        assert not t["attention_biases"].any() and not t["norm_bias"].any()

@@ -335,7 +335,7 @@ def _ablation_lines(a: dict | None) -> list[str]:
     rz, rm = a["random"]["zero_drop"], a["random"]["mean_drop"]
     k = len(a["random"]["heads"])
     return [
-        f"Ablation of head {a['head']} on {plural(a['n'], 'prompt')}: preference = log p of the first token of the referent's "
+        f"Ablation of head {a['head']} {_on(a)}: preference = log p of the first token of the referent's "
         f"continuation minus the distractor's, at the pronoun",
         f"  intact {signed(a['clean'])}{_preferred(a, 'clean')}",
         f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])}{_interval(a, 'zero')}){_preferred(a, 'zero')}",
@@ -400,7 +400,7 @@ def _attribution_lines(a: dict | None) -> list[str]:
     grid = a["grid"]
     top = "; ".join(f"{t['head']} {signed(t['mean'])}{_ci(t['ci95'])}" for t in a["top"])
     return [
-        f"Direct logit attribution on {plural(a['n'], 'prompt')}: what each head writes straight into the preference "
+        f"Direct logit attribution {_on(a)}: what each head writes straight into the preference "
         f"(log p of the referent's continuation minus the distractor's, {signed(a['preference'])} on average), "
         f"through the final norm with its scale held",
         f"  largest: {top}",
@@ -413,7 +413,19 @@ def _attribution_lines(a: dict | None) -> list[str]:
         f"{signed(a['norm_bias'])}: the preference {signed(a['preference'])}",
         "  a direct effect leaves out what later layers make of a head's output; --ablate measures the whole effect",
         *_same_first_token_lines(a),
+        *([f"  warning: on one prompt the terms miss the preference by {a['sum_error']:.2g}: the model holds something "
+           f"this attribution does not know of (fabric_cli/probe/attribution.py)"]
+          if a["sum_error"] > SUM_TOLERANCE * max(1.0, abs(a["preference"])) else []),
     ]
+
+
+SUM_TOLERANCE = 1e-3  # the terms' sum may miss the preference by rounding; more says they are incomplete
+
+
+def _on(a: dict) -> str:
+    """'on 2,009 prompts (16 without continuations left out)': the prompts a preference study used."""
+    k = a.get("without_continuations") or 0  # absent from reports of earlier versions
+    return f"on {plural(a['n'], 'prompt')}" + (f" ({k:,} without continuations left out)" if k else "")
 
 
 def _ci(ci: list) -> str:
