@@ -308,7 +308,8 @@ def parse_head(text: str) -> Head:
 
 
 # The probe's pictures (--plot) in a run's probe/ folder, by what they show; {head} is the chosen head.
-PROBE_PICTURES = {"heads": "heads.png", "attention": "head-{head}.png", "emergence": "emergence.png"}
+PROBE_PICTURES = {"heads": "heads.png", "attention": "head-{head}.png", "emergence": "emergence.png",
+                  "attribution": "attribution.png", "ablation": "ablation.png"}
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,14 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
     assert r.exit_code == 0, r.output
     made = sorted(p.name for p in Path(world["run"], "probe").glob("*.png"))
     assert made == ["head-0.1.png", "heads.png"], made
+    r = probe(world, "--plot", "--attribution", "--ablate", "--random-heads", "100")  # every head ablated: its map too
+    assert r.exit_code == 0, r.output
+    for name in ("attribution.png", "ablation.png"):
+        data = open(f"{world['run']}/probe/{name}", "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    r = probe(world, "--plot", "--ablate", "--random-heads", "2")  # some heads only: no map to draw
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in Path(world["run"], "probe").glob("*.png")) == ["head-1.2.png", "heads.png"]
 
 
 def test_the_report_and_its_pictures_are_replaced_together(tmp_path):

@@ -1,7 +1,9 @@
 """--plot: PNG pictures of a probe (matplotlib, the `plot` extra; no display needed).
 
 heads.png: the layers-by-heads accuracy grid as a heatmap; head-L.H.png: the chosen head's attention
-from the pronoun on a few prompts; emergence.png: the chosen head's accuracy by training step.
+from the pronoun on a few prompts; emergence.png: the chosen head's accuracy by training step;
+attribution.png (--attribution): every head's direct effect on the preference, and each layer's
+feed-forward's beside them; ablation.png (--ablate of every head): every head's zero-ablation drop.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ def _save(fig, path: Path) -> Path:
 
 def picture_paths(result, folder: Path, prefix: str = "") -> dict[str, Path]:
     """Where the pictures of `result` go: each kind's file in `folder`, its name after `prefix`
-    (emergence only when the report has an emergence section)."""
-    kinds = [k for k in PROBE_PICTURES if k != "emergence" or result.report.get("emergence")]
+    (emergence, attribution and ablation only when the report has that section)."""
+    r = result.report
+    shown = {"emergence": bool(r.get("emergence")), "attribution": bool((r.get("attribution") or {}).get("n")),
+             "ablation": "grid" in (r.get("ablation") or {})}  # the pictures of sections the report holds
+    kinds = [k for k in PROBE_PICTURES if shown.get(k, True)]
     return {k: Path(folder) / (prefix + PROBE_PICTURES[k].format(head=result.chosen)) for k in kinds}
 
 
@@ -45,6 +50,14 @@ def write_plots(result, paths: dict[str, Path], examples: int = 4) -> None:
     _attention(Figure, result, paths["attention"], examples)
     if "emergence" in paths:
         _emergence(Figure, r["emergence"], paths["emergence"])
+    if "attribution" in paths:
+        a = r["attribution"]
+        _signed_grid(Figure, a["grid"], paths["attribution"], side=a["feed_forward"], side_label="feed-\nforward",
+                     title=f"direct effect on the preference (nats), step {r['checkpoint']['step']}, {a['n']:,} prompts")
+    if "ablation" in paths:
+        a = r["ablation"]
+        _signed_grid(Figure, a["grid"]["zero_drop"], paths["ablation"], boxed=a["head"],
+                     title=f"drop in the preference when zeroed (nats), step {r['checkpoint']['step']}, {a['n']:,} prompts")
 
 
 def _heads(Figure, r: dict, path: Path) -> Path:
@@ -71,6 +84,37 @@ def _heads(Figure, r: dict, path: Path) -> Path:
     ax.set_ylabel("layer")
     named = r["named_head"] or "none"
     ax.set_title(f"pronoun -> referent accuracy, step {r['checkpoint']['step']} (named: {named})", fontsize=9)
+    return _save(fig, path)
+
+
+def _signed_grid(Figure, grid: list[list[float]], path: Path, title: str, side: list[float] | None = None,
+                 side_label: str = "", boxed: str | None = None) -> Path:
+    """A layers-by-heads grid of signed nats, red up and blue down on one scale centred on 0; `side`, one
+    value per layer (the feed-forwards), drawn beside it on the same scale."""
+    import numpy as np
+
+    values = np.array(grid, dtype=float)  # (L, nh)
+    L, nh = values.shape
+    extra = np.array(side, dtype=float)[:, None] if side is not None else np.zeros((L, 0))
+    scale = max(float(np.abs(np.concatenate([values, extra], axis=1)).max()), 1e-6)
+    fig = Figure(figsize=(1.6 + 0.6 * (nh + extra.shape[1]), 1.0 + 0.5 * L))
+    panels = fig.subplots(1, 2, width_ratios=[nh, 1.2], squeeze=True) if side is not None else [fig.add_subplot()]
+    for ax, cells, labels in ((panels[0], values, range(nh)), *(((panels[1], extra, [side_label]),) if side is not None else ())):
+        im = ax.imshow(cells, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto")
+        for layer in range(L):
+            for h in range(cells.shape[1]):
+                v = cells[layer, h] if round(cells[layer, h], 2) else 0.0  # no "-0.00"
+                ax.text(h, layer, f"{v:+.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(cells[layer, h]) > 0.6 * scale else "black")
+        ax.set_xticks(range(cells.shape[1]), labels=list(labels))
+        ax.set_yticks(range(L))
+    if boxed:
+        layer, head = (int(x) for x in boxed.split("."))
+        panels[0].add_patch(_box(head, layer))
+    panels[0].set_xlabel("head")
+    panels[0].set_ylabel("layer")
+    fig.colorbar(im, ax=list(panels), label="nats")
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
