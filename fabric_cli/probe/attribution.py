@@ -8,12 +8,14 @@ c_proj bias, each feed-forward. Hold the final norm's scale at its value on x (1
 approximation, TransformerLens's `apply_ln_to_stack`, exact for the sum) and the norm is linear,
 so the preference splits into one term per component, plus the norm's bias:
 
-    pref = sum over heads of DLA_h + DLA_rest + ln_f.bias . d,    DLA_c = ((c - mean(c)) / sigma) . (ln_f.weight * d)
+    pref = sum over components c of DLA_c + ln_f.bias . d,    DLA_c = ((c - mean(c)) / sigma) . (ln_f.weight * d)
 
-where rest = x - the heads' terms (embeddings, feed-forwards, biases). A head's direct effect is not
-its whole effect: what it writes may be read and rewritten by later layers, and what it reads was
-written by earlier ones. --ablate measures the whole. A head with a large direct effect is one that
-writes the answer; one that moves the referent's information for a later head to use may have none.
+the components being each head, each layer's feed-forward, the embeddings (token and position) and
+the attention's c_proj biases. A head's term includes what its value bias carries (TransformerLens
+by default moves that into the output bias). A direct effect is not the whole effect: what a head
+writes may be read and rewritten by later layers, and --ablate measures the whole. A head with a
+large direct effect writes the answer; one that carries the referent for a later layer to use may
+have almost none.
 """
 
 from __future__ import annotations
