@@ -1,8 +1,9 @@
 """`fabric demo`: the whole life of a model on the bundled Chronicles, told as it happens.
 
 Tokenize the bundled corpus, train the CPU preset with snapshots, probe every suite for the pronoun
-head, prove it by ablation (alone, and together with any heads that share its task), find the step
-it emerged, show it on the Chronicles' own sentences, and generate text. Every stage is the library function its subcommand calls, so what the demo shows is
+head, prove it by ablation (alone, and together with any heads that share its task), find where the
+answer is written (direct logit attribution), find the step it emerged, show it on the Chronicles'
+own sentences, and generate text. Every stage is the library function its subcommand calls, so what the demo shows is
 what `fabric tokenize`, `train`, `probe` and `generate` do; it adds only the telling.
 
 Re-running the demo on the same run directory reuses what is already there: the tokens, and the
@@ -210,9 +211,9 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
     scored = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, device=cfg.device), paths).report
     head = scored["named_head"] or scored["ranking"][0]  # the top-ranked head either way: what --ablate studies
     partners = _partners(scored, head, ProbeConfig.threshold)
-    report = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, ablate=True, with_heads=partners, device=cfg.device),
-                       paths).report
-    say(render_text(report, top=5))
+    report = run_probe(ProbeConfig(suites=HELD_OUT_SUITES, ablate=True, attribution=True, with_heads=partners,
+                                   device=cfg.device), paths).report
+    say(render_text({**report, "attribution": None}, top=5))  # its grid is in report.json; the end says what it found
     say(f"\n== 4. Head {head} on the Chronicles' own sentences")
     showcase = run_probe(ProbeConfig(suites=("showcase",), head=head, limit=12, device=cfg.device), paths).report
     say(_showcase_lines(showcase))
@@ -235,11 +236,22 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
                      "random_zero_drop_mean": abl["random"]["zero_drop"]["mean"] if abl["n"] else None,
                      "random_zero_drop_max": abl["random"]["zero_drop"]["max"] if abl["n"] else None,
                      "together": _together_summary(abl.get("together"))},
+        "attribution": _attribution_summary(report["attribution"], head),
         "emerged_at": em["emerged_at"], "first_reached": em["first_reached"], "threshold": em["threshold"],
         "at_last_snapshot": em["at_last_snapshot"], "significant_from": em["significant_from"],
         "significant_at_last_snapshot": em["significant_at_last_snapshot"],
         "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
     }
+
+
+def _attribution_summary(a: dict, head: str) -> dict | None:
+    """Where the preference is written, in demo.json: the head's own direct effect, every layer's
+    feed-forward's, all heads' together, and the preference they add up to (None: nothing to measure)."""
+    if not a["n"]:
+        return None
+    layer, h = (int(x) for x in head.split("."))
+    return {"head": head, "direct": a["grid"][layer][h], "heads_total": a["heads_total"],
+            "feed_forward": a["feed_forward"], "preference": a["preference"]}
 
 
 def _together_summary(t: dict | None) -> dict | None:
@@ -336,4 +348,9 @@ def _ending(s: dict, say: Say) -> None:
         say(f"heads {', '.join(t['heads'])} share the task: removed together they lower it by {signed(t['zero_drop'])} "
             f"nats (one at a time {', '.join(signed(d) for d in t['zero_drop_alone'])}); random sets of {size} heads by "
             f"{signed(t['random_zero_drop_mean'])} on average (max {signed(t['random_zero_drop_max'])})")
+    if d := p.get("attribution"):  # demo.json of earlier versions has none
+        ff = max(range(len(d["feed_forward"])), key=lambda i: d["feed_forward"][i])
+        say(f"where the answer is written (direct logit attribution, of {signed(d['preference'])} nats): head "
+            f"{d['head']} itself {signed(d['direct'])}, all heads {signed(d['heads_total'])}; the most, "
+            f"{signed(d['feed_forward'][ff])}, by layer {ff}'s feed-forward")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

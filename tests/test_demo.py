@@ -51,6 +51,11 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     assert [line.endswith("% *") for line in chapter5] == [row["significant"] for row in em["rows"]]  # the evidence, marked
     assert set(summary["probe"]["by_suite"]) == {"gender", "number", "long_distance", "referent_first", "referent_second"}
     assert summary["probe"]["n"] > 1000  # every held-out suite was probed
+    d, a = summary["probe"]["attribution"], report["attribution"]  # where the answer is written
+    assert d["head"] == head and d["preference"] == a["preference"] and d["feed_forward"] == a["feed_forward"]
+    assert a["sum_error"] < 1e-3 and "Direct logit attribution" not in r.stdout  # the grid is the report's, not chapter 3's
+    ending = r.stdout.split("== The end")[1]
+    assert f"where the answer is written (direct logit attribution, of {d['preference']:+.3f} nats): head {head} itself" in ending
     samples = summary["generate"]["samples"]
     assert len(samples) == 2 and all(len(s["completions"]) == 2 for s in samples)
     assert all(s["prompt"] in r.stdout for s in samples)
@@ -250,6 +255,13 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
                                   "random_zero_drop_mean": 0.026, "random_zero_drop_max": 0.072}}}}
     fabric_cli.demo._ending(summary, said.append)
     assert any(line.endswith("; emerged at step 1,500") for line in said)  # a demo.json written before the suite was
+    assert not any("where the answer is written" in line for line in said)  # a demo.json written before attribution
+    summary["probe"]["attribution"] = {"head": "0.3", "direct": 0.025, "heads_total": -0.026,
+                                       "feed_forward": [3.013, 0.3, 0.533], "preference": 5.591}
+    said.clear()
+    fabric_cli.demo._ending(summary, said.append)
+    assert ("where the answer is written (direct logit attribution, of +5.591 nats): head 0.3 itself +0.025, all heads "
+            "-0.026; the most, +3.013, by layer 0's feed-forward") in said
     said.clear()
     summary["probe"]["emergence_suite"] = "gender"  # the step is the emergence suite's, not the held-out prompts'
     fabric_cli.demo._ending(summary, said.append)
