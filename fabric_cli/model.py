@@ -28,7 +28,8 @@ class Probe:
     (for mean ablation, or patching in another prompt's output). Heads are zero-based `Head(layer,
     head)` (a plain (layer, head) tuple is taken too); one the model lacks is a ValueError.
     head_outputs: each head's output before the heads are joined and projected by c_proj (the
-    attention-weighted values: TransformerLens's `z`), which is what `ablate` replaces.
+    attention-weighted values: TransformerLens's `z`), which is what `ablate` replaces; recorded as
+    passed on, so an ablated head's is its replacement (zeros, or the vector given).
     """
 
     capture_attention: bool = True
@@ -112,13 +113,13 @@ class CausalSelfAttention(nn.Module):
         y = att @ v  # (B, nh, T, hs)
         if probe.capture_attention:
             probe.attention.append(att)
-        if probe.capture_head_outputs:
-            probe.head_outputs.append(y.transpose(1, 2))  # (B, T, nh, hs)
         heads = [(h.head, r) for h, r in probe.ablate.items() if h.layer == self.layer]
         if heads:
             y = y.clone()
             for h, replacement in heads:
                 y[:, h] = 0.0 if replacement is None else replacement.to(y.dtype).expand_as(y[:, h])
+        if probe.capture_head_outputs:
+            probe.head_outputs.append(y.transpose(1, 2))  # (B, T, nh, hs): as passed on, ablation included
         return y
 
     def _cached(self, q, k, v, cache: KVCache) -> torch.Tensor:

@@ -109,8 +109,11 @@ def test_ablation_zero_and_replacement(model):
     base, _ = model(idx)
     probe = Probe(capture_head_outputs=True)
     model(idx, probe=probe)
-    zeroed, _ = model(idx, probe=Probe(ablate={Head(1, 1): None}))
+    seen = Probe(capture_head_outputs=True, ablate={Head(1, 1): None})
+    zeroed, _ = model(idx, probe=seen)
     assert (zeroed - base).abs().max() > 1e-4
+    # head outputs are recorded as passed on: the ablated head's are zeros, the others' untouched
+    assert not seen.head_outputs[1][:, :, 1].any() and torch.equal(seen.head_outputs[1][:, :, 0], probe.head_outputs[1][:, :, 0])
     # replacing a head by its own output changes nothing: the hook is exact
     same = probe.head_outputs[1][:, :, 1]  # (B, T, hs)
     kept, _ = model(idx, probe=Probe(ablate={Head(1, 1): same}))
