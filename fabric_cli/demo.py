@@ -350,7 +350,8 @@ def _ending(s: dict, say: Say) -> None:
             f"{signed(t['random_zero_drop_mean'])} on average (max {signed(t['random_zero_drop_max'])})")
     if d := p.get("attribution"):  # demo.json of earlier versions has none
         ff = max(range(len(d["feed_forward"])), key=lambda i: d["feed_forward"][i])
+        others = sum(d["feed_forward"]) - d["feed_forward"][ff]
         say(f"where the answer is written (direct logit attribution, of {signed(d['preference'])} nats): head "
             f"{d['head']} itself {signed(d['direct'])}, all heads {signed(d['heads_total'])}; the most, "
-            f"{signed(d['feed_forward'][ff])}, by layer {ff}'s feed-forward")
+            f"{signed(d['feed_forward'][ff])}, by layer {ff}'s feed-forward, the other feed-forwards {signed(others)}")
     say(f"the whole life took {s['seconds']:.0f} s. Next: fabric probe --head {p['head']} --run {s['run']}")

@@ -261,7 +261,7 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
     said.clear()
     fabric_cli.demo._ending(summary, said.append)
     assert ("where the answer is written (direct logit attribution, of +5.591 nats): head 0.3 itself +0.025, all heads "
-            "-0.026; the most, +3.013, by layer 0's feed-forward") in said
+            "-0.026; the most, +3.013, by layer 0's feed-forward, the other feed-forwards +0.833") in said
     said.clear()
     summary["probe"]["emergence_suite"] = "gender"  # the step is the emergence suite's, not the held-out prompts'
     fabric_cli.demo._ending(summary, said.append)

@@ -251,6 +251,9 @@ def test_direct_attribution_splits_the_preference_exactly_and_finds_the_head_tha
     again = attribution_study(model, make_batches(usable, 5))["grid"]  # other batches, other padding: the same
     assert torch.allclose(torch.tensor(again), torch.tensor(a["grid"]), atol=1e-5)
     assert attribution_study(model, []) == {"n": 0}
+    gone = attribution_study(model, make_batches(usable, 16), ablate={PLANTED: None})  # the writer removed
+    assert gone["grid"][PLANTED.layer][PLANTED.head] == 0.0 and gone["sum_error"] < 1e-4
+    assert abs(gone["preference"]) < 0.05 * a["preference"]  # nothing else wrote it
 
 
 @pytest.mark.parametrize("seed, bias", [(0, True), (1, True), (2, False)])

@@ -31,10 +31,10 @@ TOP = 5  # heads listed by the size of their mean direct effect
 
 
 @torch.inference_mode()
-def direct_effects(model: GPT, batch: Batch) -> dict[str, torch.Tensor]:
+def direct_effects(model: GPT, batch: Batch, ablate: dict | None = None) -> dict[str, torch.Tensor]:
     """One batch's terms, each (B, ...): heads (B, L, nh), feed_forward (B, L), embeddings, attention_biases
     and norm_bias (B,), and the preference itself (B,). Every row must have continuations whose first
-    tokens differ (batch.conts)."""
+    tokens differ (batch.conts). `ablate` (Probe's) removes heads first: what the rest then write."""
     tr, cfg = model.transformer, model.config
     L, nh, hs, C = cfg.n_layer, cfg.n_head, cfg.head_size, cfg.n_embd
     seen: dict[str, torch.Tensor] = {}
@@ -42,7 +42,7 @@ def direct_effects(model: GPT, batch: Batch) -> dict[str, torch.Tensor]:
     for i, block in enumerate(tr.h):
         hooks.append(block.mlp.register_forward_hook(lambda module, args, out, i=i: seen.__setitem__(f"mlp{i}", out)))
     try:
-        probe = Probe(capture_attention=False, capture_head_outputs=True)
+        probe = Probe(capture_attention=False, capture_head_outputs=True, ablate=dict(ablate or {}))
         logits, _ = model(batch.idx, probe=probe, at=batch.pron)  # (B, 1, vocab): the pronoun's position
     finally:
         for hook in hooks:
@@ -74,13 +74,18 @@ def direct_effects(model: GPT, batch: Batch) -> dict[str, torch.Tensor]:
     return terms
 
 
-def attribution_study(model: GPT, batches: list[Batch]) -> dict:
+def attribution_study(model: GPT, batches: list[Batch], ablate: dict | None = None) -> dict:
     """Every component's direct effect on the preference, as means over the items: each head with a 95%
     interval (the largest TOP listed) and as a layer-by-head grid, each layer's feed-forward, the
     embeddings, the attention biases and the final norm's bias; they sum to the preference's mean.
     `sum_error`: the largest gap between the terms' sum and the preference on one item: rounding alone,
-    unless the model's blocks hold more than this module knows of (tests hold it)."""
-    parts = [direct_effects(model, b) for b in batches]
+    unless the model's blocks hold more than this module knows of (tests hold it). With `ablate` (as
+    Probe takes it), the same of the model with those heads removed: where what is left is written.
+
+    Example (where the answer goes when two heads are zeroed; the README's figures):
+        >>> attribution_study(model, batches, ablate={Head(0, 1): None, Head(0, 4): None})  # doctest: +SKIP
+    """
+    parts = [direct_effects(model, b, ablate) for b in batches]
     if not parts:
         return {"n": 0}
     t = {k: torch.cat([p[k].cpu().double() for p in parts]) for k in parts[0]}

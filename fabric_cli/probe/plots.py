@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fabric_cli.config import PROBE_PICTURES
 from fabric_cli.errors import InputError
+from fabric_cli.text import plural
 
 INSTALL = "pip install 'neural-fabric[plot]'"
 
@@ -50,14 +51,18 @@ def write_plots(result, paths: dict[str, Path], examples: int = 4) -> None:
     _attention(Figure, result, paths["attention"], examples)
     if "emergence" in paths:
         _emergence(Figure, r["emergence"], paths["emergence"])
+    step = r["checkpoint"]["step"]
     if "attribution" in paths:
         a = r["attribution"]
         _signed_grid(Figure, a["grid"], paths["attribution"], side=a["feed_forward"], side_label="feed-\nforward",
-                     title=f"direct effect on the preference (nats), step {r['checkpoint']['step']}, {a['n']:,} prompts")
+                     boxed=r["chosen_head"],
+                     title=f"direct effect: what each part writes into the preference (total {a['preference']:+.2f} nats)"
+                           f"\nstep {step}, {plural(a['n'], 'prompt')}")
     if "ablation" in paths:
         a = r["ablation"]
         _signed_grid(Figure, a["grid"]["zero_drop"], paths["ablation"], boxed=a["head"],
-                     title=f"drop in the preference when zeroed (nats), step {r['checkpoint']['step']}, {a['n']:,} prompts")
+                     title=f"whole effect: drop in the preference when a head is zeroed (intact {a['clean']:+.2f} nats)"
+                           f"\nstep {step}, {plural(a['n'], 'prompt')}")
 
 
 def _heads(Figure, r: dict, path: Path) -> Path:
@@ -97,20 +102,20 @@ def _signed_grid(Figure, grid: list[list[float]], path: Path, title: str, side: 
     L, nh = values.shape
     extra = np.array(side, dtype=float)[:, None] if side is not None else np.zeros((L, 0))
     scale = max(float(np.abs(np.concatenate([values, extra], axis=1)).max()), 1e-6)
-    fig = Figure(figsize=(1.6 + 0.6 * (nh + extra.shape[1]), 1.0 + 0.5 * L))
+    fig = Figure(figsize=(1.8 + 0.75 * (nh + extra.shape[1]), 1.2 + 0.5 * L))
     panels = fig.subplots(1, 2, width_ratios=[nh, 1.2], squeeze=True) if side is not None else [fig.add_subplot()]
     for ax, cells, labels in ((panels[0], values, range(nh)), *(((panels[1], extra, [side_label]),) if side is not None else ())):
         im = ax.imshow(cells, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto")
         for layer in range(L):
             for h in range(cells.shape[1]):
                 v = cells[layer, h] if round(cells[layer, h], 2) else 0.0  # no "-0.00"
-                ax.text(h, layer, f"{v:+.2f}", ha="center", va="center", fontsize=6,
+                ax.text(h, layer, f"{v:+.2f}", ha="center", va="center", fontsize=8,
                         color="white" if abs(cells[layer, h]) > 0.6 * scale else "black")
         ax.set_xticks(range(cells.shape[1]), labels=list(labels))
         ax.set_yticks(range(L))
     if boxed:
         layer, head = (int(x) for x in boxed.split("."))
-        panels[0].add_patch(_box(head, layer))
+        panels[0].add_patch(_box(head, layer, "black"))  # red would vanish on a red cell
     panels[0].set_xlabel("head")
     panels[0].set_ylabel("layer")
     fig.colorbar(im, ax=list(panels), label="nats")
@@ -118,10 +123,10 @@ def _signed_grid(Figure, grid: list[list[float]], path: Path, title: str, side: 
     return _save(fig, path)
 
 
-def _box(x: int, y: int):
+def _box(x: int, y: int, color: str = "red"):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor=color, linewidth=2)
 
 
 def _attention(Figure, result, path: Path, examples: int) -> Path:

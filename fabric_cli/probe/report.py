@@ -401,9 +401,9 @@ def _attribution_lines(a: dict | None) -> list[str]:
     top = "; ".join(f"{t['head']} {signed(t['mean'])}{_ci(t['ci95'])}" for t in a["top"])
     return [
         f"Direct logit attribution {_on(a)}: what each head writes straight into the preference "
-        f"(log p of the referent's continuation minus the distractor's, {signed(a['preference'])} on average), "
-        f"through the final norm with its scale held",
-        f"  largest: {top}",
+        f"(log p of the referent's continuation minus the distractor's, {signed(a['preference'])}"
+        f"{' on average' if a['n'] > 1 else ''}), through the final norm with its scale held",
+        f"  largest either way: {top}",
         "  every head (nats), by layer (rows) and head (columns):",
         "      " + "".join(f"{h:>9}" for h in range(len(grid[0]))),
         *(f"  L{layer:<3}" + "".join(f"{signed(v):>9}" for v in row) for layer, row in enumerate(grid)),
@@ -411,7 +411,8 @@ def _attribution_lines(a: dict | None) -> list[str]:
         f"  the sum: heads {signed(a['heads_total'])}, feed-forwards {signed(sum(a['feed_forward']))}, embeddings "
         f"{signed(a['embeddings'])}, attention biases {signed(a['attention_biases'])}, final norm's bias "
         f"{signed(a['norm_bias'])}: the preference {signed(a['preference'])}",
-        "  a direct effect leaves out what later layers make of a head's output; --ablate measures the whole effect",
+        "  a head's direct effect leaves out what later layers make of what it writes; its whole effect is what "
+        "--ablate measures",
         *_same_first_token_lines(a),
         *([f"  warning: on one prompt the terms miss the preference by {a['sum_error']:.2g}: the model holds something "
            f"this attribution does not know of (fabric_cli/probe/attribution.py)"]
