@@ -469,6 +469,9 @@ def probe(
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
+    if plot and (a := result.report.get("ablation")) and a["n"] and "grid" not in a:
+        shape = result.report["shape"]
+        err(f"note: no ablation map: it needs every head ablated, --random-heads {shape['n_layer'] * shape['n_head'] - 1}")
 
 # [generate]
 _SAMPLE = SampleConfig()

@@ -325,8 +325,9 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
     for name in ("attribution.png", "ablation.png"):
         data = open(f"{world['run']}/probe/{name}", "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    r = probe(world, "--plot", "--ablate", "--random-heads", "2")  # some heads only: no map to draw
+    r = probe(world, "--plot", "--ablate", "--random-heads", "2")  # some heads only: no map to draw, and why
     assert r.exit_code == 0, r.output
+    assert "note: no ablation map: it needs every head ablated, --random-heads 7" in r.stderr
     assert sorted(p.name for p in Path(world["run"], "probe").glob("*.png")) == ["head-1.2.png", "heads.png"]
 
 
