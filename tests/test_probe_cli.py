@@ -708,3 +708,21 @@ def test_attribution_terms_that_miss_the_preference_are_a_warning():
     assert ("  warning: on one prompt the terms miss the preference by 0.5: the model holds something this "
             "attribution does not know of (fabric_cli/probe/attribution.py)") in _attribution_lines(a)
     assert not any("warning" in line for line in _attribution_lines({**a, "sum_error": 1e-6}))
+
+
+def test_ablation_on_a_few_prompts_shows_each_ones_preference(world, tmp_path):
+    text = ("[The queen] greeted <the king> before {she} sang. || sang | shouted\n"
+            "[The king] greeted <the queen> before {he} shouted. || shouted | sang\n")
+    r = probe_text(world["run"], tmp_path / "two.txt", text, "--ablate", "--random-heads", "1")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    at = lines.index(next(x for x in lines if x.lstrip().startswith("prompt ") and "intact" in x))
+    assert lines[at].split()[:4] == ["prompt", "intact", "zeroed", "mean"]
+    first, second = lines[at + 1].split(), lines[at + 2].split()
+    assert first[0] == f"{tmp_path / 'two.txt'}:1" and lines[at + 1].endswith("she -> The queen")
+    assert second[0] == f"{tmp_path / 'two.txt'}:2" and lines[at + 2].endswith("he -> The king")
+    assert float(first[1]) > 3.0 and float(first[2]) < float(first[1])  # the planted head's removal moved it
+    a = json.loads(probe_text(world["run"], tmp_path / "two.txt", text, "--ablate", "--random-heads", "1", "--json").stdout)["ablation"]
+    assert [it["id"] for it in a["items"]] == ["two:1", "two:2"] and a["items"][0]["clean"] == pytest.approx(float(first[1]), abs=1e-3)
+    many = probe(world, "--ablate", "--random-heads", "1")  # 24 prompts, more than --limit 20: the JSON has them, not the terminal
+    assert "(the preference, prompt by prompt)" not in many.stdout

@@ -282,3 +282,17 @@ def test_direct_attribution_terms_sum_to_the_preference_in_any_model(world, seed
         assert (t["attention_biases"].abs() > 1e-3).all() and (t["norm_bias"].abs() > 1e-3).all()
     else:
         assert not t["attention_biases"].any() and not t["norm_bias"].any()
+
+
+def test_ablation_gives_the_studied_heads_preferences_prompt_by_prompt_in_item_order(world):
+    tok, encoded = world
+    usable = [e for e in encoded if e.continuations and not e.item.ambiguous]
+    model = planted_model(tok)
+    result = ablation_study(model, make_batches(usable, 5), PLANTED, k=1, seed=0)  # batches regroup items by length
+    each = result["each"]
+    assert len(each["clean"]) == len(each["zero"]) == len(each["mean"]) == len(usable)
+    for i in (0, 7, len(usable) - 1):  # each item alone, in the order given
+        alone = float(preference(model, make_batches([usable[i]], 1))[0])
+        zeroed = float(preference(model, make_batches([usable[i]], 1), {PLANTED: None})[0])
+        assert each["clean"][i] == pytest.approx(alone, abs=1e-5) and each["zero"][i] == pytest.approx(zeroed, abs=1e-5)
+    assert sum(each["clean"]) / len(usable) == pytest.approx(result["clean"], abs=1e-5)

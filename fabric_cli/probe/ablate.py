@@ -128,6 +128,13 @@ def random_sets(exclude: list[Head], size: int, n_layer: int, n_head: int, count
     return sets
 
 
+def _in_item_order(values: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
+    """Per-item values in batch order (N,) -> in the order of the items make_batches was given."""
+    out = torch.empty_like(values)
+    out[torch.tensor([r for b in batches for r in b.rows], dtype=torch.long)] = values
+    return out
+
+
 def _summary(rows: list[dict], key: str) -> dict:
     vals = [r[key] for r in rows]
     return {"mean": round(sum(vals) / len(vals), 6), "max": round(max(vals), 6)} if vals else {"mean": None, "max": None}
@@ -139,6 +146,8 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     With `together`, also of `target` and those heads at once, beside random sets of as many heads.
 
     `progress`: a bar on stderr over the passes (True, False, or None: only on a terminal).
+    `each`: the studied head's preferences prompt by prompt (clean, zero, mean), in the order of the
+    items the batches were made from (make_batches groups them by length).
     """
     n = sum(b.idx.size(0) for b in batches)
     if n == 0:
@@ -160,11 +169,15 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
         clean_each, means = measured(mean_out=True)
         clean = float(clean_each.double().mean())
 
+        per_item = {"clean": clean_each}  # the studied head's, prompt by prompt
+
         def drops(removed: list[Head]) -> dict:
             out = {"head": ",".join(map(str, removed))}
             for name, ablate in (("zero", {h: None for h in removed}),
                                  ("mean", {h: means[h.layer, h.head] for h in removed})):  # each (hs,), broadcast to (B, T, hs)
                 each = measured(ablate)
+                if removed == [target]:
+                    per_item[name] = each
                 value = float(each.double().mean())
                 out |= {name: round(value, 6), f"{name}_drop": round(clean - value, 6),
                         f"{name}_drop_ci95": drop_interval(clean_each, each), f"{name}_preferred": preferred(each)}
@@ -179,6 +192,7 @@ def ablation_study(model, batches: list[Batch], target: Head, k: int = 10, seed:
     result = {
         "head": str(target), "n": n, "clean": round(clean, 6), "clean_preferred": preferred(clean_each),
         **{k_: v for k_, v in target_drops.items() if k_ != "head"},
+        "each": {k_: [round(float(v), 6) for v in _in_item_order(t, batches)] for k_, t in per_item.items()},
         "random": {"seed": seed, "heads": others, "zero_drop": _summary(others, "zero_drop"),
                    "mean_drop": _summary(others, "mean_drop")},
     }

@@ -233,7 +233,7 @@ def render_text(r: dict, top: int = 10) -> str:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
                    + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
-    ablation = _ablation_lines(r["ablation"])
+    ablation = _ablation_lines(r["ablation"], r["settings"]["limit"])
     if ablation and r["settings"]["head"] is None and r["named_head"] is None:
         every = r["shape"]["n_layer"] * r["shape"]["n_head"]
         ablation.insert(0, f"No head was named, so this removes the top-ranked head, {r['chosen_head']}; a model can resolve "
@@ -327,7 +327,7 @@ def looked_at(top: list) -> str:
     return "  ".join(f"{tok.strip() or repr(tok)} {bar(w, 8)} {w:.2f}" for tok, w in top)
 
 
-def _ablation_lines(a: dict | None) -> list[str]:
+def _ablation_lines(a: dict | None, limit: int = 20) -> list[str]:
     if not a:
         return []
     if not a["n"]:
@@ -346,7 +346,19 @@ def _ablation_lines(a: dict | None) -> list[str]:
         *_together_lines(a),
         *_same_first_token_lines(a),
         *_ablation_grid_lines(a),
+        *_ablation_item_lines(a, limit),
     ]
+
+
+def _ablation_item_lines(a: dict, limit: int) -> list[str]:
+    """Prompt by prompt, when there are few (a class's own sentences): which one the head's removal moved."""
+    items = a.get("items") or []  # absent from reports of earlier versions
+    if not items or len(items) > limit:
+        return []
+    width = max(len("prompt"), *(len(it["where"] or it["id"]) for it in items))
+    return [f"    {'prompt':<{width}}  {'intact':>7} {'zeroed':>7} {'mean':>7}  (the preference, prompt by prompt)"] + [
+        f"    {(it['where'] or it['id']):<{width}}  {signed(it['clean']):>7} {signed(it['zero']):>7} {signed(it['mean']):>7}  "
+        f"{it['pronoun']} -> {it['referent']}" for it in items]
 
 
 def _best_baseline(em: dict) -> str:

@@ -148,7 +148,10 @@ def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, devic
         raise InputError(f"--with-heads names only the studied head {head}; name other heads to remove with it")
     study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
                            progress, together)
-    return {**study, **left_out}
+    each = study.pop("each", {})
+    items = [{"id": e.item.id, "where": e.item.where, "pronoun": e.item.show(e.item.pronoun),
+              "referent": e.item.show(e.item.referent), **{k: v[i] for k, v in each.items()}} for i, e in enumerate(usable)]
+    return {**study, **left_out, "items": items}
 
 
 def _with_continuations(encoded: list[Encoded]) -> tuple[list[Encoded], dict]:
