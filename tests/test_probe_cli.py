@@ -717,12 +717,19 @@ def test_ablation_on_a_few_prompts_shows_each_ones_preference(world, tmp_path):
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     at = lines.index(next(x for x in lines if x.lstrip().startswith("prompt ") and "intact" in x))
-    assert lines[at].split()[:4] == ["prompt", "intact", "zeroed", "mean"]
+    assert lines[at - 1] == "  head 1.2 alone, prompt by prompt:" and lines[at].split() == ["prompt", "intact", "zeroed", "mean-ablated"]
+    assert lines[at - 2].startswith("  mean ablation ")  # under the studied head's own lines, before any other heads
     first, second = lines[at + 1].split(), lines[at + 2].split()
     assert first[0] == f"{tmp_path / 'two.txt'}:1" and lines[at + 1].endswith("she -> The queen")
     assert second[0] == f"{tmp_path / 'two.txt'}:2" and lines[at + 2].endswith("he -> The king")
     assert float(first[1]) > 3.0 and float(first[2]) < float(first[1])  # the planted head's removal moved it
     a = json.loads(probe_text(world["run"], tmp_path / "two.txt", text, "--ablate", "--random-heads", "1", "--json").stdout)["ablation"]
-    assert [it["id"] for it in a["items"]] == ["two:1", "two:2"] and a["items"][0]["clean"] == pytest.approx(float(first[1]), abs=1e-3)
-    many = probe(world, "--ablate", "--random-heads", "1")  # 24 prompts, more than --limit 20: the JSON has them, not the terminal
-    assert "(the preference, prompt by prompt)" not in many.stdout
+    assert a["items"]["id"] == ["two:1", "two:2"] and a["items"]["clean"][0] == pytest.approx(float(first[1]), abs=1e-3)
+    assert [it["where"] for it in a["items_shown"]] == [f"{tmp_path / 'two.txt'}:1", f"{tmp_path / 'two.txt'}:2"]
+    many = probe(world, "--ablate", "--random-heads", "1", "--json")  # 24 prompts, over --limit 20: all in the JSON, not on the terminal
+    assert many.exit_code == 0, many.output
+    items = json.loads(many.stdout)["ablation"]["items"]
+    assert len(items["id"]) == len(items["clean"]) == len(items["zero"]) == len(items["mean"]) == 24
+    text = probe(world, "--ablate", "--random-heads", "1")
+    assert text.exit_code == 0, text.output
+    assert "alone, prompt by prompt" not in text.stdout

@@ -130,8 +130,11 @@ def random_sets(exclude: list[Head], size: int, n_layer: int, n_head: int, count
 
 def _in_item_order(values: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
     """Per-item values in batch order (N,) -> in the order of the items make_batches was given."""
+    rows = [r for b in batches for r in b.rows]
+    if sorted(rows) != list(range(len(values))):  # batches of several make_batches calls: no one order
+        raise ValueError("per-item values need the batches of one make_batches call")
     out = torch.empty_like(values)
-    out[torch.tensor([r for b in batches for r in b.rows], dtype=torch.long)] = values
+    out[torch.tensor(rows, dtype=torch.long)] = values
     return out
 
 

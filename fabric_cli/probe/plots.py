@@ -115,7 +115,8 @@ def _signed_grid(Figure, grid: list[list[float]], path: Path, title: str, side: 
         ax.set_yticks(range(L))
     if boxed:
         layer, head = (int(x) for x in boxed.split("."))
-        panels[0].add_patch(_box(head, layer, "black"))  # red would vanish on a red cell
+        dark = abs(values[layer, head]) > 0.6 * scale  # a box that shows on its cell: red would vanish on red
+        panels[0].add_patch(_box(head, layer, "white" if dark else "black"))
     panels[0].set_xlabel("head")
     panels[0].set_ylabel("layer")
     fig.colorbar(im, ax=list(panels), label="nats")

@@ -340,25 +340,25 @@ def _ablation_lines(a: dict | None, limit: int = 20) -> list[str]:
         f"  intact {signed(a['clean'])}{_preferred(a, 'clean')}",
         f"  zero ablation {signed(a['zero'])} (drop {signed(a['zero_drop'])}{_interval(a, 'zero')}){_preferred(a, 'zero')}",
         f"  mean ablation {signed(a['mean'])} (drop {signed(a['mean_drop'])}{_interval(a, 'mean')}){_preferred(a, 'mean')}",
+        *_ablation_item_lines(a, limit),
         (f"  {'all ' + str(k) + ' other heads' if 'grid' in a else str(k) + ' random other heads'}: zero drop mean {signed(rz['mean'])}, max {signed(rz['max'])}; "
          f"mean drop mean {signed(rm['mean'])}, max {signed(rm['max'])}") if k
         else "  no random head to compare with (--random-heads 0, or the model has no other head)",
         *_together_lines(a),
         *_same_first_token_lines(a),
         *_ablation_grid_lines(a),
-        *_ablation_item_lines(a, limit),
     ]
 
 
 def _ablation_item_lines(a: dict, limit: int) -> list[str]:
     """Prompt by prompt, when there are few (a class's own sentences): which one the head's removal moved."""
-    items = a.get("items") or []  # absent from reports of earlier versions
-    if not items or len(items) > limit:
+    shown = a.get("items_shown") or []  # absent from reports of earlier versions
+    if not shown or a["n"] > limit:
         return []
-    width = max(len("prompt"), *(len(it["where"] or it["id"]) for it in items))
-    return [f"    {'prompt':<{width}}  {'intact':>7} {'zeroed':>7} {'mean':>7}  (the preference, prompt by prompt)"] + [
-        f"    {(it['where'] or it['id']):<{width}}  {signed(it['clean']):>7} {signed(it['zero']):>7} {signed(it['mean']):>7}  "
-        f"{it['pronoun']} -> {it['referent']}" for it in items]
+    width = max(len("prompt"), *(len(it["where"]) for it in shown))
+    return [f"  head {a['head']} alone, prompt by prompt:", f"    {'prompt':<{width}}  {'intact':>7} {'zeroed':>7} {'mean-ablated':>12}"] + [
+        f"    {it['where']:<{width}}  {signed(it['clean']):>7} {signed(it['zero']):>7} {signed(it['mean']):>12}  "
+        f"{it['pronoun']} -> {it['referent']}" for it in shown]
 
 
 def _best_baseline(em: dict) -> str:

@@ -149,9 +149,13 @@ def _ablation(model, encoded: list[Encoded], head: Head, cfg: ProbeConfig, devic
     study = ablation_study(model, make_batches(usable, cfg.batch_size, device), head, cfg.random_heads, cfg.seed,
                            progress, together)
     each = study.pop("each", {})
-    items = [{"id": e.item.id, "where": e.item.where, "pronoun": e.item.show(e.item.pronoun),
-              "referent": e.item.show(e.item.referent), **{k: v[i] for k, v in each.items()}} for i, e in enumerate(usable)]
-    return {**study, **left_out, "items": items}
+    # every prompt's preferences as columns (2,000 prompts in ~200 KB), the first --limit of them
+    # also as rows the terminal can show
+    items = {"id": [e.item.id for e in usable], **{k: [round(x, 4) for x in v] for k, v in each.items()}}
+    shown = [{"where": e.item.where or e.item.id, "pronoun": e.item.show(e.item.pronoun),
+              "referent": e.item.show(e.item.referent), **{k: v[i] for k, v in items.items() if k != "id"}}
+             for i, e in enumerate(usable[: cfg.limit])]
+    return {**study, **left_out, "items": items, "items_shown": shown}
 
 
 def _with_continuations(encoded: list[Encoded]) -> tuple[list[Encoded], dict]:
