@@ -438,6 +438,7 @@ def probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib); a report replaced takes the pictures it listed with it.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe of its latest checkpoint; a snapshot's is probe/report-step-000200.json). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Also write every prompt's score for every head (prompts x layers x heads: correct, argmax hit, attention mass) to this safetensors file, the prompts' ids in its metadata.", show_default=False)] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: latest.safetensors in the run's checkpoints folder). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -462,6 +463,10 @@ def probe(
     owner = pr.probe_run(paths, checkpoint)  # the checkpoint's run, not always --run
     target = report or owner.probe_report_for(checkpoint)
     _check_writable(target, "the probe report", "pass another --run or --report")  # before minutes of work, not after
+    if scores is not None:
+        if scores.is_dir():
+            raise InputError(f"--scores {scores} is a folder; give a file name, such as {scores / 'scores.safetensors'}")
+        _check_writable(scores, "the scores", "give --scores another path")
     if (checkpoint is None or os.path.abspath(checkpoint) == os.path.abspath(owner.latest)) and (who := holder(owner.root)):
         err(f"note: {owner.root} is in use by {who}: this probes the checkpoint saved last; probe again when it ends")
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
@@ -469,6 +474,8 @@ def probe(
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
+    if scores is not None:
+        err(f"scores: {pr.save_scores(result, scores)}")
     if plot and (a := result.report.get("ablation")) and a["n"] and "grid" not in a:
         shape = result.report["shape"]
         err(f"note: no ablation map: it needs every head ablated, --random-heads {shape['n_layer'] * shape['n_head'] - 1}")

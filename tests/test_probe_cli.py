@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_probe_world import make_tokenizer, planted_model, random_model, write_run, write_suite
 from typer.testing import CliRunner
 
@@ -733,3 +734,23 @@ def test_ablation_on_a_few_prompts_shows_each_ones_preference(world, tmp_path):
     text = probe(world, "--ablate", "--random-heads", "1")
     assert text.exit_code == 0, text.output
     assert "alone, prompt by prompt" not in text.stdout
+
+
+def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "new" / "scores.safetensors"
+    r = probe(world, "--scores", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    assert f"scores: {out}" in r.stderr
+    report = json.loads(r.stdout)
+    with safe_open(str(out), "pt") as f:
+        meta, t = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    n = report["prompts"]["probed"]
+    assert meta["format"] == "fabric-probe-scores" and meta["step"] == "300" and len(json.loads(meta["ids"])) == n
+    assert t["correct"].shape == t["argmax_hit"].shape == t["mass"].shape == (n, 2, 4) and t["ambiguous"].sum() == 3
+    scored = (t["ambiguous"] == 0) & (t["candidates"] > 1)  # the prompts accuracy counts
+    grid = t["correct"][scored].float().mean(0)
+    assert torch.allclose(grid, torch.tensor(report["grid"]["accuracy"]), atol=1e-6)  # the report's grid, recomputed
+    bad = probe(world, "--scores", str(tmp_path))
+    assert bad.exit_code == 1 and "--scores" in bad.stderr and "is a folder" in bad.stderr

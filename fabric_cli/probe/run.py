@@ -220,6 +220,36 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     return path
 
 
+SCORES_FORMAT = "fabric-probe-scores"
+
+
+def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
+    """Every probed prompt's score for every head, as safetensors (N prompts, in report order):
+    correct (N, L, nh) uint8, the referent beat every other earlier candidate (accuracy counts the
+    prompts with candidates > 1 that are not ambiguous); argmax_hit (N, L, nh) uint8; mass (N, L, nh)
+    float32, the attention on the referent; candidates (N,) int32; ambiguous (N,) uint8. The metadata
+    holds the prompts' ids and where they came from (JSON lists), and the checkpoint's path and step."""
+    import torch
+    from safetensors.torch import save_file
+
+    path, s, enc = Path(path), result.items, result.encoded
+    tensors = {
+        "correct": s.correct.to(torch.uint8).contiguous(), "argmax_hit": s.argmax_hit.to(torch.uint8).contiguous(),
+        "mass": s.mass.float().contiguous(),
+        "candidates": torch.tensor([len(e.candidates) for e in enc], dtype=torch.int32),
+        "ambiguous": torch.tensor([e.item.ambiguous for e in enc], dtype=torch.uint8),
+    }
+    c = result.report["checkpoint"]
+    meta = {"format": SCORES_FORMAT, "version": "1", "checkpoint": c["path"], "step": str(c["step"]),
+            "ids": json.dumps([e.item.id for e in enc]), "where": json.dumps([e.item.where for e in enc])}
+    try:
+        with atomic_paths(path) as (tmp,):
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    except OSError as e:
+        raise InputError(f"cannot write the scores {path}: {e.strerror or e}; give --scores a writable path") from None
+    return path
+
+
 def _listed_plots(path: Path) -> list[str]:
     """The pictures a report at `path` lists as its own (none if it is missing or unreadable)."""
     try:
