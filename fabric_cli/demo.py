@@ -217,7 +217,8 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
     say(f"\n== 4. Head {head} on the Chronicles' own sentences")
     showcase = run_probe(ProbeConfig(suites=("showcase",), head=head, limit=12, device=cfg.device), paths).report
     say(_showcase_lines(showcase))
-    say(f"\n== 5. When did head {head} find its calling? (its accuracy on the {cfg.emergence_suite} suite, every snapshot)")
+    say(f"\n== 5. When did head {head} find its calling? (its accuracy on the {cfg.emergence_suite} suite, and the "
+        f"model's preference for the right continuation, every snapshot)")
     em = run_probe(ProbeConfig(suites=(cfg.emergence_suite,), head=head, over_checkpoints=True, device=cfg.device),
                    paths).report["emergence"]
     say(_emergence_lines(em))
@@ -290,8 +291,14 @@ def _showcase_lines(report: dict) -> str:
 
 
 def _emergence_lines(em: dict) -> str:
-    rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20)} {100 * (r['accuracy'] or 0):5.1f}%"
-            + (" *" if r["significant"] else "") for r in em["rows"]]
+    prefs = any(r.get("preference") is not None for r in em["rows"])  # demo.json of earlier versions: none
+    rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20):<20} {100 * (r['accuracy'] or 0):5.1f}%"
+            + (" *" if r["significant"] else "  ")
+            + (f"  {'n/a' if r.get('preference') is None else signed(r['preference']):>7}" if prefs else "")
+            for r in em["rows"]]
+    if prefs:
+        rows.append("  the last column: the model's own choice, log p of the referent's continuation minus the "
+                    "distractor's (nats)")
     if em["emerged_at"] is not None:
         last = UNPROVEN if em["at_last_snapshot"] else ""
         rows.append(f"  head {em['head']} crossed {100 * em['threshold']:g}% at step {em['first_reached']:,} "

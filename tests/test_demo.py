@@ -48,7 +48,9 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     assert [row["step"] for row in em["rows"]] == [0, 10, 20, 30]
     assert (summary["probe"]["significant_from"], summary["probe"]["at_last_snapshot"]) == (em["significant_from"], em["at_last_snapshot"])
     chapter5 = [line for line in r.stdout.split("\n== 5.")[1].split("\n== 6.")[0].splitlines() if line.startswith("  step ")]
-    assert [line.endswith("% *") for line in chapter5] == [row["significant"] for row in em["rows"]]  # the evidence, marked
+    assert [("% *" in line) for line in chapter5] == [row["significant"] for row in em["rows"]]  # the evidence, marked
+    assert [line.split()[-1] for line in chapter5] == [f"{row['preference']:+.3f}" if round(row["preference"], 3) else "+0.000"
+                                                       for row in em["rows"]]  # and the model's own choice beside it
     assert set(summary["probe"]["by_suite"]) == {"gender", "number", "long_distance", "referent_first", "referent_second"}
     assert summary["probe"]["n"] > 1000  # every held-out suite was probed
     d, a = summary["probe"]["attribution"], report["attribution"]  # where the answer is written

@@ -194,6 +194,17 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert em["rows"][0]["accuracy"] < 0.8 <= em["rows"][1]["accuracy"]
     assert em["emerged_at"] == 200 and em["first_reached"] == 200 and not em["at_last_snapshot"]
     assert [row["significant"] for row in em["rows"]] == [False, True, True] and em["significant_from"] == 200
+    prefs = [row["preference"] for row in em["rows"]]  # the model's own choice follows its head: random, then planted
+    assert abs(prefs[0]) < 1.0 < prefs[1] < prefs[2]  # strength 1.5 at step 200, 2.5 at 300
+    text = probe(world, "--over-checkpoints").stdout
+    assert "      step  accuracy    95% CI    argmax    mass  preference  best head" in text
+    assert "  preference: the model's own choice at that step" in text
+    bare = Path(world["noisy"]).parent / "bare.txt"  # no continuations: no preference column
+    bare.write_text("[The queen] greeted <the king> before {she} sang.\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(bare), "--over-checkpoints", "--report",
+                                 str(bare.with_suffix(".json"))])
+    assert r.exit_code == 0, r.output
+    assert "      step  accuracy    95% CI    argmax    mass  best head" in r.stdout and "preference" not in r.stdout
     text = probe(world, "--over-checkpoints", "--threshold", "0.99").stdout
     assert "Head 1.2 over training (accuracy on toy, 24 prompts with a distractor; threshold 99%)" in text
     assert "stays at or above 99% from step 200 on (first reached at step 200)\n" in text
@@ -210,6 +221,7 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     class Scores:  # what emergence_table reads of a snapshot's HeadScores
         def __init__(self, accuracy, significant):
             self.ranking, self.named = [Head(0, 1)], Head(0, 1) if significant else None
+            self.preference = None  # prompts without continuations
             self.baselines = {"nearest": 0.52, "first": 0.48, "chance": 0.5, "uniform": float("nan")}
             self._row = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "n": 400,
                          "argmax_accuracy": accuracy, "mass": 0.5, "significant": significant}
@@ -749,6 +761,7 @@ def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
     n = report["prompts"]["probed"]
     assert meta["format"] == "fabric-probe-scores" and meta["step"] == "300" and len(json.loads(meta["ids"])) == n
     assert t["correct"].shape == t["argmax_hit"].shape == t["mass"].shape == (n, 2, 4) and t["ambiguous"].sum() == 3
+    assert t["preference"].shape == (n,) and (t["preference"][~t["preference"].isnan()] > 3.0).all()  # the planted model's choice
     scored = (t["ambiguous"] == 0) & (t["candidates"] > 1)  # the prompts accuracy counts
     grid = t["correct"][scored].float().mean(0)
     assert torch.allclose(grid, torch.tensor(report["grid"]["accuracy"]), atol=1e-6)  # the report's grid, recomputed

@@ -212,7 +212,7 @@ def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
             att = torch.zeros(idx.size(0), 1, idx.size(1), idx.size(1))  # (B, nh, T, T)
             att[0, 0, e.pronoun, : len(row)] = row
             probe.attention.append(att)
-            return None, None
+            return torch.zeros(idx.size(0), 1, 8), None  # logits at the pronoun: no preference either way
 
     per_item = score_items(Attends(), make_batches([e], 4), 1)
     assert per_item.argmax_hit[0, 0, 0] and per_item.correct[0, 0, 0]
@@ -301,3 +301,20 @@ def test_ablation_gives_the_studied_heads_preferences_prompt_by_prompt_in_item_o
     mixed = make_batches(usable[:4], 2) + make_batches(usable[4:8], 2)  # two calls: rows collide, no one order
     with pytest.raises(ValueError, match="one make_batches call"):
         ablation_study(model, mixed, Head(1, 0), k=0, seed=0)
+
+
+def test_scoring_reads_the_models_preference_from_the_same_pass(world):
+    """score_items keeps the logits it computes anyway: each prompt's preference, as ablate.preference
+    gives it, NaN where a prompt has no two continuations; head_scores averages the known ones."""
+    tok, encoded = world
+    model = random_model(tok, seed=4, std=0.3)
+    scores = score_items(model, make_batches(encoded, 7), len(encoded))
+    usable = [i for i, e in enumerate(encoded) if e.continuations]
+    assert 0 < len(usable) < len(encoded) or len(usable) == len(encoded)
+    for i in usable[:5]:
+        alone = float(preference(model, make_batches([encoded[i]], 1))[0])
+        assert float(scores.preference[i]) == pytest.approx(alone, abs=1e-5)
+    assert all(scores.preference[i].isnan() for i, e in enumerate(encoded) if not e.continuations)
+    rows = [i for i, e in enumerate(encoded) if not e.item.ambiguous]
+    known = [float(scores.preference[i]) for i in rows if i in usable]
+    assert head_scores(scores, encoded).preference == pytest.approx(sum(known) / len(known), abs=1e-6)

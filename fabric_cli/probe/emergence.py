@@ -53,6 +53,8 @@ def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, th
             "step": step, "checkpoint": path, "sha256": sha, **scores.head(head),
             "best_head": str(best), "best_accuracy": scores.head(best)["accuracy"],
             "named": str(scores.named) if scores.named else None,
+            # the model's own choice beside its head's attention (None: no prompt has continuations)
+            "preference": None if scores.preference is None else round(scores.preference, 6),
         })
     steps = [r["step"] for r in table]
     first, stays = crossing(steps, [r["accuracy"] for r in table], threshold)

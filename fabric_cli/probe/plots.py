@@ -166,5 +166,14 @@ def _emergence(Figure, em: dict, path: Path) -> Path:
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    prefs = [row.get("preference") for row in em["rows"]]
+    if any(p is not None for p in prefs):  # the model's own choice, beside where its head looks
+        ax2 = ax.twinx()
+        ax2.plot(steps, [float("nan") if p is None else p for p in prefs], color="tab:green", marker=".",
+                 label="preference (nats, right axis)")
+        ax2.set_ylabel("preference (nats)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=7, loc="upper left", framealpha=0.9)
     return _save(fig, path)

@@ -469,6 +469,10 @@ def _same_first_token_lines(a: dict) -> list[str]:
             f"in their first token (the first, {first['where'] or first['id']}: {first['reason']})"]
 
 
+def _has_preference(em: dict) -> bool:
+    return any(row.get("preference") is not None for row in em["rows"])  # absent from reports of earlier versions
+
+
 def _emergence_lines(em: dict | None) -> list[str]:
     if not em:
         return []
@@ -476,19 +480,23 @@ def _emergence_lines(em: dict | None) -> list[str]:
     n = em["rows"][-1]["n"] if em["rows"] else 0
     lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
              f"threshold {100 * em['threshold']:g}%):",
-             "      step  accuracy    95% CI    argmax    mass  best head"]
+             "      step  accuracy    95% CI    argmax    mass" + ("  preference" if _has_preference(em) else "") + "  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
         lo, hi = row["accuracy_ci95"]
         ci = "    n/a    " if lo is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
+        pref = "" if not _has_preference(em) else f"  {'n/a' if row.get('preference') is None else signed(row['preference']):>10}"
         lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}{' *' if row['significant'] else '  '} {ci}  "
-                     f"{_pct(row['argmax_accuracy'])}  {mass:>6}  {row['best_head']} ({_pct(row['best_accuracy']).strip()})")
+                     f"{_pct(row['argmax_accuracy'])}  {mass:>6}{pref}  {row['best_head']} ({_pct(row['best_accuracy']).strip()})")
     if all(row["accuracy"] is None for row in em["rows"]):
         lines.append("  no accuracy to follow: no unambiguous prompt has a distractor before its pronoun "
                      "(the argmax and mass columns still do)")
         return lines
     lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
                  f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}")
+    if _has_preference(em):
+        lines.append("  preference: the model's own choice at that step, log p of the referent's continuation minus "
+                     "the distractor's (nats), beside where its head looks")
     if em["emerged_at"] is not None:
         last = UNPROVEN if em.get("at_last_snapshot") else ""
         lines.append(f"  head {em['head']} stays at or above {100 * em['threshold']:g}% from step {em['emerged_at']} on "

@@ -227,7 +227,8 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     """Every probed prompt's score for every head, as safetensors (N prompts, in report order):
     correct (N, L, nh) uint8, the referent beat every other earlier candidate (accuracy counts the
     prompts with candidates > 1 that are not ambiguous); argmax_hit (N, L, nh) uint8; mass (N, L, nh)
-    float32, the attention on the referent; candidates (N,) int32; ambiguous (N,) uint8. The metadata
+    float32, the attention on the referent; preference (N,) float32, the model's log p of the referent's
+    continuation minus the distractor's (NaN without them); candidates (N,) int32; ambiguous (N,) uint8. The metadata
     holds the prompts' ids and where they came from (JSON lists), and the checkpoint's path and step."""
     import torch
     from safetensors.torch import save_file
@@ -236,6 +237,7 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     tensors = {
         "correct": s.correct.to(torch.uint8).contiguous(), "argmax_hit": s.argmax_hit.to(torch.uint8).contiguous(),
         "mass": s.mass.float().contiguous(),
+        "preference": s.preference.float().contiguous(),  # NaN for a prompt without two continuations
         "candidates": torch.tensor([len(e.candidates) for e in enc], dtype=torch.int32),
         "ambiguous": torch.tensor([e.item.ambiguous for e in enc], dtype=torch.uint8),
     }

@@ -84,6 +84,7 @@ class ItemScores:
     argmax_hit: torch.Tensor  # (N, L, nh) bool: the most attended earlier word is in the referent
     mass: torch.Tensor  # (N, L, nh) attention on the referent's tokens
     rows: list[torch.Tensor]  # per item (L, nh, T_i): the pronoun's attention row, for --head and plots
+    preference: torch.Tensor | None = None  # (N,) log p(continuation 0) - log p(continuation 1) at the pronoun; NaN without
 
 
 def pronoun_rows(probe: Probe, pron: torch.Tensor) -> torch.Tensor:
@@ -100,9 +101,12 @@ def score_items(model, batches: list[Batch], n_items: int) -> ItemScores:
     hit = torch.zeros(n_items, L, nh, dtype=torch.bool)
     mass = torch.zeros(n_items, L, nh)
     rows: list[torch.Tensor | None] = [None] * n_items
+    preference = torch.full((n_items,), float("nan"))
     for batch in batches:
         probe = Probe(capture_attention=True)
-        model(batch.idx, probe=probe, at=batch.pron)  # the attention is what is read; logits at one position
+        logits, _ = model(batch.idx, probe=probe, at=batch.pron)  # (B, 1, vocab): the pronoun's position
+        pair = logits[:, 0].float().log_softmax(-1).gather(1, batch.conts)  # (B, 2): what ablate.preference reads
+        preference[torch.tensor(batch.rows)] = torch.where(batch.cont_ok, pair[:, 0] - pair[:, 1], float("nan")).cpu()
         att = pronoun_rows(probe, batch.pron).float()  # (B, L, nh, T)
         per_cand = torch.einsum("blht,bmt->blhm", att, batch.cand)  # (B, L, nh, M)
         others = per_cand[..., 1:].masked_fill(~batch.cand_ok[:, None, None, 1:], float("-inf"))
@@ -119,7 +123,7 @@ def score_items(model, batches: list[Batch], n_items: int) -> ItemScores:
         att = att.cpu()
         for b, i in enumerate(batch.rows):
             rows[i] = att[b, :, :, : lengths[b]]
-    return ItemScores(correct, hit, mass, rows)  # type: ignore[arg-type]
+    return ItemScores(correct, hit, mass, rows, preference)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -152,6 +156,7 @@ class HeadScores:
     significant: torch.Tensor  # bool: lower_bound beats the best baseline
     ranking: list[Head]  # all heads, best first
     alpha: float
+    preference: float | None = None  # the model's mean preference over these items with continuations
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -201,4 +206,9 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
     significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
     keys = torch.stack([torch.nan_to_num(t, nan=-1.0) for t in (accuracy, argmax_acc, mass)], -1).tolist()
     ranking = sorted((Head(a, b) for a in range(L) for b in range(nh)), key=lambda h: [-x for x in keys[h.layer][h.head]])
-    return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha)
+    pref = None
+    if scores.preference is not None and rows:
+        known = scores.preference[rows]
+        known = known[~known.isnan()]
+        pref = float(known.double().mean()) if known.numel() else None
+    return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha, pref)
