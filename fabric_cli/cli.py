@@ -177,7 +177,9 @@ def _check_writable(path: Path, what: str, instead: str) -> None:
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    if not folder.is_dir():
+        raise InputError(f"cannot write {what} {path}: {folder} is a file, not a folder; {instead}")
+    if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
 
 
@@ -438,7 +440,7 @@ def probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward pass.")] = _PROBE.batch_size,
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs beside the report (needs matplotlib); a report replaced takes the pictures it listed with it.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the JSON report here (default: probe/report.json in the checkpoint's run, replaced by each probe of its latest checkpoint; a snapshot's is probe/report-step-000200.json). With --plot the pictures go beside it, named after it.", show_default=False)] = None,
-    scores: Annotated[Optional[Path], typer.Option("--scores", help="Also write every prompt's score for every head (prompts x layers x heads: correct, argmax hit, attention mass) to this safetensors file, the prompts' ids in its metadata.", show_default=False)] = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Also write every prompt's score for every head (prompts x layers x heads: correct, argmax hit, attention mass) and the model's preference on each to this safetensors file (a new file, or earlier scores), the prompts' ids in its metadata.", show_default=False)] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Weights file, or a run directory for its latest (default: latest.safetensors in the run's checkpoints folder). One inside another run's checkpoints/ folder is probed with that run's snapshots, and its report goes to that run's probe/ folder.", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json, or a run directory for its own (default: the run's).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = _PROBE.device,
@@ -466,6 +468,9 @@ def probe(
     if scores is not None:
         if scores.is_dir():
             raise InputError(f"--scores {scores} is a folder; give a file name, such as {scores / 'scores.safetensors'}")
+        if os.path.abspath(scores) == os.path.abspath(target):
+            raise InputError(f"--scores {scores} is where the report goes; give the scores a file of their own")
+        pr.check_scores_target(scores)  # never over a checkpoint, or any file that is not earlier scores
         _check_writable(scores, "the scores", "give --scores another path")
     if (checkpoint is None or os.path.abspath(checkpoint) == os.path.abspath(owner.latest)) and (who := holder(owner.root)):
         err(f"note: {owner.root} is in use by {who}: this probes the checkpoint saved last; probe again when it ends")

@@ -765,5 +765,16 @@ def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
     scored = (t["ambiguous"] == 0) & (t["candidates"] > 1)  # the prompts accuracy counts
     grid = t["correct"][scored].float().mean(0)
     assert torch.allclose(grid, torch.tensor(report["grid"]["accuracy"]), atol=1e-6)  # the report's grid, recomputed
-    bad = probe(world, "--scores", str(tmp_path))
-    assert bad.exit_code == 1 and "--scores" in bad.stderr and "is a folder" in bad.stderr
+    assert meta["checkpoint"] == str(Path(world["run"], "checkpoints", "latest.safetensors").resolve())
+    assert meta["checkpoint_sha256"] == report["checkpoint"]["sha256"]
+    assert probe(world, "--scores", str(out)).exit_code == 0  # earlier scores are replaced
+    latest = Path(world["run"], "checkpoints", "latest.safetensors")
+    before = latest.read_bytes()
+    for args, says in ((["--scores", str(tmp_path)], "is a folder"),
+                       (["--scores", str(latest)], "already holds a fabric-checkpoint file; give the scores a new file name"),
+                       (["--report", str(tmp_path / "r.json"), "--scores", str(tmp_path / "r.json")], "is where the report goes"),
+                       (["--scores", str(out / "x.safetensors")], "is a file, not a folder"),
+                       (["--report", str(out / "r.json")], "is a file, not a folder")):  # refused before the work, not after
+        bad = probe(world, *args)
+        assert bad.exit_code == 1 and bad.stdout == "" and says in bad.stderr, (args, bad.output)
+    assert latest.read_bytes() == before  # the weights were never touched

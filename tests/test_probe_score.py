@@ -310,7 +310,7 @@ def test_scoring_reads_the_models_preference_from_the_same_pass(world):
     model = random_model(tok, seed=4, std=0.3)
     scores = score_items(model, make_batches(encoded, 7), len(encoded))
     usable = [i for i, e in enumerate(encoded) if e.continuations]
-    assert 0 < len(usable) < len(encoded) or len(usable) == len(encoded)
+    assert 0 < len(usable) < len(encoded)  # some prompts have none: their preference must be NaN
     for i in usable[:5]:
         alone = float(preference(model, make_batches([encoded[i]], 1))[0])
         assert float(scores.preference[i]) == pytest.approx(alone, abs=1e-5)
@@ -318,3 +318,6 @@ def test_scoring_reads_the_models_preference_from_the_same_pass(world):
     rows = [i for i, e in enumerate(encoded) if not e.item.ambiguous]
     known = [float(scores.preference[i]) for i in rows if i in usable]
     assert head_scores(scores, encoded).preference == pytest.approx(sum(known) / len(known), abs=1e-6)
+    some = usable[:5] + [i for i in range(len(encoded)) if i not in usable][:2]  # the rows given, the NaN ones skipped
+    assert head_scores(scores, encoded, only=some).preference == pytest.approx(
+        sum(float(scores.preference[i]) for i in usable[:5]) / 5, abs=1e-6)

@@ -496,7 +496,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
                  f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}")
     if _has_preference(em):
         lines.append("  preference: the model's own choice at that step, log p of the referent's continuation minus "
-                     "the distractor's (nats), beside where its head looks")
+                     "the distractor's (nats; over the unambiguous prompts with continuations), beside where its head looks")
     if em["emerged_at"] is not None:
         last = UNPROVEN if em.get("at_last_snapshot") else ""
         lines.append(f"  head {em['head']} stays at or above {100 * em['threshold']:g}% from step {em['emerged_at']} on "

@@ -223,6 +223,24 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
 SCORES_FORMAT = "fabric-probe-scores"
 
 
+def check_scores_target(path: str | os.PathLike) -> None:
+    """--scores replaces only a scores file: a checkpoint (also .safetensors) or anything else there is
+    refused, before the work."""
+    path = Path(path)
+    if not path.exists():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = (f.metadata() or {}).get("format")
+    except (OSError, SafetensorError):  # not safetensors at all, or unreadable
+        found = None
+    if found != SCORES_FORMAT:
+        what = f"a {found} file" if found else "a file that is not probe scores"
+        raise InputError(f"--scores {path} already holds {what}; give the scores a new file name")
+
+
 def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     """Every probed prompt's score for every head, as safetensors (N prompts, in report order):
     correct (N, L, nh) uint8, the referent beat every other earlier candidate (accuracy counts the
@@ -242,7 +260,8 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
         "ambiguous": torch.tensor([e.item.ambiguous for e in enc], dtype=torch.uint8),
     }
     c = result.report["checkpoint"]
-    meta = {"format": SCORES_FORMAT, "version": "1", "checkpoint": c["path"], "step": str(c["step"]),
+    meta = {"format": SCORES_FORMAT, "version": "1", "checkpoint": os.path.abspath(c["path"]),
+            "checkpoint_sha256": c["sha256"], "step": str(c["step"]),
             "ids": json.dumps([e.item.id for e in enc]), "where": json.dumps([e.item.where for e in enc])}
     try:
         with atomic_paths(path) as (tmp,):
