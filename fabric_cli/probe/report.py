@@ -371,8 +371,14 @@ def _best_baseline(em: dict) -> str:
 
 def _interval(a: dict, name: str) -> str:
     """', 95% CI +1.38 to +1.54' for a drop (nothing in a report written before intervals were)."""
-    lo, hi = a.get(f"{name}_drop_ci95") or (None, None)
-    return "" if lo is None or math.isnan(lo) else f", 95% CI {signed(lo)} to {signed(hi)}"
+    ci = _ci_words(a.get(f"{name}_drop_ci95"))
+    return f", {ci}" if ci else ""
+
+
+def _ci_words(ci: list | None) -> str:
+    """'95% CI +1.38 to +1.54', or '' where there is none (under two prompts, or an earlier report)."""
+    lo, hi = ci or (None, None)
+    return "" if lo is None or math.isnan(lo) else f"95% CI {signed(lo)} to {signed(hi)}"
 
 
 def _preferred(a: dict, name: str) -> str:
@@ -442,7 +448,7 @@ def _on(a: dict) -> str:
 
 
 def _ci(ci: list) -> str:
-    return "" if ci[0] is None else f" (95% CI {signed(ci[0])} to {signed(ci[1])})"
+    return f" ({words})" if (words := _ci_words(ci)) else ""
 
 
 def _ablation_grid_lines(a: dict) -> list[str]:
