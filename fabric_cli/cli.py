@@ -356,6 +356,8 @@ def train(
     width: Annotated[Optional[int], typer.Option("--width", help="Model width n_embd (default: the preset's).", show_default=False)] = None,
     context: Annotated[Optional[int], typer.Option("--context", help="Context length in tokens (default: the preset's).", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout rate (default: the preset's).", show_default=False)] = None,
+    ff_width: Annotated[Optional[int], typer.Option("--ff-width", help="Feed-forward hidden width (default: 4 x --width).", show_default=False)] = None,
+    bias: Annotated[Optional[bool], typer.Option("--bias/--no-bias", help="Biases in the linear layers and LayerNorms, as GPT-2 (default: on).", show_default=False)] = None,
     steps: Annotated[int, typer.Option("--steps", help="Optimizer steps; the LR schedule spans them.")] = _TRAIN.steps,
     tokens: Annotated[Optional[int], typer.Option("--tokens", help="Budget in tokens instead of --steps.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per micro-step PER RANK (under torchrun the global batch is this x ranks).")] = _TRAIN.batch_size,

@@ -153,6 +153,8 @@ class TrainConfig:
     width: int | None = None
     context: int | None = None
     dropout: float | None = None
+    ff_width: int | None = None  # feed-forward width; None: the preset's (4 x width)
+    bias: bool | None = None  # biases in the linear layers and norms; None: the preset's (on)
     steps: int = 1000  # optimizer steps; the LR schedule spans them
     tokens: int | None = None  # a budget in tokens instead of --steps
     batch_size: int = 16  # sequences per micro-step, per rank
@@ -172,17 +174,17 @@ class TrainConfig:
     compile: bool = False
 
     # Changing these on --resume would change the model's shape.
-    SHAPE_FIELDS = ("preset", "layers", "heads", "width", "context")
+    SHAPE_FIELDS = ("preset", "layers", "heads", "width", "context", "ff_width", "bias")
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("tokens", "layers", "heads", "width", "context"):
+        for name in ("tokens", "layers", "heads", "width", "context", "ff_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise InputError(f"--{name} must be a positive integer, got {value}")
+                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if not 0 < self.lr < math.inf:  # `not` also refuses NaN
             raise InputError(f"--lr must be a number above 0, got {self.lr:g}: at 0 the weights never change")
         for name in ("min_lr", "weight_decay", "grad_clip", "warmup", "snapshot_every"):
@@ -207,7 +209,8 @@ class TrainConfig:
         """The preset with the command line's overrides; vocab_size comes from the tokenizer."""
         return preset(
             self.preset, n_layer=self.layers, n_head=self.heads, n_embd=self.width,
-            block_size=self.context, dropout=self.dropout, vocab_size=vocab_size,
+            block_size=self.context, dropout=self.dropout, n_ff=self.ff_width, bias=self.bias,
+            vocab_size=vocab_size,
         )
 
     def to_json(self) -> str:

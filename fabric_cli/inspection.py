@@ -149,7 +149,8 @@ def format_report(report: dict) -> str:
     lines = [
         f"checkpoint    {report['checkpoint']}",
         f"model         {c['n_layer']} layers x {c['n_head']} heads, width {c['n_embd']} (head {c['n_embd'] // c['n_head']}), "
-        f"feed-forward {c['n_ff']}, context {c['block_size']}, vocab {c['vocab_size']}, dropout {c['dropout']}",
+        f"feed-forward {c['n_ff']}, context {c['block_size']}, vocab {c['vocab_size']}, dropout {c['dropout']}"
+        + ("" if c.get("bias", True) else ", no biases"),
         f"trained       step {report['step']:,}, {report['tokens_seen']:,} tokens seen",
         f"step loss     {fmt(losses['step_loss'])}"
         + ("" if losses["step_loss"] is None else f" (the training batch of step {report['step']:,} alone)"),

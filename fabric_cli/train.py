@@ -175,13 +175,15 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
     changes = {k: getattr(given, k) for k in (explicit or ()) if hasattr(saved, k)}
     if "steps" in changes and "tokens" not in changes:
         changes["tokens"] = None  # a --steps given now replaces a --tokens budget the run started with
-    has = {"preset": saved.preset, "layers": model.n_layer, "heads": model.n_head, "width": model.n_embd, "context": model.block_size}
+    has = {"preset": saved.preset, "layers": model.n_layer, "heads": model.n_head, "width": model.n_embd,
+           "context": model.block_size, "ff_width": model.n_ff, "bias": model.bias}
     for k in TrainConfig.SHAPE_FIELDS:
         if k in changes and changes[k] != has[k]:
-            raise InputError(
-                f"--{k} {changes[k]} differs from the checkpoint's {has[k]}: a resumed run keeps its "
-                f"model's shape; drop --{k}, or use --restart to train a new model"
-            )
+            flag = f"--{k.replace('_', '-')}" if k != "bias" else "--bias" if changes[k] else "--no-bias"
+            given = f"{flag} differs from the checkpoint, which has {'biases' if has[k] else 'no biases'}" if k == "bias" \
+                else f"{flag} {changes[k]} differs from the checkpoint's {has[k]}"
+            raise InputError(f"{given}: a resumed run keeps its model's shape; drop {flag}, or use --restart to "
+                             f"train a new model")
     changes.update(device=given.device, dtype=given.dtype, compile=given.compile)
     return dataclasses.replace(saved, **changes)
 
@@ -556,7 +558,9 @@ def _busy_note(threads: int) -> str | None:
 
 def model_cfg_line(model: GPT) -> str:
     c = model.config
-    return f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, vocab {c.vocab_size}"
+    ff = "" if c.n_ff == 4 * c.n_embd else f", feed-forward {c.n_ff}"
+    return (f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}{ff}, context {c.block_size}, vocab {c.vocab_size}"
+            + ("" if c.bias else ", no biases"))
 
 
 def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:

@@ -114,7 +114,11 @@ def test_refuses_to_overwrite_without_resume_or_restart(run, runner):
     both = runner.invoke(app, [*args, "--resume", "--restart"])
     assert both.exit_code == 1 and "both" in both.output
     shape = runner.invoke(app, [*args, "--resume", "--steps", "9", "--width", "32"])
-    assert shape.exit_code == 1 and "--width" in shape.output
+    assert shape.exit_code == 1 and "--width 32 differs from the checkpoint's" in shape.output
+    for flag, said in (("--ff-width", "--ff-width 24 differs from the checkpoint's 64"),
+                       ("--no-bias", "--no-bias differs from the checkpoint, which has biases")):
+        shape = runner.invoke(app, [*args, "--resume", "--steps", "9", *([flag, "24"] if flag == "--ff-width" else [flag])])
+        assert shape.exit_code == 1 and said in shape.stderr, shape.output
     done = runner.invoke(app, ["train", "--run", str(run.root), "--resume"])
     assert done.exit_code == 1 and "already at step 6" in done.output
     more = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "7", "--lr", "1e-3"])
@@ -457,11 +461,27 @@ def test_command_line_overrides_token_budget_bar_and_summary(run, runner):
     assert result.exit_code == 0, result.output
     c = read_info(run.latest).config
     assert (c.n_layer, c.n_head, c.n_embd, c.n_ff, c.block_size, c.dropout) == (3, 4, 32, 128, 8, 0.1)
+    assert c.bias and "(3 layers, 4 heads, width 32, context 8," in result.stderr  # 4x feed-forward goes unsaid
     assert read_info(run.latest).step == 5  # ceil(300 tokens / (8 sequences x 8 tokens))
     for word in ("5/5", "loss=", "lr=", "tok_s=", "step 2: train loss", "val loss"):  # the bar, the eval lines
         assert word in result.stderr, word
     for word in ("step          5 / 5", "train loss", "val loss", "tokens seen   320", "tokens/s", "model FLOP/s", "GFLOP/s"):
         assert word in result.stdout, word
+
+
+def test_feed_forward_width_and_no_biases_from_the_command_line(run, runner):
+    args = ["train", "--run", str(run.root), *FAST_ARGS, "--steps", "3", "--ff-width", "24", "--no-bias"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    c = read_info(run.latest).config
+    assert (c.n_ff, c.bias) == (24, False)
+    assert "feed-forward 24, context" in result.stderr and ", no biases)" in result.stderr
+    weights = load_file(run.latest)
+    assert weights["transformer.h.0.mlp.c_fc.weight"].shape[0] == 24 and not any(k.endswith(".bias") for k in weights)
+    shown = runner.invoke(app, ["inspect", "--run", str(run.root)])
+    assert shown.exit_code == 0 and "feed-forward 24," in shown.stdout and "no biases" in shown.stdout
+    zero = runner.invoke(app, [*args[:-3], "--ff-width", "0"])
+    assert zero.exit_code == 1 and "--ff-width must be a positive integer, got 0" in zero.stderr
 
 
 def test_the_bar_into_a_file_is_not_redrawn_every_tenth_of_a_second(run, runner):
