@@ -443,7 +443,7 @@ def test_cli_checkpoint_and_tokenizer_problems(runner, run, tok, tmp_path):
 
 def test_generated_control_characters_are_shown_not_obeyed_on_a_terminal():
     """A model can emit any byte: on a terminal ESC [2J would clear the screen, CR overwrite the line."""
-    from fabric_cli.cli import terminal_safe
+    from fabric_cli.cli.generate import terminal_safe
 
     assert terminal_safe("a\x1b[2Jb\rc\x00d\x7fe\x9bf") == "a\u241b[2Jb\u240dc\u2400d\u2421e\ufffdf"
     text = "Zürich, 東京 🦊\n\tnext line"
@@ -499,7 +499,7 @@ def test_non_finite_weights_are_refused_when_loaded(runner, run, tmp_path, tok):
 def test_ctrl_c_ends_the_streamed_line_and_sigterm_ends_the_interactive_session(runner, run, monkeypatch):
     import signal
 
-    from fabric_cli import cli
+    from fabric_cli.cli import shell as cli
 
     calls = []
 

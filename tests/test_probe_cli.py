@@ -585,13 +585,13 @@ def test_emergence_names_its_suites_and_no_random_heads_is_said_plainly(world):
 def test_a_report_that_cannot_be_written_is_refused_before_the_work(world, tmp_path, monkeypatch):
     import os
 
-    import fabric_cli.cli
+    import fabric_cli.cli.shell
     import fabric_cli.probe
 
     locked = tmp_path / "locked"
     locked.mkdir()
     real = os.access
-    monkeypatch.setattr(fabric_cli.cli.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    monkeypatch.setattr(fabric_cli.cli.shell.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
     monkeypatch.setattr(fabric_cli.probe, "run_probe", lambda *a, **k: pytest.fail("probed before checking"))
     r = probe(world, "--report", str(locked / "probe" / "r.json"))  # probe/ does not exist yet: its parent decides
     assert r.exit_code == 1 and r.stderr == (f"fabric: error: cannot write the probe report {locked / 'probe' / 'r.json'}: "

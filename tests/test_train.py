@@ -219,13 +219,13 @@ def test_under_torchrun_only_rank_0_speaks_for_an_interrupted_run(run, monkeypat
     # "terminated ... the run is as it was" beside rank 0's reason read as a second, contrary story
     import typer
 
-    from fabric_cli import cli
+    from fabric_cli.cli import shell as cli
 
     train(run, TrainConfig(steps=2, eval_interval=2, **FAST), progress=False)
     for rank, says in (("1", False), ("0", True)):
         monkeypatch.setenv("RANK", rank)
         with pytest.raises(typer.Exit) as stop:
-            cli._interrupted(cli.Terminated(), run, None, False, "fabric train --resume")
+            cli.interrupted(cli.Terminated(), run, None, False, "fabric train --resume")
         assert stop.value.exit_code == 143
         assert ("terminated (SIGTERM)" in capsys.readouterr().err) == says
 
@@ -689,7 +689,7 @@ def test_the_way_to_go_on_names_the_tokens_and_quotes_the_run_and_a_second_ctrl_
 
 
 def test_the_resume_command_names_what_the_next_shell_needs(monkeypatch):
-    from fabric_cli.cli import _resume_command
+    from fabric_cli.cli.train import _resume_command
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert _resume_command(RunPaths(Path("fabric-run")), None) == "fabric train --resume"
