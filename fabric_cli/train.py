@@ -213,6 +213,19 @@ def budget(cfg: TrainConfig, block_size: int, world: int, step: int = 0, tokens_
     return tokens_per_step, step + math.ceil(max(0, cfg.tokens - tokens_seen) / tokens_per_step)
 
 
+def _schedule_jump(saved: TrainConfig, now: TrainConfig, step: int, tokens_seen: int, max_steps: int, block_size: int,
+                   ranks: int) -> str:
+    """A note when a resumed run's next learning rate is well above its last: a larger --steps (or
+    --tokens, or --lr) stretches the cosine, and the run takes up partway back up it. "" otherwise."""
+    was_max = budget(saved, block_size, ranks, step, tokens_seen)[1]
+    last, following = lr_at(step - 1, saved, was_max), lr_at(step, now, max_steps)
+    if following <= 1.5 * last:
+        return ""
+    return (f"note: the learning rate rises from {last:.2e} (step {step:,}, the last trained) to {following:.2e} "
+            f"(step {step + 1:,}): the cosine now spans {max_steps:,} steps where it spanned {was_max:,}, and "
+            f"the run takes up partway back up it, so the loss may rise for a while; a lower --lr keeps it down")
+
+
 def _check_budget(step: int, max_steps: int, stop_at: int | None) -> None:
     """Refuse a run with nothing to do: a resumed run at its end, or a --stop-at outside it."""
     if step >= max_steps:
@@ -373,6 +386,9 @@ class Loop:
                      f"bitwise exact; --threads {threads} keeps it so")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
+        if resume and step and (jump := _schedule_jump(saved_cfg, cfg, step, tokens_seen, loop.max_steps, model_cfg.block_size,
+                                                       int(meta.get("world_size", "1") or 1))):
+            loop.say(jump)
         loop.say(
             f"training {model.num_params():,} parameters ({model_cfg_line(model)}) on {device} "
             f"[{choice.reason}]; {loop.tokens_per_step:,} tokens/step"

@@ -230,6 +230,19 @@ def test_under_torchrun_only_rank_0_speaks_for_an_interrupted_run(run, monkeypat
         assert ("terminated (SIGTERM)" in capsys.readouterr().err) == says
 
 
+def test_stretching_a_finished_run_says_the_learning_rate_rises_again(run, runner):
+    args = ["train", "--run", str(run.root), *FAST_ARGS]
+    assert runner.invoke(app, [*args, "--steps", "8", "--stop-at", "4"]).exit_code == 0
+    same = runner.invoke(app, ["train", "--run", str(run.root), "--resume"])  # the same schedule: no note
+    assert same.exit_code == 0 and "learning rate rises" not in same.stderr
+    longer = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "16"])
+    assert longer.exit_code == 0, longer.output
+    # 8 steps ended at --min-lr 3e-4; step 9 of 16 is partway down a cosine from 3e-3
+    last, following = lr_at(7, TrainConfig(**FAST, steps=8), 8), lr_at(8, TrainConfig(**FAST, steps=16), 16)
+    assert f"rises from {last:.2e} (step 8, the last trained) to {following:.2e} (step 9)" in longer.stderr
+    assert "spans 16 steps where it spanned 8" in longer.stderr
+
+
 def test_a_state_saved_under_the_earlier_schedule_is_said_not_to_resume_exactly(run, runner):
     args = ["train", "--run", str(run.root), "--steps", "4", *FAST_ARGS]
     assert runner.invoke(app, [*args, "--stop-at", "2"]).exit_code == 0
