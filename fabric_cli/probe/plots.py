@@ -94,32 +94,38 @@ def _heads(Figure, r: dict, path: Path) -> Path:
 
 def _signed_grid(Figure, grid: list[list[float]], path: Path, title: str, side: list[float] | None = None,
                  side_label: str = "", boxed: str | None = None) -> Path:
-    """A layers-by-heads grid of signed nats, red up and blue down on one scale centred on 0; `side`, one
-    value per layer (the feed-forwards), drawn beside it on the same scale."""
+    """A layers-by-heads grid of signed nats, red up and blue down, centred on 0; `side`, one value per
+    layer (the feed-forwards), drawn beside it on a scale of its own: a feed-forward writing +3 nats
+    would otherwise leave every head's cell white."""
     import numpy as np
 
     values = np.array(grid, dtype=float)  # (L, nh)
     L, nh = values.shape
-    extra = np.array(side, dtype=float)[:, None] if side is not None else np.zeros((L, 0))
-    scale = max(float(np.abs(np.concatenate([values, extra], axis=1)).max()), 1e-6)
-    fig = Figure(figsize=(1.8 + 0.75 * (nh + extra.shape[1]), 1.2 + 0.5 * L))
+    panels_cells = [(values, list(range(nh)), "heads (nats)")]
+    if side is not None:
+        panels_cells.append((np.array(side, dtype=float)[:, None], [side_label], "nats"))
+    fig = Figure(figsize=(2.4 + 0.75 * nh + (1.6 if side is not None else 0), 1.2 + 0.5 * L))
     panels = fig.subplots(1, 2, width_ratios=[nh, 1.2], squeeze=True) if side is not None else [fig.add_subplot()]
-    for ax, cells, labels in ((panels[0], values, range(nh)), *(((panels[1], extra, [side_label]),) if side is not None else ())):
+    scales = []
+    for ax, (cells, labels, unit) in zip(panels, panels_cells):
+        scale = max(float(np.abs(cells).max()), 1e-6)
+        scales.append(scale)
         im = ax.imshow(cells, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto")
+        digits = 2 if scale >= 0.1 else 3  # heads writing hundredths of a nat are not all "+0.00"
         for layer in range(L):
             for h in range(cells.shape[1]):
-                v = cells[layer, h] if round(cells[layer, h], 2) else 0.0  # no "-0.00"
-                ax.text(h, layer, f"{v:+.2f}", ha="center", va="center", fontsize=8,
+                v = cells[layer, h] if round(cells[layer, h], digits) else 0.0  # no "-0.00"
+                ax.text(h, layer, f"{v:+.{digits}f}", ha="center", va="center", fontsize=8 if digits == 2 else 7,
                         color="white" if abs(cells[layer, h]) > 0.6 * scale else "black")
-        ax.set_xticks(range(cells.shape[1]), labels=list(labels))
+        ax.set_xticks(range(cells.shape[1]), labels=labels)
         ax.set_yticks(range(L))
+        fig.colorbar(im, ax=ax, label=unit, fraction=0.15 if cells is values else 0.5)
     if boxed:
         layer, head = (int(x) for x in boxed.split("."))
-        dark = abs(values[layer, head]) > 0.6 * scale  # a box that shows on its cell: red would vanish on red
+        dark = abs(values[layer, head]) > 0.6 * scales[0]  # a box that shows on its cell: red would vanish on red
         panels[0].add_patch(_box(head, layer, "white" if dark else "black"))
     panels[0].set_xlabel("head")
     panels[0].set_ylabel("layer")
-    fig.colorbar(im, ax=list(panels), label="nats")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
