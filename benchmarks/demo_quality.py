@@ -118,7 +118,7 @@ def main() -> None:
     a, lex = p["ablation"], counts()
     print(f"machine        fp32 matmul {reference:.1f} GFLOP/s ({torch.get_num_threads()} threads, {os.cpu_count()} cores)")
     print(f"demo time      {wall:.0f} s{'' if result['trained'] else ' (reused a trained run: not a timing)'}  (goal <= 600 s)")
-    print(f"best head      {p['head']} ({'named' if p['named'] else 'not named'}): {pct(p['accuracy'])} of {p['n']} held-out "
+    print(f"best head      {p['head']} ({'named' if p['named'] else 'not named'}): {pct(p['accuracy'])} of {p['n']:,} held-out "
           f"prompts (goal >= 95%); best baseline {pct(p['best_baseline']['accuracy'])} ({p['best_baseline']['name']})")
     print("by suite       " + ", ".join(f"{k} {pct(v)}" for k, v in p["by_suite"].items()))
     print(f"showcase       {pct(p['showcase_accuracy'])} on ordinary sentences; lexicon: {lex['nouns']} nouns "

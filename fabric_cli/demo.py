@@ -343,7 +343,7 @@ def _ending(s: dict, say: Say) -> None:
         when += f", above every baseline there from step {p['significant_from']:,}"
         when += " (the last snapshot)" if p.get("significant_at_last_snapshot") else ""
     say("\n== The end")
-    say(f"head {p['head']} ({verdict}): {acc} of {p['n']} held-out prompts, best baseline {base_text}; {when}")
+    say(f"head {p['head']} ({verdict}): {acc} of {p['n']:,} held-out prompts, best baseline {base_text}; {when}")
     if a["zero_drop"] is not None:
         ci = a.get("zero_drop_ci95")  # demo.json of earlier versions has none
         ci = f" (95% CI {signed(ci[0])} to {signed(ci[1])})" if ci else ""

@@ -267,7 +267,7 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
     said.clear()
     summary["probe"]["emergence_suite"] = "gender"  # the step is the emergence suite's, not the held-out prompts'
     fabric_cli.demo._ending(summary, said.append)
-    assert ("head 0.3 (named): 94.0% of 2000 held-out prompts, best baseline 50.0% (first); emerged on the gender "
+    assert ("head 0.3 (named): 94.0% of 2,000 held-out prompts, best baseline 50.0% (first); emerged on the gender "
             "suite at step 1,500") in said
     said.clear()
     summary["probe"].update(at_last_snapshot=True, significant_from=1100)  # crossed at the last snapshot: not yet seen to hold
