@@ -33,7 +33,8 @@ from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.report import bar, signed
 from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split
-from fabric_cli.train import budget, resume_config, train
+from fabric_cli.runplan import budget, resume_config
+from fabric_cli.train import train
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
 HELD_OUT_SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")

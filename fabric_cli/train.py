@@ -18,22 +18,24 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Collection
 
 import torch
 
 from fabric_cli import checkpoint as ckpt
-from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
-from fabric_cli.data import TokenData, load_tokens
+from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.data import load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation, usable_cpus, use_device
-from fabric_cli.errors import CheckpointError, InputError, TrainingError
+from fabric_cli.errors import InputError, TrainingError
 from fabric_cli.runlock import holding
+from fabric_cli.runplan import (
+    PRECISION, budget, check_budget, check_same_data, other_tokens_note, precision, resume_config, schedule_jump,
+    setting_changes, snapshot_step, tokenizer_to_copy,
+)
 from fabric_cli.text import plural
 from fabric_cli.files import atomic_path
 from fabric_cli.metrics import LayerGroups, MetricsLog
 from fabric_cli.model import GPT
-from fabric_cli.tokenizer import tokenizer_sha256
 from fabric_cli.trainstep import (
     LR_SCHEDULE, ONE_THREAD_STEP_FLOPS, Dist, StepStats, StopFlag, amp_for, build_model, check_memory, evaluate, keep_freed_memory, lr_at, make_optimizer,
     progress_bar, step_seed, train_step,
@@ -156,90 +158,6 @@ def train(
 
 
 
-def setting_changes(saved: TrainConfig, now: TrainConfig) -> str:
-    """The training settings a resumed run changes, as flags: "--lr 0.005 (was 0.001)"; "" if none.
-    The device, --dtype and --compile are left out: each session takes them from its own command
-    line (what is saved records the last session's); a change of precision gets its own note."""
-    def shown(value) -> str:
-        return "unset" if value is None else str(value)  # None: the preset's, or no --tokens budget
-
-    return ", ".join(
-        f"--{f.name.replace('_', '-')} {shown(getattr(now, f.name))} (was {shown(getattr(saved, f.name))})"
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("device", "dtype", "compile") and getattr(now, f.name) != getattr(saved, f.name)
-    )
-
-
-def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[str] | None, model: ModelConfig) -> TrainConfig:
-    """The saved settings, with the options given now (`explicit`) and the device choice applied."""
-    changes = {k: getattr(given, k) for k in (explicit or ()) if hasattr(saved, k)}
-    if "steps" in changes and "tokens" not in changes:
-        changes["tokens"] = None  # a --steps given now replaces a --tokens budget the run started with
-    has = {"preset": saved.preset, "layers": model.n_layer, "heads": model.n_head, "width": model.n_embd,
-           "context": model.block_size, "ff_width": model.n_ff, "bias": model.bias}
-    for k in TrainConfig.SHAPE_FIELDS:
-        if k in changes and changes[k] != has[k]:
-            flag = f"--{k.replace('_', '-')}" if k != "bias" else "--bias" if changes[k] else "--no-bias"
-            given = f"{flag} differs from the checkpoint, which has {'biases' if has[k] else 'no biases'}" if k == "bias" \
-                else f"{flag} {changes[k]} differs from the checkpoint's {has[k]}"
-            raise InputError(f"{given}: a resumed run keeps its model's shape; drop {flag}, or use --restart to "
-                             f"train a new model")
-    changes.update(device=given.device, dtype=given.dtype, compile=given.compile)
-    return dataclasses.replace(saved, **changes)
-
-
-def _snapshot_step(path: Path) -> int:
-    """The step in a snapshot's name, step-000200.safetensors -> 200 (-1 for a name not of that form)."""
-    digits = path.stem.removeprefix("step-")
-    return int(digits) if digits.isdigit() else -1
-
-
-def budget(cfg: TrainConfig, block_size: int, world: int, step: int = 0, tokens_seen: int = 0) -> tuple[int, int]:
-    """(tokens per optimizer step, steps in the run): --steps, or --tokens rounded up to whole steps.
-
-    A run resumed at `step` with `tokens_seen` spends what is left of a --tokens budget at its
-    tokens per step now, which a new --batch-size, --grad-accum or number of ranks may change.
-
-    Example:
-        >>> cfg = TrainConfig(tokens=5120, batch_size=8)
-        >>> budget(cfg, 16, 1), budget(cfg, 16, 1, step=20, tokens_seen=2560)  # 128 then 256 a step: 20 + 10
-        ((128, 40), (128, 40))
-        >>> budget(dataclasses.replace(cfg, batch_size=16), 16, 1, step=20, tokens_seen=2560)
-        (256, 30)
-    """
-    tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * world
-    if not cfg.tokens:
-        return tokens_per_step, cfg.steps
-    return tokens_per_step, step + math.ceil(max(0, cfg.tokens - tokens_seen) / tokens_per_step)
-
-
-def _schedule_jump(saved: TrainConfig, now: TrainConfig, step: int, tokens_seen: int, max_steps: int, block_size: int,
-                   ranks: int) -> str:
-    """A note when a resumed run's next learning rate is well above its last: a larger --steps (or
-    --tokens, or --lr) stretches the cosine, and the run takes up partway back up it. "" otherwise."""
-    was_max = budget(saved, block_size, ranks, step, tokens_seen)[1]
-    last, following = lr_at(step - 1, saved, was_max), lr_at(step, now, max_steps)
-    if following <= 1.5 * last:
-        return ""
-    return (f"note: the learning rate rises from {last:.2e} (step {step:,}, the last trained) to {following:.2e} "
-            f"(step {step + 1:,}): the cosine now spans {max_steps:,} steps where it spanned {was_max:,}, and "
-            f"the run takes up partway back up it, so the loss may rise for a while; a lower --lr keeps it down")
-
-
-def _check_budget(step: int, max_steps: int, stop_at: int | None) -> None:
-    """Refuse a run with nothing to do: a resumed run at its end, or a --stop-at outside it."""
-    if step >= max_steps:
-        raise InputError(
-            f"the run is already at step {step} of its {max_steps}-step budget; "
-            f"pass a larger --steps (or --tokens) with --resume to train further"
-        )
-    if stop_at is not None and not step < stop_at < max_steps:
-        raise InputError(
-            f"--stop-at {stop_at} is outside the run: it goes from step {step} to {max_steps}; "
-            f"give a step in between (the run ends at {max_steps} by itself), or change --steps"
-        )
-
-
 class Loop:
     """One training session: the model, optimizer and data, and the step counter they share."""
 
@@ -273,7 +191,7 @@ class Loop:
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
               progress, auto_threads: bool = True) -> "Loop":
         data = load_tokens(data_dir or paths.tokens)
-        tokenizer_source = _tokenizer_to_copy(paths, data)
+        tokenizer_source = tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
         if has_checkpoint and not paths.latest.exists() and not restart:
             # snapshots alone: a run stopped (a second Ctrl-C, a kill) before its first save; nothing to resume
@@ -300,8 +218,8 @@ class Loop:
             state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)
             saved_cfg = ckpt.saved_train_config(paths.latest_state, meta)
             cfg = resume_config(saved_cfg, config, explicit, info.config)
-            _check_same_data(paths, info, data)
-            other_tokens = _other_tokens_note(paths, info, data)
+            check_same_data(paths, info, data)
+            other_tokens = other_tokens_note(paths, info, data)
             model_cfg = info.config
             if cfg.dropout is not None:
                 model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
@@ -320,7 +238,7 @@ class Loop:
         model.to(device)
         optimizer = make_optimizer(model, cfg)
         cfg.check_schedule()
-        _check_budget(step, budget(cfg, model.config.block_size, dist.world, step, tokens_seen)[1], stop_at)
+        check_budget(step, budget(cfg, model.config.block_size, dist.world, step, tokens_seen)[1], stop_at)
         # Every setting has been checked and the model built: only now may --restart delete the old run.
         if dist.is_main and (restart or not resume):
             paths.remove_training_outputs()  # --restart, or metrics left by a run killed before its first save
@@ -328,7 +246,7 @@ class Loop:
             with atomic_path(paths.tokenizer) as tmp:
                 shutil.copyfile(tokenizer_source, tmp)
         dist.barrier()
-        later = [p for p in paths.snapshots() if _snapshot_step(p) > step] if resume else []
+        later = [p for p in paths.snapshots() if snapshot_step(p) > step] if resume else []
         if resume:
             ckpt.restore_optimizer(model, optimizer, state)
             ckpt.restore_rng(state)
@@ -354,9 +272,9 @@ class Loop:
                      f"{planned:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
-        if resume and (was := _precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
-            loop.say(f"note: the run trained in {_PRECISION[was]} until step {step:,}; this session runs "
-                     f"{_PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")
+        if resume and (was := precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
+            loop.say(f"note: the run trained in {PRECISION[was]} until step {step:,}; this session runs "
+                     f"{PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")
         if resume and (ranks := meta.get("world_size", "1")).isdigit() and int(ranks) != dist.world:
             was_per_step = saved_cfg.batch_size * model_cfg.block_size * saved_cfg.grad_accum * int(ranks)
             loop.say(f"note: the run trained over {plural(int(ranks), 'process', 'processes')} until step {step:,}, "
@@ -386,7 +304,7 @@ class Loop:
                      f"bitwise exact; --threads {threads} keeps it so")
         if resume and (changed := setting_changes(saved_cfg, cfg)):
             loop.say(f"resuming with {changed} (the rest as saved with the checkpoint)")
-        if resume and step and (jump := _schedule_jump(saved_cfg, cfg, step, tokens_seen, loop.max_steps, model_cfg.block_size,
+        if resume and step and (jump := schedule_jump(saved_cfg, cfg, step, tokens_seen, loop.max_steps, model_cfg.block_size,
                                                        int(meta.get("world_size", "1") or 1))):
             loop.say(jump)
         loop.say(
@@ -577,65 +495,3 @@ def model_cfg_line(model: GPT) -> str:
     ff = "" if c.n_ff == 4 * c.n_embd else f", feed-forward {c.n_ff}"
     return (f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}{ff}, context {c.block_size}, vocab {c.vocab_size}"
             + ("" if c.bias else ", no biases"))
-
-
-def _tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
-    """Generate and probe read a run's checkpoints with its tokenizer.json, so it must be the one
-    the tokens were made with. Refuses a run that holds another; for a run with none (tokens from
-    another run's --data), returns that run's tokenizer.json to copy in, when it is the one."""
-    want = data.tokenizer_sha256
-    if not want:
-        return None
-    if paths.tokenizer.is_file():
-        have = tokenizer_sha256(paths.tokenizer)
-        if have != want:
-            raise InputError(
-                f"{data.folder} holds tokens of tokenizer sha256 {want[:12]}, but this run's {paths.tokenizer} is "
-                f"{have[:12]}: its checkpoints would be read with the wrong tokenizer; train these tokens in "
-                f"another --run, or tokenize this run's own corpus (fabric tokenize --force)"
-            )
-        return None
-    source = Path(data.folder).parent / "tokenizer.json"  # the tokens of RUN are in RUN/tokens
-    return source if source.is_file() and tokenizer_sha256(source) == want else None
-
-
-def _other_tokens_note(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> str | None:
-    """A note when the tokens are not those the checkpoint was trained on, though their tokenizer
-    is (tokenized again with --force, another --val-fraction or more files): training may go on
-    with them, but not as the run would have gone on, and val loss moves to another split."""
-    before, now = info.extra.get("tokens"), data.identity
-    if not isinstance(before, dict) or before == now:
-        return None  # the same tokens, or a checkpoint from before they were recorded
-    changes = [f"{name}.bin {before.get(name, 0):,} -> {now[name]:,} tokens" for name in ("train", "val")
-               if before.get(name) != now[name]]
-    if before.get("sources") != now["sources"]:
-        changes.append("other source files")
-    return (f"note: {data.folder} holds other tokens than {paths.latest} was trained on ({', '.join(changes)}): "
-            f"training goes on with them, but it is no longer the run resumed exactly, and val loss from here "
-            f"is measured on another split")
-
-
-_PRECISION = {"bfloat16": "bf16 autocast", "float32": "fp32"}
-
-
-def _precision(device: str, dtype: str) -> str | None:
-    """The precision --dtype `dtype` gives on `device` now; None when it cannot run here."""
-    try:
-        return choose_device(device, dtype).dtype
-    except InputError:
-        return None
-
-
-def _check_same_data(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenData) -> None:
-    """Resuming on other tokens than the run was trained on would silently change the run."""
-    ours, theirs = data.tokenizer_sha256, info.tokenizer_sha256
-    if ours and theirs and ours != theirs:
-        raise CheckpointError(
-            f"tokenizer mismatch: {paths.latest} was trained on tokens of tokenizer sha256 {theirs[:12]}, "
-            f"{data.folder}/meta.json names {ours[:12]}; resume with the run's own tokens (--data) or --restart"
-        )
-    if data.vocab_size > info.config.vocab_size:
-        raise CheckpointError(
-            f"vocabulary mismatch: {paths.latest} has {info.config.vocab_size} token embeddings, the tokens in "
-            f"{data.folder} come from a vocabulary of {data.vocab_size}; resume with the run's own tokens or --restart"
-        )
