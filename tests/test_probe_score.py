@@ -43,7 +43,7 @@ def test_planted_head_ranks_first_at_100_percent_and_is_named(world):
     assert hs.accuracy[PLANTED] == 1.0 and hs.argmax_accuracy[PLANTED] == 1.0 and hs.mass[PLANTED] > 0.95
     assert hs.n == sum(not e.item.ambiguous for e in encoded)  # ambiguous items are left out
     assert hs.significant.sum() == 1  # the uniform heads are not significant
-    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 0.0})
+    assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 0.5})  # ties split
     assert hs.accuracy.shape == (2, 4)
 
 
@@ -66,13 +66,30 @@ def test_a_head_that_only_spreads_its_attention_is_not_named_on_longer_referents
         lines.append(f"[The {a} and the {b}] greeted <Bob> before {{they}} danced.")
         lines.append(f"<Bob> greeted [the {a} and the {b}] before {{they}} danced.")
     encoded, skipped = encode_items([parse_markup_line(x) for x in lines], tok, 32, tok.token_to_id("<|endoftext|>"))
-    assert not skipped and all(e.longest_is_referent for e in encoded)
+    assert not skipped and all(e.uniform_hit == 1.0 for e in encoded)
     _, hs = _scores(planted_model(tok), encoded)
     assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 1.0})
     uniform_head = Head(0, 0)  # zero query and key weights: attention spread evenly
     assert hs.accuracy[uniform_head] == 1.0
     assert float(hs.lower_bound[uniform_head]) > 0.5  # the other three baselines alone would name it
     assert hs.named is None and not hs.significant.any()
+
+
+def test_the_uniform_baseline_splits_ties(world):
+    """A head spreading attention evenly is right half the time on mentions of equal length (any
+    unevenness breaks the tie, each way alike), never when the distractor is longer: counting ties as
+    losses would put the baseline low enough for a length-only head to be named."""
+    tok, _ = world
+    lines = ["[The queen] greeted <the king> before {she} danced.",  # equal lengths
+             "[The queen] greeted <the king and the farmer> before {she} danced.",  # the distractor longer
+             "[The queen and the nurse] greeted <Bob> before {they} danced."]  # the referent longer
+    encoded, skipped = encode_items([parse_markup_line(x) for x in lines], tok, 32, tok.token_to_id("<|endoftext|>"))
+    assert not skipped
+    lengths = [[len(c) for c in e.candidates] for e in encoded]
+    assert lengths[0][0] == lengths[0][1] and lengths[1][0] < lengths[1][1] and lengths[2][0] > lengths[2][1]
+    assert [e.uniform_hit for e in encoded] == [0.5, 0.0, 1.0]
+    _, hs = _scores(planted_model(tok), encoded)
+    assert hs.baselines["uniform"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("seed, std", [(0, None), (1, None), (2, 0.3), (3, 1.0)])

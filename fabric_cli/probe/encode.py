@@ -43,11 +43,13 @@ class Encoded:
         return max(self.words, default=-1) + 1
 
     @property
-    def longest_is_referent(self) -> bool:
-        """The referent has more tokens than every other candidate: where a head that spreads its
-        attention evenly over the earlier tokens puts the most of it."""
+    def uniform_hit(self) -> float:
+        """How often a head that spreads its attention evenly over the earlier tokens gets this item
+        right: 1 when the referent has more tokens than every other candidate, 0 when one has more,
+        and 1/k in a tie of k longest (any unevenness at all breaks a tie, each way alike)."""
         ref, *others = (len(c) for c in self.candidates)
-        return all(ref > o for o in others)
+        longest = max(ref, *others)
+        return 0.0 if ref < longest else 1.0 / (1 + sum(o == longest for o in others))
 
     def token_text(self, pos: int) -> str:
         s, e = self.offsets[pos]

@@ -200,7 +200,7 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
         "nearest": sum(encoded[i].nearest_is_referent for i in choice) / n if n else float("nan"),
         "first": sum(encoded[i].first_is_referent for i in choice) / n if n else float("nan"),
         "chance": sum(1 / len(encoded[i].candidates) for i in choice) / n if n else float("nan"),
-        "uniform": sum(encoded[i].longest_is_referent for i in choice) / n if n else float("nan"),
+        "uniform": sum(encoded[i].uniform_hit for i in choice) / n if n else float("nan"),
     }
     best = max(baselines.values()) if n else 1.0
     significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
