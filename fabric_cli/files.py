@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from fabric_cli.errors import InputError
+
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, read a megabyte at a time: what checkpoints record of their
@@ -72,6 +74,10 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         ('one', 'two')
     """
     targets = [Path(p) for p in paths]
+    for path in targets:  # a device, a pipe or a link to one would be replaced by a plain file
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise InputError(f"{path} is not a plain file (a folder, a device, a pipe, or a link to one): "
+                             f"it is not replaced by one; give the path of a file to write")
     tmps: list[Path] = []
     try:
         for path in targets:

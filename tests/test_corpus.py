@@ -10,6 +10,7 @@ import itertools
 import json
 import random
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,19 @@ def test_write_corpus_is_atomic(tmp_path):
     assert text == "\n\n".join(generate_corpus(n_stories=25, seed=2)) + "\n"
     assert (summary.stories, summary.characters, summary.words) == (25, len(text), len(text.split()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_a_pipe_or_a_link_to_a_device_is_not_replaced_by_a_file(tmp_path):
+    """Run as root, `--force` over /dev/stdout or /dev/null would swap a device for a plain file."""
+    import os
+
+    fifo, link = tmp_path / "fifo", tmp_path / "null"
+    os.mkfifo(fifo)
+    link.symlink_to("/dev/null")
+    for target in (fifo, link):
+        with pytest.raises(InputError, match="is not a plain file"):
+            write_corpus(target, n_stories=2, force=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink() and os.readlink(link) == "/dev/null"
 
 
 def test_cli_writes_a_corpus_and_suites(runner, tmp_path):

@@ -479,6 +479,10 @@ def test_a_closed_stdin_is_one_line(run, tmp_path):
                            shell=True, capture_output=True, text=True, executable="/bin/bash")
         assert p.returncode == 1 and p.stderr.startswith("fabric: error: standard input is closed"), p.stderr
         assert len(p.stderr.splitlines()) == 1
+    p = subprocess.run(f'"{sys.executable}" -m fabric_cli generate --run "{run.root}" --device cpu The >&-',
+                       shell=True, capture_output=False, stderr=subprocess.PIPE, text=True, executable="/bin/bash")
+    assert p.returncode == 1 and p.stderr == ("fabric: error: standard output is closed, so the text has nowhere to go; "
+                                              "send it to a file (> out.txt) instead\n"), p.stderr
 
 
 def test_non_finite_weights_are_refused_when_loaded(runner, run, tmp_path, tok):

@@ -774,7 +774,10 @@ def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
                        (["--scores", str(latest)], "already holds a fabric-checkpoint file; give the scores a new file name"),
                        (["--report", str(tmp_path / "r.json"), "--scores", str(tmp_path / "r.json")], "is where the report goes"),
                        (["--scores", str(out / "x.safetensors")], "is a file, not a folder"),
-                       (["--report", str(out / "r.json")], "is a file, not a folder")):  # refused before the work, not after
+                       (["--report", str(out / "r.json")], "is a file, not a folder"),
+                       (["--report", str(latest)], "already holds a file that is not a probe report"),
+                       (["--report", str(Path(world["run"], "tokenizer.json"))], "already holds a file that is not a probe report")):
+        # refused before the work, not after
         bad = probe(world, *args)
         assert bad.exit_code == 1 and bad.stdout == "" and says in bad.stderr, (args, bad.output)
     assert latest.read_bytes() == before  # the weights were never touched

@@ -44,6 +44,8 @@ def generate(
 
     cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        num_samples=num_samples, stop=tuple(stop or ()), use_cache=cache, slide=slide)
+    if sys.stdout is None:  # `>&-`: the text would have nowhere to go
+        raise InputError("standard output is closed, so the text has nowhere to go; send it to a file (> out.txt) instead")
     if interactive and (as_json or prompt is not None):
         raise InputError("--interactive reads its prompts line by line; give no PROMPT and no --json with it")
     paths = run_paths(ctx, run)

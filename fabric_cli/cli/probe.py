@@ -67,6 +67,7 @@ def probe(
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint else None
     owner = pr.probe_run(paths, checkpoint)  # the checkpoint's run, not always --run
     target = report or owner.probe_report_for(checkpoint)
+    pr.check_report_target(target)  # never over a checkpoint, a tokenizer, or any file that is not a report
     check_writable(target, "the probe report", "pass another --run or --report")  # before minutes of work, not after
     if scores is not None:
         if scores.is_dir():

@@ -20,7 +20,7 @@ from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
-from fabric_cli.probe.report import build_report
+from fabric_cli.probe.report import FORMAT as REPORT_FORMAT, build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
@@ -221,6 +221,21 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
 
 
 SCORES_FORMAT = "fabric-probe-scores"
+
+
+def check_report_target(path: str | os.PathLike) -> None:
+    """--report replaces only a probe report (or an empty file): a checkpoint, a tokenizer or anything
+    else already there is refused, before the work."""
+    path = Path(path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")).get("format") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):  # not JSON (a checkpoint, a picture), or unreadable
+        found = None
+    if found != REPORT_FORMAT:
+        what = f"a {found} file" if isinstance(found, str) else "a file that is not a probe report"
+        raise InputError(f"--report {path} already holds {what}; give the report a new file name")
 
 
 def check_scores_target(path: str | os.PathLike) -> None:
