@@ -28,7 +28,7 @@ from typing import Iterator
 from fabric_cli import grammar as G
 from fabric_cli.config import check_seed
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_paths, failed_target, undo_new_folders
+from fabric_cli.files import atomic_paths, check_room, failed_target, undo_new_folders
 from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 from fabric_cli.text import plural
@@ -202,11 +202,13 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
         raise InputError("nothing to write: give a corpus file (fabric corpus stories.txt) and/or --suites DIR")
     check_seed(seed), check_seed(suite_seed, "--suite-seed")
     made = _stories(n_stories, n_chars, seed) if out is not None else None  # checks the size
-    if suites is not None and suite_size < 1:
-        raise InputError(f"--suite-size must be at least 1, got {suite_size}")
+    if suites is not None and not 1 <= suite_size <= SUITE_LIMIT:
+        raise InputError(f"--suite-size must be between 1 and {SUITE_LIMIT:,} (each suite is built in memory), got {suite_size:,}")
     targets = []  # (path, what it is): every file this call writes
     if out is not None:
         targets.append((_check_corpus_file(Path(out), force), "the corpus"))
+        check_room(Path(out), n_chars if n_chars is not None else 400 * (n_stories or 0),  # 400: a generous story
+                   "a corpus", "ask for less (--size, --stories)")
     if suites is not None:
         targets += [(p, "the probe suite") for p in _check_suites_folder(Path(suites), force)]
     if out is not None and Path(out).absolute() in {p.absolute() for p, _ in targets[1:]}:
@@ -253,7 +255,12 @@ def _write_stories(tmp: Path, made, n_stories, n_chars, seed: int, progress: boo
     return CorpusSummary(name, seed, stories, chars + 1, words, len(nouns))
 
 
+SUITE_LIMIT = 100_000  # items per suite: every suite is built in memory before any is written
+
+
 def _check_corpus_file(path: Path, force: bool) -> Path:
+    if str(path) == "-":
+        raise InputError("the corpus is written to a file, not to standard output: give OUT a file name, such as stories.txt")
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name, such as {path / 'chronicles.txt'}")
     if path.exists() and not force:

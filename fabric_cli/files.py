@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -100,6 +101,17 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         raise
     for folder in dict.fromkeys(path.parent for path in targets):
         _fsync_dir(folder)
+
+
+def check_room(path: Path, nbytes: int, what: str, instead: str) -> None:
+    """Refuse to start writing `nbytes` at `path` when its disk has less free, before any is written."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise InputError(f"{what} of {nbytes:,} bytes needs about {nbytes / 1e9:.1f} GB, and {folder} has "
+                         f"{free / 1e9:.1f} GB free; {instead}")
 
 
 def failed_target(error: OSError, paths: list[Path]) -> int | None:

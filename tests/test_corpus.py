@@ -243,6 +243,16 @@ def test_a_pipe_or_a_link_to_a_device_is_not_replaced_by_a_file(tmp_path):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink() and os.readlink(link) == "/dev/null"
 
 
+def test_sizes_no_disk_or_memory_can_hold_and_a_dash_are_refused_before_writing(tmp_path):
+    with pytest.raises(InputError, match=r"a corpus of 99,999,000,000,000 bytes needs about 99999.0 GB, and .* GB free; ask for less"):
+        corpus.write_all(tmp_path / "big" / "c.txt", None, n_chars=99_999 * 10**9)
+    with pytest.raises(InputError, match="--suite-size must be between 1 and 100,000"):
+        corpus.write_all(None, tmp_path / "s", suite_size=999_999_999)
+    with pytest.raises(InputError, match="not to standard output"):
+        corpus.write_all("-", None, n_stories=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_writes_a_corpus_and_suites(runner, tmp_path):
     out, folder = tmp_path / "stories.txt", tmp_path / "probes"
     r = runner.invoke(app, ["corpus", str(out), "--size", "20KB", "--seed", "3",
@@ -279,7 +289,7 @@ def test_a_failure_writes_nothing(runner, tmp_path):
     """Every setting and destination is checked first: no corpus file, no folder, is left behind."""
     out = tmp_path / "c/x.txt"
     (tmp_path / "afile").write_text("mine")
-    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "c/suites", "--suite-size", 0], r"--suite-size must be at least 1, got 0")
+    _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "c/suites", "--suite-size", 0], r"--suite-size must be between 1 and 100,000 \(each suite is built in memory\), got 0")
     _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "afile"], r"--suites .*afile is a file")
     _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "afile/sub"], r"afile is a file, not a folder")
     (tmp_path / "taken").mkdir()

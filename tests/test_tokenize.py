@@ -395,6 +395,10 @@ def test_show_makes_the_split_visible(tmp_path, runner, corpus_file):
     assert ignored.exit_code == 1 and ignored.stderr == (
         "fabric: error: --show splits the text with the tokenizer there is and trains none: --vocab-size, --force "
         "would change nothing; leave them out\n")
+    reuse = invoke(runner, "tokenize", "--tokenizer", run / "tokenizer.json", "--run", tmp_path / "other", "--vocab-size", 300)
+    assert reuse.exit_code == 1 and reuse.stderr == (
+        "fabric: error: --tokenizer reuses a trained tokenizer and trains none: --vocab-size would change nothing; "
+        "leave it out, or drop --tokenizer to train one\n") and not (tmp_path / "other").exists()
 
 
 def test_min_frequency_1_merges_every_pair_seen_and_2_does_not():

@@ -54,6 +54,10 @@ def tokenize(
         if json_out:
             return echo_json(split)
         return typer.echo(f"{split['display']}\n{plural(split['count'], 'token')}: {' '.join(map(str, split['ids']))}")
+    if tokenizer is not None and (typed := [f"--{k.replace('_', '-')}" for k in ("vocab_size", "min_frequency")
+                                            if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]):
+        raise InputError(f"--tokenizer reuses a trained tokenizer and trains none: {' and '.join(typed)} would change "
+                         f"nothing; leave {'it' if len(typed) == 1 else 'them'} out, or drop --tokenizer to train one")
     cfg = TokenizeConfig(vocab_size=vocab_size, min_frequency=min_frequency, val_fraction=val_fraction, errors=errors)
     summary = encode.tokenize_corpus(files or [], paths, cfg, tokenizer=tokenizer, force=force)
     if json_out:
