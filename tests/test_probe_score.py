@@ -45,6 +45,22 @@ def test_planted_head_ranks_first_at_100_percent_and_is_named(world):
     assert hs.significant.sum() == 1  # the uniform heads are not significant
     assert hs.baselines == pytest.approx({"nearest": 0.5, "first": 0.5, "chance": 0.5, "uniform": 0.5})  # ties split
     assert hs.accuracy.shape == (2, 4)
+    u, second = hs.runner_up, hs.ranking[1]  # the planted head against the next: told apart
+    assert u["head"] == str(second) and u["only_other"] == 0
+    assert u["only_top"] == hs.n - int(per_item.correct[:, second.layer, second.head][
+        [i for i, e in enumerate(encoded) if not e.item.ambiguous and len(e.candidates) > 1]].sum())
+    assert u["p"] == pytest.approx(min(1.0, 2 * 0.5 ** u["only_top"]), abs=1e-6) and u["p"] < 0.05
+
+
+def test_two_heads_a_point_apart_are_said_not_to_be_told_apart():
+    from fabric_cli.probe.report import _against_next
+
+    heads = {"0.1": {"accuracy": 0.871}, "0.4": {"accuracy": 0.866}}
+    r = {"named_head": "0.1", "ranking": ["0.1", "0.4"], "runner_up": {"head": "0.4", "only_top": 231, "only_other": 219, "p": 0.6}}
+    assert _against_next(r, heads) == ("; but not told apart from the next, 0.4 at 86.6%: on the prompts only one of "
+                                       "them gets right, 231 against 219 (exact McNemar p = 0.60), so they may share the task")
+    r["runner_up"] = {"head": "0.4", "only_top": 40, "only_other": 5, "p": 1e-7}
+    assert _against_next(r, heads).startswith("; ahead of the next, 0.4, on the prompts only one of them gets right, 40 against 5")
 
 
 def test_scores_do_not_depend_on_batching_or_padding(world):

@@ -46,6 +46,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "baselines": {k: (None if math.isnan(v) else round(v, 6)) for k, v in heads.baselines.items()},
         "best_baseline": {"name": best_name, "accuracy": None if math.isnan(best_value) else round(best_value, 6)},
         "named_head": str(named) if named else None,
+        "runner_up": heads.runner_up,  # the top-ranked head against the next, paired (McNemar)
         "example": _example(encoded, scores, named) if named else None,
         "significant_heads": [str(h) for h in heads.ranking if heads.significant[h]],
         "ranking": [str(h) for h in heads.ranking],
@@ -277,6 +278,18 @@ def _grid_lines(r: dict) -> list[str]:
 WEAK_MARGIN = 0.15
 
 
+def _against_next(r: dict, heads: dict) -> str:
+    """The named head against the next-ranked one: told apart, or not, on the prompts only one gets right."""
+    u = r.get("runner_up")
+    if not u or r["ranking"][0] != r["named_head"] or u["only_top"] + u["only_other"] == 0:
+        return ""
+    other, split = heads[u["head"]], f"{u['only_top']} against {u['only_other']}"
+    if u["p"] >= 0.05:
+        return (f"; but not told apart from the next, {u['head']} at {_pct(other['accuracy']).strip()}: on the prompts "
+                f"only one of them gets right, {split} (exact McNemar p = {u['p']:.2f}), so they may share the task")
+    return f"; ahead of the next, {u['head']}, on the prompts only one of them gets right, {split} (McNemar p = {u['p']:.2g})"
+
+
 def _verdict(r: dict, heads: dict) -> str:
     bb = r["best_baseline"]
     base = f"{_pct(bb['accuracy']).strip()} ({bb['name']})" if bb["accuracy"] is not None else "n/a"
@@ -289,7 +302,7 @@ def _verdict(r: dict, heads: dict) -> str:
                     f"{_pct(h['lower_bound']).strip()} clears the baseline, but a head that has learned the task "
                     f"scores far higher: {_unseen_words(r) or 'train longer'}")
         return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {plural(h['n'], 'prompt')}; "
-                f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}")
+                f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}" + _against_next(r, heads))
     top = heads[r["ranking"][0]]
     if top["accuracy"] is None:
         if not r["prompts"]["scored"]:

@@ -157,6 +157,7 @@ class HeadScores:
     ranking: list[Head]  # all heads, best first
     alpha: float
     preference: float | None = None  # the model's mean preference over these items with continuations
+    runner_up: dict | None = None  # the top head against the next, on the prompts only one gets right
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -211,4 +212,23 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
         known = scores.preference[rows]
         known = known[~known.isnan()]
         pref = float(known.double().mean()) if known.numel() else None
-    return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha, pref)
+    runner_up = paired(scores.correct[choice], ranking[0], ranking[1]) if n and len(ranking) > 1 else None
+    return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha, pref,
+                      runner_up)
+
+
+def paired(correct: torch.Tensor, a: Head, b: Head) -> dict:
+    """Head `a` against head `b` on the same prompts (correct: (n, L, nh)): the prompts only `a` gets
+    right, only `b`, and the exact two-sided McNemar p-value, the binomial test of those two counts.
+    Two heads a point apart may be a coin's toss apart.
+
+    Example:
+        >>> c = torch.zeros(30, 1, 2, dtype=torch.bool); c[:20, 0, 0] = True; c[20:, 0, 1] = True
+        >>> paired(c, Head(0, 0), Head(0, 1))
+        {'head': '0.1', 'only_top': 20, 'only_other': 10, 'p': 0.098737}
+    """
+    only_a = int((correct[:, a.layer, a.head] & ~correct[:, b.layer, b.head]).sum())
+    only_b = int((correct[:, b.layer, b.head] & ~correct[:, a.layer, a.head]).sum())
+    m, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m if m else 1.0
+    return {"head": str(b), "only_top": only_a, "only_other": only_b, "p": round(min(1.0, 2 * tail), 6)}
