@@ -131,7 +131,10 @@ def other_tokens_note(paths: RunPaths, info: ckpt.CheckpointInfo, data: TokenDat
     before, now = info.extra.get("tokens"), data.identity
     if not isinstance(before, dict) or before == now:
         return None  # the same tokens, or a checkpoint from before they were recorded
-    changes = [f"{name}.bin {before.get(name, 0):,} -> {now[name]:,} tokens" for name in ("train", "val")
+    def count(value) -> str:  # what the checkpoint recorded; an edited one may hold anything
+        return f"{value:,}" if isinstance(value, int) else "an unknown count of"
+
+    changes = [f"{name}.bin {count(before.get(name))} -> {now[name]:,} tokens" for name in ("train", "val")
                if before.get(name) != now[name]]
     if before.get("sources") != now["sources"]:
         changes.append("other source files")

@@ -833,3 +833,16 @@ def test_summary_gives_mfu_against_the_gpus_bf16_peak():
                     gpu="NVIDIA H100 80GB HBM3", mfu=0.412)
     assert "GFLOP/s (1 parameters, cuda); MFU 41.2% of the NVIDIA H100 80GB HBM3's dense bf16 peak" in r.summary()
     assert peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("NVIDIA L4") == 121e12 and peak_bf16("Tesla T4") is None
+
+
+def test_an_edited_token_count_in_a_checkpoint_is_a_note_not_a_crash(tmp_path):
+    """A checkpoint's recorded token counts are read as they are: an edited one ("x") had crashed the
+    resume with a format error."""
+    from types import SimpleNamespace
+
+    from fabric_cli.runplan import other_tokens_note
+
+    data = SimpleNamespace(identity={"train": 100, "val": 10, "sources": None}, folder=tmp_path)
+    info = SimpleNamespace(extra={"tokens": {"train": "x", "val": 10, "sources": None}})
+    note = other_tokens_note(RunPaths(tmp_path), info, data)
+    assert "train.bin an unknown count of -> 100 tokens" in note and "val.bin" not in note
