@@ -28,7 +28,7 @@ from typing import Iterator
 from fabric_cli import grammar as G
 from fabric_cli.config import check_seed
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_paths, check_room, failed_target, undo_new_folders
+from fabric_cli.files import atomic_paths, check_room, failed_target, nearest_existing, undo_new_folders
 from fabric_cli.lexicon import CLASSES
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 from fabric_cli.text import plural
@@ -284,9 +284,7 @@ def _check_suites_folder(folder: Path, force: bool) -> list[Path]:
 
 def _check_folder(folder: Path, doing: str) -> None:
     """A folder that exists, or can be made: its nearest existing ancestor is a writable folder."""
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = nearest_existing(folder)
     if not p.is_dir():
         raise InputError(f"{doing}: {p} is a file, not a folder; give a path inside a folder")
     if not os.access(p, os.W_OK | os.X_OK):

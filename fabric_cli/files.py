@@ -103,11 +103,17 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         _fsync_dir(folder)
 
 
-def check_room(path: Path, nbytes: int, what: str, instead: str) -> None:
-    """Refuse to start writing `nbytes` at `path` when its disk has less free, before any is written."""
-    folder = Path(path).absolute().parent
+def nearest_existing(folder: str | os.PathLike) -> Path:
+    """`folder` if it exists, else its nearest ancestor that does: where a folder to be made will go."""
+    folder = Path(folder)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    return folder
+
+
+def check_room(path: Path, nbytes: int, what: str, instead: str) -> None:
+    """Refuse to start writing `nbytes` at `path` when its disk has less free, before any is written."""
+    folder = nearest_existing(Path(path).absolute().parent)
     free = shutil.disk_usage(folder).free
     if nbytes > free:
         raise InputError(f"{what} of {nbytes:,} bytes needs about {nbytes / 1e9:.1f} GB, and {folder} has "

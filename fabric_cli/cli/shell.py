@@ -18,6 +18,7 @@ import typer.core
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS, RunPaths
 from fabric_cli.errors import FabricError, InputError
+from fabric_cli.files import nearest_existing
 
 
 class Terminated(KeyboardInterrupt):
@@ -169,9 +170,7 @@ def tokenizer_file(path: Optional[Path]) -> Optional[Path]:
 
 def check_writable(path: Path, what: str, instead: str) -> None:
     """Refuse at once an output whose folder (or the nearest one that exists) cannot be written."""
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(path.parent)
     if not folder.is_dir():
         raise InputError(f"cannot write {what} {path}: {folder} is a file, not a folder; {instead}")
     if not os.access(folder, os.W_OK | os.X_OK):
