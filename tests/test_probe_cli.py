@@ -389,6 +389,10 @@ def test_the_report_and_its_pictures_are_replaced_together(tmp_path):
     (outside / "heads.png").write_text("the user's")
     save_report({"x": 1}, outside / "report.json")  # a report.json elsewhere: pictures it did not list stay
     assert (outside / "heads.png").read_text() == "the user's"
+    nest = tmp_path / "nest" / "a" / "b"
+    with pytest.raises(KeyboardInterrupt):  # interrupted into folders it made: they go too
+        save_report({"new": True}, nest / "r.json", {"heads": nest / "r-heads.png"}, interrupted)
+    assert not (tmp_path / "nest").exists()
 
 
 def test_a_checkpoint_of_another_run_is_probed_with_that_runs_snapshots_and_folder(world, tmp_path):

@@ -15,7 +15,7 @@ from fabric_cli.checkpoint import load_model, load_model_for, read_info
 from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
 from fabric_cli.device import choose_device, use_device
 from fabric_cli.errors import CheckpointError, InputError
-from fabric_cli.files import atomic_paths, file_sha256, json_text
+from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_folders
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
@@ -205,7 +205,8 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     path, pictures = Path(path), pictures or {}
     before = _listed_plots(path)
     try:
-        with atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
+        with undo_new_folders(path.parent, *(p.parent for p in pictures.values())), \
+                atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
             if pictures:
                 draw(dict(zip(pictures, pic_tmps)))
                 report["plots"] = [str(p) for p in pictures.values()]
