@@ -354,3 +354,15 @@ def test_scoring_reads_the_models_preference_from_the_same_pass(world):
     some = usable[:5] + [i for i in range(len(encoded)) if i not in usable][:2]  # the rows given, the NaN ones skipped
     assert head_scores(scores, encoded, only=some).preference == pytest.approx(
         sum(float(scores.preference[i]) for i in usable[:5]) / 5, abs=1e-6)
+
+
+def test_the_position_controls_are_read_against_each_other():
+    from fabric_cli.probe.report import _controls_text
+
+    r = {"chosen_head": "0.1", "suites": [{"suite": "referent_first", "n": 400, "accuracy": 0.8825},
+                                          {"suite": "referent_second", "n": 400, "accuracy": 0.89}]}
+    assert _controls_text(r) == ["Controls, head 0.1: 88.2% with the referent first, 89.0% with it second, -0.8 points "
+                                 "(95% CI -5.2 to +3.7); a head that follows the pronoun, not the order, scores both alike"]
+    r["suites"][1]["accuracy"] = 0.2  # a head that looks at the first mention: position, not the pronoun
+    assert "+68.2 points (95% CI +63" in _controls_text(r)[0]
+    assert _controls_text({"chosen_head": "0.1", "suites": r["suites"][:1]}) == []

@@ -165,6 +165,20 @@ def _suite_text(s: dict) -> str:
             f"(best baseline {_pct(best).strip()}, {BASELINE_NAMES.get(name, name)}{control})")
 
 
+def _controls_text(r: dict) -> list[str]:
+    """The two position controls read against each other, not against the 100% that position alone
+    scores on each: a head that follows the pronoun scores alike with the referent first or second."""
+    by = {s["suite"]: s for s in r["suites"] if s["n"] and s["accuracy"] is not None}
+    if not {"referent_first", "referent_second"} <= set(by):
+        return []
+    a, b = by["referent_first"], by["referent_second"]
+    diff = a["accuracy"] - b["accuracy"]
+    half = 1.96 * math.sqrt(a["accuracy"] * (1 - a["accuracy"]) / a["n"] + b["accuracy"] * (1 - b["accuracy"]) / b["n"])
+    return [f"Controls, head {r['chosen_head']}: {_pct(a['accuracy']).strip()} with the referent first, "
+            f"{_pct(b['accuracy']).strip()} with it second, {100 * diff:+.1f} points (95% CI {100 * (diff - half):+.1f} to "
+            f"{100 * (diff + half):+.1f}); a head that follows the pronoun, not the order, scores both alike"]
+
+
 def _tokens_per_word(encoded: list[Encoded]) -> float | None:
     """Tokens per word of the prompts before their pronouns, under the model's tokenizer."""
     words = sum(e.n_words for e in encoded)
@@ -230,6 +244,7 @@ def render_text(r: dict, top: int = 10) -> str:
     out.append(_verdict(r, heads))
     if len(r["suites"]) > 1:
         out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
+        out += _controls_text(r)
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
