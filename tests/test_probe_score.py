@@ -366,3 +366,15 @@ def test_the_position_controls_are_read_against_each_other():
     r["suites"][1]["accuracy"] = 0.2  # a head that looks at the first mention: position, not the pronoun
     assert "+68.2 points (95% CI +63" in _controls_text(r)[0]
     assert _controls_text({"chosen_head": "0.1", "suites": r["suites"][:1]}) == []
+
+
+def test_the_paired_test_past_its_exact_range_agrees_with_the_exact_sum(monkeypatch):
+    import fabric_cli.probe.score as score
+
+    c = torch.zeros(6000, 1, 2, dtype=torch.bool)
+    c[:3100, 0, 0] = True
+    c[3100:, 0, 1] = True  # 3,100 prompts only head 0.0 gets right, 2,900 only 0.1: p near 0.01
+    approx = score.paired(c, Head(0, 0), Head(0, 1))["p"]
+    monkeypatch.setattr(score, "_EXACT_UP_TO", 10**6)
+    exact = score.paired(c, Head(0, 0), Head(0, 1))["p"]
+    assert 0.009 < exact < 0.011 and approx == pytest.approx(exact, abs=2e-5)

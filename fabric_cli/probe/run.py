@@ -231,8 +231,9 @@ def check_report_target(path: str | os.PathLike) -> None:
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return
     try:
-        found = json.loads(path.read_text(encoding="utf-8")).get("format") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):  # not JSON (a checkpoint, a picture), or unreadable
+        with open(path, "rb") as f:  # a report is JSON, "{" first: a checkpoint of gigabytes is not read whole
+            found = json.loads(b"{" + f.read()).get("format") if f.read(1) == b"{" else None
+    except (OSError, ValueError, AttributeError):  # not JSON (a picture, a tokenizer cut short), or unreadable
         found = None
     if found != REPORT_FORMAT:
         what = f"a {found} file" if isinstance(found, str) else "a file that is not a probe report"

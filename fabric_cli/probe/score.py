@@ -217,6 +217,9 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
                       runner_up)
 
 
+_EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly
+
+
 def paired(correct: torch.Tensor, a: Head, b: Head) -> dict:
     """Head `a` against head `b` on the same prompts (correct: (n, L, nh)): the prompts only `a` gets
     right, only `b`, and the exact two-sided McNemar p-value, the binomial test of those two counts.
@@ -230,5 +233,8 @@ def paired(correct: torch.Tensor, a: Head, b: Head) -> dict:
     only_a = int((correct[:, a.layer, a.head] & ~correct[:, b.layer, b.head]).sum())
     only_b = int((correct[:, b.layer, b.head] & ~correct[:, a.layer, a.head]).sum())
     m, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m if m else 1.0
+    if m <= _EXACT_UP_TO:
+        tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m if m else 1.0
+    else:  # big integers grow with m: the normal approximation, continuity-corrected, is as good here
+        tail = NormalDist().cdf((k + 0.5 - m / 2) / math.sqrt(m / 4))
     return {"head": str(b), "only_top": only_a, "only_other": only_b, "p": round(min(1.0, 2 * tail), 6)}
