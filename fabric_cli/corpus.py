@@ -29,7 +29,7 @@ from fabric_cli import grammar as G
 from fabric_cli.config import check_seed
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, check_room, failed_target, nearest_existing, undo_new_folders
-from fabric_cli.lexicon import CLASSES
+from fabric_cli.lexicon import CLASSES, PRONOUNS
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 from fabric_cli.text import plural
 
@@ -231,7 +231,8 @@ def write_all(out: str | Path | None, suites: str | Path | None, n_stories: int 
     suite_rows = None
     if suites is not None:
         suite_rows = [{"suite": kind, "path": str(Path(suites) / f"{kind}.jsonl"), "items": len(suite_items[kind]),
-                       **baselines(suite_items[kind])} for kind in SUITES]
+                       **baselines(suite_items[kind]), "swaps": sum("swap" in it for it in suite_items[kind])}
+                      for kind in SUITES]
     return summary, suite_rows
 
 
@@ -344,9 +345,13 @@ def _suite_item(rng: random.Random, kind: str) -> dict:
         conts = [x.item, y.item]
     else:
         conts = [rng.choice(c.cat.gifts) for c in (x, y)]
-    return {"text": w.text(), "pronoun": list(span), "referent": list(w.mentions[x][0]),
+    item = {"text": w.text(), "pronoun": list(span), "referent": list(w.mentions[x][0]),
             "distractors": [list(s) for s in w.mentions[y]], "continuations": [" " + c for c in conts],
             "ambiguous": False}
+    if len(w.mentions[x]) == 1 == len(w.mentions[y]):  # the twin trades one mention for the other
+        swap = PRONOUNS[y.cls][slot]
+        item["swap"] = swap.capitalize() if item["text"][span[0]].isupper() else swap
+    return item
 
 
 def generate_suite(kind: str, n: int = 400, seed: int = 1) -> list[dict]:

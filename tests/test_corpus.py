@@ -24,6 +24,7 @@ from fabric_cli.corpus import (SUITES, corpus_length, generate_corpus, generate_
                                write_corpus)
 from fabric_cli.errors import InputError
 from fabric_cli.lexicon import CATEGORIES, NAME_CLASS, NOUN_CLASS, PRONOUN_CLASS, mention_class
+from fabric_cli.probe.suites import parse_jsonl_line, to_json
 
 WORD = re.compile(r"[A-Za-z]+")
 # every word that may follow a pronoun and belongs to one category: verbs' first words, possessions, gifts
@@ -140,9 +141,15 @@ def test_training_never_pairs_held_out_nouns():
 # --------------------------------------------------------------------------- the probe suites
 
 
-def check_item(item: dict, kind: str) -> tuple[str, str]:
-    """Every promise an item makes, checked from its text; returns the (referent, distractor) nouns."""
-    assert list(item) == ["id", "text", "pronoun", "referent", "distractors", "continuations", "ambiguous"]
+def check_item(item: dict, kind: str, twin: bool = True) -> tuple[str, str]:
+    """Every promise an item makes, checked from its text; returns the (referent, distractor) nouns.
+    With a swap, its pronoun-swap twin keeps every promise too, with the roles traded."""
+    keys = ["id", "text", "pronoun", "referent", "distractors", "continuations", "ambiguous"]
+    assert list(item) in (keys, keys + ["swap"])
+    if twin and "swap" in item:
+        swapped = parse_jsonl_line(json.dumps(item)).twin()
+        assert (swapped.text[: item["pronoun"][0]], len(item["distractors"])) == (item["text"][: item["pronoun"][0]], 1)
+        assert check_item(to_json(swapped), kind, twin=False) == check_item(item, kind, twin=False)[::-1]
     text = item["text"]
     assert item["id"].startswith(kind + "-") and item["ambiguous"] is False
     spans = [item["pronoun"], item["referent"], *item["distractors"]]
@@ -178,6 +185,8 @@ def test_suite_items_are_correct(kind):
         assert is_heldout_pair(ref, dis)
         text, r, ds = item["text"], item["referent"], item["distractors"]
         classes = {mention_class(text[slice(*r)]), mention_class(text[slice(*ds[0])])}
+        if kind != "long_distance":  # there, half the distractors are named twice: no twin trades one mention
+            assert "swap" in item
         if kind == "gender":
             assert classes == {"f", "m"}
         elif kind == "number":

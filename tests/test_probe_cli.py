@@ -57,6 +57,13 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
     assert report["checkpoint"]["step"] == 300 and len(report["checkpoint"]["sha256"]) == 64
     assert report["grid"]["accuracy"][1][2] == 1.0 and len(report["heads"]) == 8
     assert report["ambiguous"]["n"] == 3 and report["prompts"]["scored"] == 24
+    # every prompt's twin, with the pronoun swapped: the planted head follows the pronoun, so it is right on both
+    assert report["twins"] == {"pairs": 24, "skipped": 0, "baselines": {"nearest": 0.0, "first": 0.0, "chance": 0.25,
+                               "uniform": 0.25}, "best_baseline": {"name": "chance", "both": 0.25}}
+    assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
+    assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
+    assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "
+            "follows order or length is right on one version of each, the best baseline (chance) on both 25.0%") in r.stdout
 
 
 def test_random_weights_say_plainly_that_no_head_was_found(world):
@@ -196,8 +203,11 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert [row["significant"] for row in em["rows"]] == [False, True, True] and em["significant_from"] == 200
     prefs = [row["preference"] for row in em["rows"]]  # the model's own choice follows its head: random, then planted
     assert abs(prefs[0]) < 1.0 < prefs[1] < prefs[2]  # strength 1.5 at step 200, 2.5 at 300
+    assert [row["both"] for row in em["rows"]][1:] == [1.0, 1.0] and em["rows"][0]["both"] < 0.5  # the pronoun-swap twins
+    assert em["best_both_baseline"] == {"name": "chance", "both": 0.25}
     text = probe(world, "--over-checkpoints").stdout
-    assert "      step  accuracy    95% CI    argmax    mass  preference  best head" in text
+    assert "      step  accuracy    95% CI    argmax    mass    both  preference  best head" in text
+    assert "; and so is its bound right on both versions of a pronoun-swap pair (both), above 25.0% (chance)" in text
     assert "  preference: the model's own choice at that step" in text
     bare = Path(world["noisy"]).parent / "bare.txt"  # no continuations: no preference column
     bare.write_text("[The queen] greeted <the king> before {she} sang.\n", encoding="utf-8")
@@ -221,7 +231,7 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     class Scores:  # what emergence_table reads of a snapshot's HeadScores
         def __init__(self, accuracy, significant):
             self.ranking, self.named = [Head(0, 1)], Head(0, 1) if significant else None
-            self.preference = None  # prompts without continuations
+            self.preference, self.both_baselines = None, None  # prompts without continuations, without swaps
             self.baselines = {"nearest": 0.52, "first": 0.48, "chance": 0.5, "uniform": float("nan")}
             self._row = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "n": 400,
                          "argmax_accuracy": accuracy, "mass": 0.5, "significant": significant}
@@ -771,6 +781,10 @@ def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
     assert torch.allclose(grid, torch.tensor(report["grid"]["accuracy"]), atol=1e-6)  # the report's grid, recomputed
     assert meta["checkpoint"] == str(Path(world["run"], "checkpoints", "latest.safetensors").resolve())
     assert meta["checkpoint_sha256"] == report["checkpoint"]["sha256"]
+    paired = t["twin"].bool() & scored  # the pairs "both" counts: right on the prompt and on its twin
+    assert paired.sum() == report["twins"]["pairs"] == 24 and not t["twin_correct"][~t["twin"].bool()].any()
+    both = (t["correct"][paired] & t["twin_correct"][paired]).float().mean(0)
+    assert torch.allclose(both, torch.tensor(report["grid"]["both"]), atol=1e-6)
     assert probe(world, "--scores", str(out)).exit_code == 0  # earlier scores are replaced
     latest = Path(world["run"], "checkpoints", "latest.safetensors")
     before = latest.read_bytes()

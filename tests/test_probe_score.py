@@ -378,3 +378,58 @@ def test_the_paired_test_past_its_exact_range_agrees_with_the_exact_sum(monkeypa
     monkeypatch.setattr(score, "_EXACT_UP_TO", 10**6)
     exact = score.paired(c, Head(0, 0), Head(0, 1))["p"]
     assert 0.009 < exact < 0.011 and approx == pytest.approx(exact, abs=2e-5)
+
+
+def _twins(tok, encoded, model):
+    from fabric_cli.probe.encode import encode_twins
+    from fabric_cli.probe.score import Twins
+
+    rows, twins, skipped = encode_twins(encoded, tok, 32, tok.token_to_id("<|endoftext|>"))
+    return Twins(rows, twins, score_items(model, make_batches(twins, 7), len(twins)).correct, skipped)
+
+
+def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
+    """The planted head follows the pronoun: right on both versions of every pair. A head right on every
+    prompt and wrong on every twin (it follows something that the swap leaves alone) has 100% accuracy,
+    which the four baselines alone would name, and 0% on both: it is not named."""
+    from fabric_cli.probe.report import _verdict
+
+    tok, encoded = world
+    model = planted_model(tok)
+    per_item, twins = score_items(model, make_batches(encoded, 7), len(encoded)), _twins(tok, encoded, model)
+    assert twins.skipped == 0 and len(twins.rows) == sum(not e.item.ambiguous for e in encoded)
+    hs = head_scores(per_item, encoded, twins=twins)
+    assert hs.pairs == len(twins.rows) and hs.both[PLANTED] == 1.0 and hs.named == PLANTED
+    assert hs.both_baselines == pytest.approx({"nearest": 0.0, "first": 0.0, "chance": 0.25, "uniform": 0.25})
+    one_sided = Head(0, 0)
+    per_item.correct, twins.correct = per_item.correct.clone(), twins.correct.clone()  # inference tensors are read-only
+    per_item.correct[:, 0, 0] = True
+    twins.correct[:, 0, 0] = False
+    assert head_scores(per_item, encoded).significant[one_sided]  # without the twins it would be named
+    hs = head_scores(per_item, encoded, twins=twins)
+    assert hs.accuracy[one_sided] == 1.0 and hs.both[one_sided] == 0.0 and not hs.significant[one_sided]
+    assert hs.named == PLANTED
+    # with the planted head gone too, the verdict says why the best head is not named
+    per_item.correct[:, PLANTED.layer, PLANTED.head] = False
+    hs = head_scores(per_item, encoded, twins=twins)
+    assert hs.named is None and hs.ranking[0] == one_sided
+    from fabric_cli.config import ProbeConfig
+    from fabric_cli.probe.report import build_report
+
+    r = build_report(ProbeConfig(), {}, [e.item for e in encoded], encoded, [], per_item, hs, one_sided, True, twins)
+    heads = {h["head"]: h for h in r["heads"]}
+    assert _verdict(r, heads).startswith(
+        "No pronoun head found: the best, 0.0 at 100.0% of 24 prompts, clears the baselines (lower bound 79.4% > "
+        "50.0% (nearest)), but is right on both versions of only 0.0% of 24 pronoun-swap pairs (lower bound 0.0%, not "
+        "above 25.0%, chance): it follows something other than the pronoun")
+
+
+def test_a_twin_that_does_not_fit_the_context_is_counted_and_left_out(world):
+    from fabric_cli.probe.encode import encode_twins
+
+    tok, _ = world
+    item = parse_markup_line("[The queen] greeted <the king> before {she|xylophonists} sang.")
+    bos = tok.token_to_id("<|endoftext|>")
+    (e,), _ = encode_items([item], tok, len(tok.encode(item.text[: item.pronoun[1]]).ids) + 1, bos)
+    assert encode_twins([e], tok, e.pronoun + 1, bos)[1:] == ([], 1)  # the swapped pronoun is many tokens longer
+    assert encode_twins([e], tok, 32, bos)[0] == [0]

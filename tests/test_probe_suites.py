@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 from test_probe_world import make_tokenizer
@@ -10,7 +12,7 @@ from test_probe_world import make_tokenizer
 from fabric_cli.config import probes_dir
 from fabric_cli.errors import InputError
 from fabric_cli.probe.encode import SpanMismatch, encode_items, span_tokens
-from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line
+from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line, to_json
 from fabric_cli.tokenizer import train_tokenizer
 
 
@@ -69,6 +71,10 @@ def _jsonl(**over) -> str:
     (_jsonl(referent=[3, 4]), "only whitespace"),
     # JSON's "\ud800" is a lone surrogate: the tokenizer had raised a TypeError on it
     (_jsonl(continuations=[" left", " \ud800"]), '"continuations" is not valid UTF-8 text (a stray byte or lone surrogate at character 1)'),
+    (_jsonl(swap=3), '"swap" must be one word'),
+    (_jsonl(swap="he or it"), '"swap" must be one word'),
+    (_jsonl(swap="he", distractors=[[14, 22], [10, 13]]), "this prompt has 2; mark exactly one"),
+    (_jsonl(swap="he", ambiguous=True), "an ambiguous prompt is not scored"),
 ])
 def test_jsonl_loader_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
     f = tmp_path / "suite.jsonl"
@@ -268,3 +274,29 @@ def test_standard_input_drops_a_byte_order_mark_and_a_broken_first_json_line_is_
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(InputError, match=r"--prompts - reads the prompts from standard input, which is a terminal"):
         load_file("-")
+
+
+def test_a_swap_makes_the_twin_in_which_the_distractor_is_the_referent(tmp_path):
+    """{she|he}: the same words with the pronoun swapped, the roles and the continuations traded, and
+    spans after the pronoun moved by the difference in length; the twin's twin is the prompt again."""
+    item = parse_markup_line("[The nurse] met <the farmer> before {she|he} left <the inn>. || bandaged | ploughed",
+                             default_id="x", where="mine.txt:1")
+    assert (item.text, item.show(item.pronoun), item.swap) == ("The nurse met the farmer before she left the inn.", "she", "he")
+    twin = item.twin()
+    assert twin.text == "The nurse met the farmer before he left the inn."
+    assert (twin.show(twin.pronoun), twin.show(twin.referent)) == ("he", "the farmer")
+    assert [twin.show(d) for d in twin.distractors] == ["The nurse", "the inn"]  # the later one moved one left
+    assert twin.continuations == (" ploughed", " bandaged") and twin.where == "mine.txt:1 (pronoun swapped)"
+    again = twin.twin()
+    assert (again.text, again.pronoun, again.referent, again.continuations) == (
+        item.text, item.pronoun, item.referent, item.continuations)
+    assert parse_markup_line("[The nurse] met <the farmer> before {she} left.").twin() is None
+    # the JSONL form carries it, and reads back the same
+    assert parse_jsonl_line(json.dumps(to_json(item))).twin() == dataclasses.replace(twin, where="x (pronoun swapped)")
+    for bad, words in [("[A] met <B> and <C> before {she|he} left.", "this prompt has 2"),
+                       ("? [A] met <B> before {she|he} left.", "an ambiguous prompt is not scored"),
+                       ("[A] met <B> before {she|} left.", "must be one word")]:
+        f = tmp_path / "bad.txt"
+        f.write_text(bad + "\n", encoding="utf-8")
+        with pytest.raises(InputError, match=f"line 1: .*{re.escape(words)}"):
+            load_file(f)

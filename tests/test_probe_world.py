@@ -59,7 +59,8 @@ def _item(id_: str, template: str, x: str, y: str, ref: str, dis: str, ref_first
     p0 = text.index(f" {PRONOUN[ref]} ") + 1
     return {"id": id_, "text": text, "pronoun": [p0, p0 + len(PRONOUN[ref])],
             "referent": spans[0 if ref_first else 1], "distractors": [spans[1 if ref_first else 0]],
-            "continuations": [" " + VERB[ref], " " + VERB[dis]], "ambiguous": False}
+            "continuations": [" " + VERB[ref], " " + VERB[dis]], "ambiguous": False,
+            **({"swap": PRONOUN[dis]} if dis != ref else {})}  # the twin: the pronoun that means the distractor
 
 
 def write_suite(path) -> None:

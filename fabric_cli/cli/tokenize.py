@@ -111,4 +111,4 @@ def corpus(
         typer.echo(summary.lines()[0])
     for s in suite_rows or []:
         typer.echo(f"wrote {s['path']}: {plural(s['items'], 'item')} (referent is the nearest candidate in "
-                   f"{s['nearest']:.0%}, the first in {s['first']:.0%})")
+                   f"{s['nearest']:.0%}, the first in {s['first']:.0%}; {s['swaps']:,} with a pronoun-swap twin)")

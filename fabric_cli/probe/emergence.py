@@ -61,9 +61,12 @@ def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, th
     sig_first, sig_from = crossing(steps, [float(r["significant"]) for r in table], 1.0)
     baselines = {k: v for k, v in rows[-1][3].baselines.items() if v == v} if rows else {}  # the same prompts each row
     best = max(baselines.items(), key=lambda kv: kv[1], default=(None, None))
+    both = (rows[-1][3].both_baselines or {}) if rows else {}
+    both_best = max(both.items(), key=lambda kv: kv[1], default=None)
     return {"head": str(head), "metric": "accuracy", "threshold": threshold,
             "first_reached": first, "emerged_at": stays, "at_last_snapshot": stays is not None and stays == steps[-1],
             "significant_first": sig_first, "significant_from": sig_from,
             "significant_at_last_snapshot": sig_from is not None and sig_from == steps[-1],
             "best_baseline": {"name": best[0], "accuracy": None if best[1] is None else round(best[1], 6)},
+            "best_both_baseline": {"name": both_best[0], "both": round(both_best[1], 6)} if both_best else None,
             "rows": table}

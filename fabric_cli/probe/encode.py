@@ -125,6 +125,21 @@ def encode_items(items: list[ProbeItem], tokenizer, block_size: int, bos_id: int
     return encoded, skipped
 
 
+def encode_twins(encoded: list[Encoded], tokenizer, block_size: int, bos_id: int | None):
+    """The pronoun-swap twins of the unambiguous encoded prompts that have one (ProbeItem.twin), encoded:
+    (rows, twins, skipped), where twins[j] is the twin of encoded[rows[j]] and `skipped` counts the twins
+    that could not be encoded (a swapped pronoun whose tokens do not line up, or past the context)."""
+    rows, twins, skipped = [], [], 0
+    for i, e in enumerate(encoded):
+        if e.item.swap and not e.item.ambiguous:
+            try:
+                twins.append(encode_item(e.item.twin(), tokenizer, block_size, bos_id))
+                rows.append(i)
+            except _Skip:
+                skipped += 1
+    return rows, twins, skipped
+
+
 class _Skip(Exception):
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)

@@ -15,12 +15,14 @@ from fabric_cli.text import plural
 from fabric_cli.tokenizer import WHOLE_WORDS
 from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
-from fabric_cli.probe.score import HeadScores, ItemScores, head_scores
+from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores
 from fabric_cli.probe.suites import ProbeItem
 
 FORMAT, VERSION = "fabric-probe-report", 1
 CRITERION = ("named only if the one-sided {conf:.0%} Wilson lower bound of its accuracy, Bonferroni-corrected "
              "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance, uniform attention)")
+CRITERION_PAIRS = ("; and the same bound of its rate right on both versions of a pronoun-swap pair is above the best "
+                   "baseline's rate on both (order and length are right on one version of each pair)")
 
 
 def _grid(t: torch.Tensor) -> list[list[float | None]]:
@@ -28,7 +30,8 @@ def _grid(t: torch.Tensor) -> list[list[float | None]]:
 
 
 def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded: list[Encoded],
-                 skipped: list[Skipped], scores: ItemScores, heads: HeadScores, chosen: Head, bos: bool) -> dict:
+                 skipped: list[Skipped], scores: ItemScores, heads: HeadScores, chosen: Head, bos: bool,
+                 twins: Twins | None = None) -> dict:
     L, nh = heads.accuracy.shape
     every = [Head(a, b) for a in range(L) for b in range(nh)]
     named = heads.named
@@ -37,7 +40,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "format": FORMAT, "version": VERSION,
         "checkpoint": source,
         "settings": {**dataclasses.asdict(cfg), "bos": bos,
-                     "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh)},
+                     "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh) + (CRITERION_PAIRS if heads.pairs else "")},
         "prompts": {"total": len(items), "probed": len(encoded), "scored": heads.n_all, "scored_accuracy": heads.n,
                     "ambiguous": sum(e.item.ambiguous for e in encoded), "skipped": len(skipped),
                     "tokens_per_word": _tokens_per_word(encoded),
@@ -51,9 +54,11 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "significant_heads": [str(h) for h in heads.ranking if heads.significant[h]],
         "ranking": [str(h) for h in heads.ranking],
         "heads": [heads.head(h) for h in every],
-        "grid": {k: _grid(getattr(heads, k)) for k in ("accuracy", "argmax_accuracy", "mass", "lower_bound")},
+        "grid": {k: _grid(getattr(heads, k)) for k in ("accuracy", "argmax_accuracy", "mass", "lower_bound")
+                 + (("both",) if heads.pairs else ())},
         "chosen_head": str(chosen),
-        "suites": _suites(cfg, items, encoded, skipped, scores, chosen),
+        "twins": _twins(heads, twins),
+        "suites": _suites(cfg, items, encoded, skipped, scores, chosen, twins),
         "ambiguous": _ambiguous(encoded, scores, chosen),
         "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit) if cfg.head else None,
         "skipped": [s.to_json() for s in skipped],
@@ -72,17 +77,29 @@ def _example(encoded: list[Encoded], scores: ItemScores, h: Head) -> str | None:
     return None
 
 
-def _suites(cfg, items, encoded, skipped, scores, chosen) -> list[dict]:
+def _twins(heads: HeadScores, twins: Twins | None) -> dict | None:
+    """The pronoun-swap pairs: how many were scored and skipped, and the baselines' rates right on both."""
+    if twins is None:
+        return None
+    base = heads.both_baselines or {}
+    best = max(base, key=base.get) if base else None
+    return {"pairs": heads.pairs, "skipped": twins.skipped, "baselines": {k: round(v, 6) for k, v in base.items()},
+            "best_baseline": {"name": best, "both": round(base[best], 6)} if best else None}
+
+
+def _suites(cfg, items, encoded, skipped, scores, chosen, twins: Twins | None = None) -> list[dict]:
     out = []
     for name in dict.fromkeys(it.suite for it in items):
         rows = [i for i, e in enumerate(encoded) if e.item.suite == name and not e.item.ambiguous]
-        hs = head_scores(scores, encoded, cfg.alpha, only=rows)
+        hs = head_scores(scores, encoded, cfg.alpha, only=rows, twins=twins)
+        h = hs.head(chosen)
         out.append({
             "suite": name, "items": sum(it.suite == name for it in items),
             "skipped": sum(s.suite == name for s in skipped),
             "ambiguous": sum(e.item.suite == name and e.item.ambiguous for e in encoded),
-            "n": hs.n, "head": str(chosen), "accuracy": hs.head(chosen)["accuracy"],
+            "n": hs.n, "head": str(chosen), "accuracy": h["accuracy"],
             "baselines": {k: (None if math.isnan(v) else round(v, 6)) for k, v in hs.baselines.items()},
+            "pairs": hs.pairs, "both": h.get("both"),
         })
     return out
 
@@ -179,6 +196,23 @@ def _controls_text(r: dict) -> list[str]:
             f"{100 * (diff + half):+.1f}); a head that follows the pronoun, not the order, scores both alike"]
 
 
+def _swap_text(r: dict, heads: dict) -> list[str]:
+    """The chosen head on the pronoun-swap pairs: right on both versions, overall and by suite."""
+    t = r.get("twins")
+    if not t or not t["pairs"]:
+        return []
+    h = heads[r["chosen_head"]]
+    lo, hi = h["both_ci95"]
+    suites = [f"{s['suite']} {_pct(s['both']).strip()} of {s['pairs']}" for s in r["suites"] if s.get("pairs")]
+    by = f"; {', '.join(suites)}" if len(suites) > 1 else ""
+    best = t["best_baseline"]
+    skipped = f" ({plural(t['skipped'], 'twin')} whose pronoun did not line up with the tokens left out)" if t["skipped"] else ""
+    return [f"Pronoun swapped, head {h['head']}: right on both versions of {_pct(h['both']).strip()} of "
+            f"{plural(t['pairs'], 'pair')} (95% CI {100 * lo:.1f}-{100 * hi:.1f}{by}){skipped}; a head that follows order "
+            f"or length is right on one version of each, the best baseline ({BASELINE_NAMES[best['name']]}) on both "
+            f"{_pct(best['both']).strip()}"]
+
+
 def _tokens_per_word(encoded: list[Encoded]) -> float | None:
     """Tokens per word of the prompts before their pronouns, under the model's tokenizer."""
     words = sum(e.n_words for e in encoded)
@@ -227,24 +261,33 @@ def render_text(r: dict, top: int = 10) -> str:
     heads = {h["head"]: h for h in r["heads"]}
     n = p["scored_accuracy"]
     out.append(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier candidate (n={n})")
-    out.append("  rank  head  accuracy   95% CI          argmax    mass")
+    pairs = (r.get("twins") or {}).get("pairs")  # absent from reports of earlier versions
+    out.append("  rank  head  accuracy   95% CI          argmax    mass" + ("    both" if pairs else ""))
     for rank, name in enumerate(r["ranking"][:top], start=1):
         h = heads[name]
         lo, hi = h["accuracy_ci95"]
         ci = "" if h["accuracy"] is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
         mass = "n/a" if h["mass"] is None else f"{h['mass']:.2f}"
+        both = f"  {_pct(h['both'])}" if pairs else ""
         out.append(f"  {rank:>4}  {name:>4}  {_pct(h['accuracy'])}   {ci:<13}  {_pct(h['argmax_accuracy'])}  {mass:>6}"
-                   + ("  *" if h["significant"] else ""))
+                   + both + ("  *" if h["significant"] else ""))
     b = r["baselines"]
     out.append(f"  baselines: nearest candidate {_pct(b['nearest']).strip()}, first candidate "
                f"{_pct(b['first']).strip()}, chance {_pct(b['chance']).strip()}, "
                f"uniform attention {_pct(b['uniform']).strip()}")
+    if pairs:
+        tb = r["twins"]["baselines"]
+        out.append(f"  both: right on both versions of a pronoun-swap pair (n={pairs}: the pronoun swapped, as she for he, "
+                   f"so the distractor is the referent); baselines nearest candidate "
+                   f"{_pct(tb['nearest']).strip()}, first candidate {_pct(tb['first']).strip()}, chance "
+                   f"{_pct(tb['chance']).strip()}, uniform attention {_pct(tb['uniform']).strip()}")
     out.append(f"  * {r['settings']['criterion']}")
     out += ["", *_grid_lines(r), ""]
     out.append(_verdict(r, heads))
     if len(r["suites"]) > 1:
         out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
         out += _controls_text(r)
+    out += _swap_text(r, heads)
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
@@ -317,16 +360,36 @@ def _verdict(r: dict, heads: dict) -> str:
                     f"{_pct(h['lower_bound']).strip()} clears the baseline, but a head that has learned the task "
                     f"scores far higher: {_unseen_words(r) or 'train longer'}")
         return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {plural(h['n'], 'prompt')}; "
-                f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}" + _against_next(r, heads))
+                f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}" + _on_both(r, h)
+                + _against_next(r, heads))
     top = heads[r["ranking"][0]]
     if top["accuracy"] is None:
         if not r["prompts"]["scored"]:
             return "No pronoun head found: every prompt probed is marked ambiguous, and ambiguous prompts are not scored."
         return ("No pronoun head found: no unambiguous prompt has a distractor before its pronoun, so there is nothing "
                 "to choose between.")
+    twins = r.get("twins") or {}
+    if twins.get("pairs") and bb["accuracy"] is not None and top["lower_bound"] > bb["accuracy"]:
+        tb = twins["best_baseline"]
+        return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of "
+                f"{plural(top['n'], 'prompt')}, clears the baselines (lower bound {_pct(top['lower_bound']).strip()} > "
+                f"{base}), but is right on both versions of only {_pct(top['both']).strip()} of "
+                f"{plural(twins['pairs'], 'pronoun-swap pair')} (lower bound {_pct(top['both_lower_bound']).strip()}, not "
+                f"above {_pct(tb['both']).strip()}, {BASELINE_NAMES[tb['name']]}): it follows something other than the "
+                f"pronoun, such as order or length, and no head passes both tests.")
     return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {plural(top['n'], 'prompt')}, "
             f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}"
             + (f"; {unseen}" if (unseen := _unseen_words(r)) else "") + ".")
+
+
+def _on_both(r: dict, h: dict) -> str:
+    """The named head on the pronoun-swap pairs, beside the best baseline there ("" without pairs)."""
+    twins = r.get("twins") or {}
+    if not twins.get("pairs"):
+        return ""
+    tb = twins["best_baseline"]
+    return (f"; right on both versions of {_pct(h['both']).strip()} of {plural(twins['pairs'], 'pronoun-swap pair')}, "
+            f"lower bound {_pct(h['both_lower_bound']).strip()} > {_pct(tb['both']).strip()} ({tb['name']})")
 
 
 def _detail_lines(d: dict | None) -> list[str]:
@@ -514,20 +577,24 @@ def _emergence_lines(em: dict | None) -> list[str]:
     n = em["rows"][-1]["n"] if em["rows"] else 0
     lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
              f"threshold {100 * em['threshold']:g}%):",
-             "      step  accuracy    95% CI    argmax    mass" + ("  preference" if _has_preference(em) else "") + "  best head"]
+             "      step  accuracy    95% CI    argmax    mass" + ("    both" if (both := em.get("best_both_baseline")) else "")
+             + ("  preference" if _has_preference(em) else "") + "  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
+        both_cell = f"  {_pct(row.get('both'))}" if both else ""
         lo, hi = row["accuracy_ci95"]
         ci = "    n/a    " if lo is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
         pref = "" if not _has_preference(em) else f"  {'n/a' if row.get('preference') is None else signed(row['preference']):>10}"
         lines.append(f"  {row['step']:>8}  {_pct(row['accuracy'])}{' *' if row['significant'] else '  '} {ci}  "
-                     f"{_pct(row['argmax_accuracy'])}  {mass:>6}{pref}  {row['best_head']} ({_pct(row['best_accuracy']).strip()})")
+                     f"{_pct(row['argmax_accuracy'])}  {mass:>6}{both_cell}{pref}  {row['best_head']} ({_pct(row['best_accuracy']).strip()})")
     if all(row["accuracy"] is None for row in em["rows"]):
         lines.append("  no accuracy to follow: no unambiguous prompt has a distractor before its pronoun "
                      "(the argmax and mass columns still do)")
         return lines
     lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
-                 f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}")
+                 f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}"
+                 + (f"; and so is its bound right on both versions of a pronoun-swap pair (both), above "
+                    f"{_pct(both['both']).strip()} ({BASELINE_NAMES[both['name']]})" if both else ""))
     if _has_preference(em):
         lines.append("  preference: the model's own choice at that step, log p of the referent's continuation minus "
                      "the distractor's (nats; over the unambiguous prompts with continuations), beside where its head looks")

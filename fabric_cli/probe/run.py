@@ -19,9 +19,9 @@ from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_fold
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import emergence_table, snapshot_steps
-from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items
+from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items, encode_twins
 from fabric_cli.probe.report import FORMAT as REPORT_FORMAT, build_report
-from fabric_cli.probe.score import HeadScores, ItemScores, head_scores, make_batches, score_items
+from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
 
@@ -36,6 +36,7 @@ class ProbeResult:
     heads: HeadScores
     chosen: Head  # --head, else the best-ranked head
     run: RunPaths  # the checkpoint's run: its snapshots were scanned, its probe/ folder takes the report
+    twins: Twins | None = None  # the pronoun-swap twins, scored
 
 
 def check_head(text: str, config: ModelConfig) -> Head:
@@ -95,15 +96,24 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
                          f"follows the pronoun, and none of the {len(unambiguous):,} unambiguous prompts probed says "
                          f"what does: end each markup line with ' || referent's word | distractor's word' (in a "
                          f".jsonl suite, \"continuations\"), or leave out {wanted}")
+    twin_rows, twin_encoded, twins_skipped = encode_twins(encoded, tok, meta.config.block_size, bos)
     device = use_device(choose_device(cfg.device).device)
     model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
     batches = make_batches(encoded, cfg.batch_size, device)
-    scores = score_items(model, batches, len(encoded))
-    heads = head_scores(scores, encoded, cfg.alpha)
+    twin_batches = make_batches(twin_encoded, cfg.batch_size, device)
+
+    def score(m) -> tuple[ItemScores, Twins | None]:
+        """Every prompt, and every pronoun-swap twin, through model m."""
+        twins = Twins(twin_rows, twin_encoded, score_items(m, twin_batches, len(twin_encoded)).correct,
+                      twins_skipped) if twin_encoded else None
+        return score_items(m, batches, len(encoded)), twins
+
+    scores, twins = score(model)
+    heads = head_scores(scores, encoded, cfg.alpha, twins=twins)
     chosen = chosen or heads.ranking[0]
     source = {"path": str(ckpt), "sha256": file_sha256(ckpt), "step": info.step,
               "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
-    report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None)
+    report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None, twins)
     report["settings"]["device_used"] = device  # settings.device is as asked: "auto" says nothing of where it ran
     if cfg.attribution:
         usable, left_out = _with_continuations(encoded)
@@ -111,15 +121,16 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     if cfg.ablate:
         report["ablation"] = _ablation(model, encoded, chosen, cfg, device, progress, together)
     if cfg.over_checkpoints:
-        def score(m) -> HeadScores:
-            return head_scores(score_items(m, batches, len(encoded)), encoded, cfg.alpha)
+        def snapshot(m) -> HeadScores:
+            s, t = score(m)
+            return head_scores(s, encoded, cfg.alpha, twins=t)
 
         current = (info.step, str(ckpt), source["sha256"], heads)
-        snaps = _snapshot_scores(owner, ckpt, current, score, device, tok_sha, info.config, progress)
+        snaps = _snapshot_scores(owner, ckpt, current, snapshot, device, tok_sha, info.config, progress)
         # which prompts the figures come from: a report may carry an emergence section from another probe
         report["emergence"] = {**emergence_table(snaps, chosen, cfg.threshold),
                                "suites": list(dict.fromkeys(it.suite for it in items))}
-    return ProbeResult(report, encoded, scores, heads, chosen, owner)
+    return ProbeResult(report, encoded, scores, heads, chosen, owner, twins)
 
 
 def _check_scorable(items: list[ProbeItem], encoded: list[Encoded], skipped: list[Skipped], head_shown: bool) -> None:
@@ -263,7 +274,9 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     correct (N, L, nh) uint8, the referent beat every other earlier candidate (accuracy counts the
     prompts with candidates > 1 that are not ambiguous); argmax_hit (N, L, nh) uint8; mass (N, L, nh)
     float32, the attention on the referent; preference (N,) float32, the model's log p of the referent's
-    continuation minus the distractor's (NaN without them); candidates (N,) int32; ambiguous (N,) uint8. The metadata
+    continuation minus the distractor's (NaN without them); candidates (N,) int32; ambiguous (N,) uint8;
+    twin (N,) uint8, the prompt's pronoun-swap twin was scored, and twin_correct (N, L, nh) uint8, the head was
+    right on that twin (0 where there is none). The metadata
     holds the prompts' ids and where they came from (JSON lists), and the checkpoint's path and step."""
     import torch
     from safetensors.torch import save_file
@@ -275,7 +288,12 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
         "preference": s.preference.float().contiguous(),  # NaN for a prompt without two continuations
         "candidates": torch.tensor([len(e.candidates) for e in enc], dtype=torch.int32),
         "ambiguous": torch.tensor([e.item.ambiguous for e in enc], dtype=torch.uint8),
+        "twin": torch.zeros(len(enc), dtype=torch.uint8), "twin_correct": torch.zeros_like(s.correct, dtype=torch.uint8),
     }
+    if result.twins is not None:
+        rows = torch.tensor(result.twins.rows)
+        tensors["twin"][rows] = 1
+        tensors["twin_correct"][rows] = result.twins.correct.to(torch.uint8)
     c = result.report["checkpoint"]
     meta = {"format": SCORES_FORMAT, "version": "1", "checkpoint": os.path.abspath(c["path"]),
             "checkpoint_sha256": c["sha256"], "step": str(c["step"]),

@@ -11,6 +11,11 @@ accuracy (Wilson score interval, one-sided, Bonferroni-corrected over all heads)
 baseline: nearest earlier candidate, first candidate, chance (mean of 1 / candidates), or uniform
 attention (attention spread evenly over the earlier tokens: the mention with the most tokens wins,
 so a suite whose referents are longer than their distractors cannot name a head on length alone).
+
+Where prompts carry a pronoun swap (suites.ProbeItem.twin), each twin is scored too and a head must
+also be right on both versions of a pair more often than any baseline is (order and length are right
+on one version of each pair, chance on a quarter): the lower bound of that rate, corrected alike, has
+to clear it. A head that is right on one version only follows something other than the pronoun.
 """
 
 from __future__ import annotations
@@ -141,6 +146,16 @@ def wilson(k: torch.Tensor, n: int, z: float) -> tuple[torch.Tensor, torch.Tenso
 
 
 @dataclass
+class Twins:
+    """The pronoun-swap twins of some prompts, scored: twin j is encoded[j], the twin of the probed prompt rows[j]."""
+
+    rows: list[int]
+    encoded: list[Encoded]
+    correct: torch.Tensor  # (P, L, nh), as ItemScores.correct
+    skipped: int = 0  # twins that could not be encoded (a swapped pronoun that splits differently), left out
+
+
+@dataclass
 class HeadScores:
     """Every head's scores as [n_layer, n_head] tensors, the baselines, and the verdict."""
 
@@ -158,6 +173,12 @@ class HeadScores:
     alpha: float
     preference: float | None = None  # the model's mean preference over these items with continuations
     runner_up: dict | None = None  # the top head against the next, on the prompts only one gets right
+    pairs: int = 0  # pronoun-swap pairs scored: both versions have two candidates
+    both: torch.Tensor | None = None  # share of pairs right on both versions
+    both_ci_low: torch.Tensor | None = None
+    both_ci_high: torch.Tensor | None = None
+    both_lower_bound: torch.Tensor | None = None  # one-sided, Bonferroni, as lower_bound
+    both_baselines: dict[str, float] | None = None  # the same four baselines, right on both versions
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -170,12 +191,17 @@ class HeadScores:
         return next((h for h in self.ranking if self.significant[h]), None)
 
     def head(self, h: Head) -> dict:
-        return {
+        d = {
             "head": str(h), "layer": h.layer, "index": h.head, "n": self.n, "n_all": self.n_all,
             "accuracy": _num(self.accuracy[h]), "accuracy_ci95": [_num(self.ci_low[h]), _num(self.ci_high[h])],
             "lower_bound": _num(self.lower_bound[h]), "argmax_accuracy": _num(self.argmax_accuracy[h]),
             "mass": _num(self.mass[h]), "significant": bool(self.significant[h]),
         }
+        if self.pairs:
+            d.update(pairs=self.pairs, both=_num(self.both[h]),
+                     both_ci95=[_num(self.both_ci_low[h]), _num(self.both_ci_high[h])],
+                     both_lower_bound=_num(self.both_lower_bound[h]))
+        return d
 
 
 def _num(x) -> float | None:
@@ -184,8 +210,9 @@ def _num(x) -> float | None:
 
 
 def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
-                only: list[int] | None = None) -> HeadScores:
-    """Aggregate per-item results over the unambiguous items (or the `only` rows given)."""
+                only: list[int] | None = None, twins: Twins | None = None) -> HeadScores:
+    """Aggregate per-item results over the unambiguous items (or the `only` rows given); with `twins`,
+    a head is significant only when it is also right on both versions of the pairs beyond the baselines."""
     rows = only if only is not None else [i for i, e in enumerate(encoded) if not e.item.ambiguous]
     choice = [i for i in rows if len(encoded[i].candidates) > 1]
     L, nh = scores.correct.shape[1:]
@@ -205,6 +232,9 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
     }
     best = max(baselines.values()) if n else 1.0
     significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
+    pairs = _pair_scores(scores, encoded, choice, twins, alpha) if twins is not None else {}
+    if pairs:
+        significant &= pairs["both_lower_bound"] > max(pairs["both_baselines"].values())
     keys = torch.stack([torch.nan_to_num(t, nan=-1.0) for t in (accuracy, argmax_acc, mass)], -1).tolist()
     ranking = sorted((Head(a, b) for a in range(L) for b in range(nh)), key=lambda h: [-x for x in keys[h.layer][h.head]])
     pref = None
@@ -214,7 +244,27 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
         pref = float(known.double().mean()) if known.numel() else None
     runner_up = paired(scores.correct[choice], ranking[0], ranking[1]) if n and len(ranking) > 1 else None
     return HeadScores(n, n_all, accuracy, argmax_acc, mass, lo, hi, bound, baselines, significant, ranking, alpha, pref,
-                      runner_up)
+                      runner_up, **pairs)
+
+
+def _pair_scores(scores: ItemScores, encoded: list[Encoded], choice: list[int], twins: Twins, alpha: float) -> dict:
+    """Right on both versions of each pronoun-swap pair whose prompt is among `choice` and whose twin has
+    two or more candidates too: the rate per head, its intervals, and the baselines' rates ({} for no pair)."""
+    chosen = set(choice)
+    keep = [j for j, i in enumerate(twins.rows) if i in chosen and len(twins.encoded[j].candidates) > 1]
+    if not keep:
+        return {}
+    rows = [twins.rows[j] for j in keep]
+    P, (L, nh) = len(keep), scores.correct.shape[1:]
+    k = (scores.correct[rows] & twins.correct[keep]).sum(0)
+    lo, hi = wilson(k, P, NormalDist().inv_cdf(0.975))
+    bound, _ = wilson(k, P, NormalDist().inv_cdf(1 - alpha / (L * nh)))
+    pairs = [(encoded[i], twins.encoded[j]) for i, j in zip(rows, keep)]
+    rules = {"nearest": lambda e: float(e.nearest_is_referent), "first": lambda e: float(e.first_is_referent),
+             "chance": lambda e: 1 / len(e.candidates), "uniform": lambda e: e.uniform_hit}
+    base = {name: sum(rule(a) * rule(b) for a, b in pairs) / P for name, rule in rules.items()}
+    return {"pairs": P, "both": k.float() / P, "both_ci_low": lo, "both_ci_high": hi, "both_lower_bound": bound,
+            "both_baselines": base}
 
 
 _EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly

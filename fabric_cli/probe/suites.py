@@ -10,15 +10,18 @@ A JSONL line (spans are character offsets [start, end) into "text"):
 means the referent, continuations[1] if it means the distractor, as literal text: its leading space
 included (one that would join the pronoun into a longer word, "shebaked", is refused). They are
 optional, and the ablation compares only their first tokens, so those must differ (with many
-tokenizers " lecture" and " lectures" do not).
+tokenizers " lecture" and " lectures" do not). "swap": "he" (optional) is the pronoun that would mean
+the one distractor instead: the probe also scores that twin (ProbeItem.twin), in which the distractor
+is the referent, and names a head only if it is right on both versions more often than chance.
 
 The markup, one prompt a line (a .txt file for `--prompts`):
 
     [The professor] thanked <the janitor> before {she} gave her lecture. || gave | mopped
     ? [The cat] chased <the dog> because {it} was fast.
+    [The nurse] met <the farmer> before {she|he} left. || bandaged | ploughed
 
-[referent] (exactly one), {pronoun} (exactly one), <distractor> (any number); after ` || ` the two
-continuations, referent's first (a space is put in front of each unless it starts with
+[referent] (exactly one), {pronoun} (exactly one; `{she|he}` gives its swap), <distractor> (any
+number); after ` || ` the two continuations, referent's first (a space is put in front of each unless it starts with
 punctuation); a leading `? ` flags the item as ambiguous; blank lines and `#` lines are skipped.
 A malformed line is an InputError naming the file and the line. `--prompts -` reads either form
 from standard input. Only distractors before the
@@ -27,6 +30,7 @@ pronoun count: a head cannot look ahead, so a prompt with none is shown but not 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,9 +62,31 @@ class ProbeItem:
     ambiguous: bool = False
     suite: str = ""
     where: str = ""  # "file:line", for messages
+    swap: str = ""  # the pronoun that would mean the one distractor instead ("he" for "she"): see twin()
 
     def show(self, span: Span) -> str:
         return self.text[span[0] : span[1]].strip()
+
+    def twin(self) -> ProbeItem | None:
+        """The pronoun-swap twin: the same words with `swap` for the pronoun, so the distractor is now the
+        referent and the referent the distractor (continuations swapped too), or None without a swap.
+        A head that follows the pronoun is right on both; one that follows order or length, on one.
+
+        Example:
+            >>> t = parse_markup_line("[The nurse] met <the farmer> before {she|he} left. || bandaged | ploughed").twin()
+            >>> t.text, t.show(t.referent), t.show(t.distractors[0]), t.continuations, t.swap
+            ('The nurse met the farmer before he left.', 'the farmer', 'The nurse', (' ploughed', ' bandaged'), 'she')
+        """
+        if not self.swap:
+            return None
+        (s, e), shift = self.pronoun, len(self.swap) - (self.pronoun[1] - self.pronoun[0])
+        later = tuple((a + shift, b + shift) for a, b in self.distractors if a >= e)
+        (other,) = [d for d in self.distractors if d[1] <= s]  # load_file checked there is exactly one
+        return dataclasses.replace(
+            self, id=f"{self.id}~swap", text=self.text[:s] + self.swap + self.text[e:], pronoun=(s, s + len(self.swap)),
+            referent=other, distractors=(self.referent, *later), swap=self.text[s:e],
+            continuations=self.continuations[::-1] if self.continuations else None,
+            where=f"{self.where or self.id} (pronoun swapped)")
 
     def unmarked_mention(self) -> Span | None:
         """The first unmarked mention of the referent's words (after a leading determiner) before the
@@ -235,13 +261,16 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
         raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
+    swap = d.get("swap", "")
+    if not isinstance(swap, str) or (swap and not re.fullmatch(r"\S+", swap)):
+        raise _LineError(f'"swap" must be one word, the pronoun that would mean the distractor, found {swap!r}')
     item_id = d.get("id", default_id)
     return _checked(
         ProbeItem(
             id=str(item_id), text=text, pronoun=pronoun,
             referent=_span(d["referent"], "referent", text),
             distractors=tuple(_span(s, "distractor", text) for s in distractors),
-            continuations=tuple(conts) if conts else None, ambiguous=ambiguous, suite=suite, where=where,
+            continuations=tuple(conts) if conts else None, ambiguous=ambiguous, suite=suite, where=where, swap=swap,
         )
     )
 
@@ -258,12 +287,21 @@ def _span(value, name: str, text: str) -> Span:
 
 
 def _checked(item: ProbeItem) -> ProbeItem:
-    """Spans must not overlap: a mention is the referent, a distractor or the pronoun, not two."""
+    """Spans must not overlap: a mention is the referent, a distractor or the pronoun, not two. A swap
+    needs one distractor before the pronoun (the twin trades it with the referent) and an unambiguous item."""
     named = [("pronoun", item.pronoun), ("referent", item.referent)] + [("distractor", d) for d in item.distractors]
     for i, (na, a) in enumerate(named):
         for nb, b in named[i + 1 :]:
             if a[0] < b[1] and b[0] < a[1]:
                 raise _LineError(f"the {na} {item.show(a)!r} {list(a)} overlaps the {nb} {item.show(b)!r} {list(b)}")
+    if item.swap:
+        before = len(item.candidates) - 1
+        if item.ambiguous:
+            raise _LineError(f"the swap {item.swap!r} makes a twin to score, and an ambiguous prompt is not scored; "
+                             f"drop one of them")
+        if before != 1 or item.referent[1] > item.pronoun[0]:
+            raise _LineError(f"the swap {item.swap!r} trades the referent with the one distractor before the pronoun, "
+                             f"and this prompt has {before}; mark exactly one, or drop the swap")
     return item
 
 
@@ -293,8 +331,13 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
             raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {tail!r}")
         conts = tuple(w if re.match(r"[^\w\s]", w) else " " + w for w in words)
     text, spans, open_at, kind = [], {"referent": [], "pronoun": [], "distractor": []}, None, None
+    swap: list[str] | None = None  # "{she|he}": the characters after the bar
     for col, ch in enumerate(body, start=1):
-        if ch in _MARKS:
+        if kind == "pronoun" and ch == "|" and swap is None:
+            swap = []
+        elif swap is not None and kind == "pronoun" and ch not in _CLOSERS:
+            swap.append(ch)
+        elif ch in _MARKS:
             if kind is not None:
                 raise _LineError(f"column {col}: {ch!r} opens a mention inside another {kind}; close it first")
             open_at, kind = len(text), _MARKS[ch][1]
@@ -317,10 +360,13 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
                 raise _LineError(f"the {name} at character {s} is empty")
     if not text.strip():
         raise _LineError("the prompt is empty")
+    if swap is not None and not re.fullmatch(r"\S+", swap := "".join(swap).strip()):
+        raise _LineError(f"the swap after '|' in the pronoun's braces must be one word, found {swap!r}")
     return _checked(
         ProbeItem(
             id=default_id, text=text, pronoun=spans["pronoun"][0], referent=spans["referent"][0],
             distractors=tuple(spans["distractor"]), continuations=conts, ambiguous=ambiguous, suite=suite, where=where,
+            swap=swap or "",
         )
     )
 
@@ -332,4 +378,6 @@ def to_json(item: ProbeItem) -> dict:
     if item.continuations:
         d["continuations"] = list(item.continuations)
     d["ambiguous"] = item.ambiguous
+    if item.swap:
+        d["swap"] = item.swap
     return d
