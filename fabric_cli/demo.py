@@ -243,6 +243,7 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
         "at_last_snapshot": em["at_last_snapshot"], "significant_from": em["significant_from"],
         "significant_at_last_snapshot": em["significant_at_last_snapshot"],
         "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
+        "both": heads[head].get("both"), "pairs": (report.get("twins") or {}).get("pairs"),
     }
 
 
@@ -293,10 +294,15 @@ def _showcase_lines(report: dict) -> str:
 
 def _emergence_lines(em: dict) -> str:
     prefs = any(r.get("preference") is not None for r in em["rows"])  # demo.json of earlier versions: none
+    both = any(r.get("both") is not None for r in em["rows"])  # prompts with pronoun-swap twins
     rows = [f"  step {r['step']:>6,}  {bar(r['accuracy'] or 0.0, 20):<20} {100 * (r['accuracy'] or 0):5.1f}%"
             + (" *" if r["significant"] else "  ")
+            + (f"  {100 * (r['both'] or 0):5.1f}%" if both else "")
             + (f"  {'n/a' if r.get('preference') is None else signed(r['preference']):>7}" if prefs else "")
             for r in em["rows"]]
+    if both:
+        rows.append("  the second figure: right on both versions of a pronoun-swap pair (she for he: the distractor "
+                    "becomes the referent), where order or length is right on one version only")
     if prefs:
         rows.append("  the last column: the model's own choice, log p of the referent's continuation minus the "
                     "distractor's (nats)")
@@ -344,7 +350,8 @@ def _ending(s: dict, say: Say) -> None:
         when += f", above every baseline there from step {p['significant_from']:,}"
         when += " (the last snapshot)" if p.get("significant_at_last_snapshot") else ""
     say("\n== The end")
-    say(f"head {p['head']} ({verdict}): {acc} of {p['n']:,} held-out prompts, best baseline {base_text}; {when}")
+    pairs = f"; right on both versions of {p['both']:.1%} of {p['pairs']:,} pronoun-swap pairs" if p.get("pairs") else ""
+    say(f"head {p['head']} ({verdict}): {acc} of {p['n']:,} held-out prompts, best baseline {base_text}{pairs}; {when}")
     if a["zero_drop"] is not None:
         ci = a.get("zero_drop_ci95")  # demo.json of earlier versions has none
         ci = f" (95% CI {signed(ci[0])} to {signed(ci[1])})" if ci else ""

@@ -49,6 +49,8 @@ def test_the_short_demo_tells_every_chapter_and_writes_every_artefact(demo_run):
     assert (summary["probe"]["significant_from"], summary["probe"]["at_last_snapshot"]) == (em["significant_from"], em["at_last_snapshot"])
     chapter5 = [line for line in r.stdout.split("\n== 5.")[1].split("\n== 6.")[0].splitlines() if line.startswith("  step ")]
     assert [("% *" in line) for line in chapter5] == [row["significant"] for row in em["rows"]]  # the evidence, marked
+    assert [line.split()[-2] for line in chapter5] == [f"{100 * row['both']:.1f}%" for row in em["rows"]]  # swap pairs
+    assert summary["probe"]["pairs"] == report["twins"]["pairs"] > 1000
     assert [line.split()[-1] for line in chapter5] == [f"{row['preference']:+.3f}" if round(row["preference"], 3) else "+0.000"
                                                        for row in em["rows"]]  # and the model's own choice beside it
     assert set(summary["probe"]["by_suite"]) == {"gender", "number", "long_distance", "referent_first", "referent_second"}
@@ -279,6 +281,11 @@ def test_heads_that_share_the_task_are_ablated_together_and_told():
     summary["probe"]["significant_at_last_snapshot"] = True  # beating the baselines only at the last snapshot
     fabric_cli.demo._ending(summary, said.append)
     assert any(line.endswith("above every baseline there from step 1,100 (the last snapshot)") for line in said)
+    said.clear()
+    summary["probe"].update(both=0.754, pairs=1815)
+    fabric_cli.demo._ending(summary, said.append)
+    assert any("best baseline 50.0% (first); right on both versions of 75.4% of 1,815 pronoun-swap pairs; emerged" in line
+               for line in said)
     said.clear()
     summary["probe"]["significant_at_last_snapshot"] = False
     fabric_cli.demo._ending(summary, said.append)
