@@ -107,6 +107,7 @@ def main() -> None:
         "head": p["head"], "named": p["named"], "accuracy": p["accuracy"], "n": p["n"],
         "best_baseline": p["best_baseline"], "by_suite": p["by_suite"],
         "showcase_accuracy": p["showcase_accuracy"], "lexicon": counts(),
+        "both": p.get("both"), "pairs": p.get("pairs"),
         "ablation": p["ablation"], "emerged_at": p["emerged_at"], "threshold": p["threshold"],
         "significant_from": p.get("significant_from"), "at_last_snapshot": p.get("at_last_snapshot"),
         "generated_agreement": gen,
@@ -121,6 +122,9 @@ def main() -> None:
     print(f"best head      {p['head']} ({'named' if p['named'] else 'not named'}): {pct(p['accuracy'])} of {p['n']:,} held-out "
           f"prompts (goal >= 95%); best baseline {pct(p['best_baseline']['accuracy'])} ({p['best_baseline']['name']})")
     print("by suite       " + ", ".join(f"{k} {pct(v)}" for k, v in p["by_suite"].items()))
+    if p.get("pairs"):  # demo.json of earlier versions has none
+        print(f"pronoun swap   right on both versions of {pct(p['both'])} of {p['pairs']:,} pairs (order or length: "
+              f"one version each; chance 25%)")
     print(f"showcase       {pct(p['showcase_accuracy'])} on ordinary sentences; lexicon: {lex['nouns']} nouns "
           f"({lex['f']} female, {lex['m']} male, {lex['n']} animals and things, {lex['pl']} plural, "
           f"{lex['roles']} roles), {lex['names']} names, {lex['categories']} categories")

@@ -207,7 +207,7 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert em["best_both_baseline"] == {"name": "chance", "both": 0.25}
     text = probe(world, "--over-checkpoints").stdout
     assert "      step  accuracy    95% CI    argmax    mass    both  preference  best head" in text
-    assert "; and so is its bound right on both versions of a pronoun-swap pair (both), above 25.0% (chance)" in text
+    assert "; and its bound right on both versions of a pronoun-swap pair (both) above 25.0% (chance)" in text
     assert "  preference: the model's own choice at that step" in text
     bare = Path(world["noisy"]).parent / "bare.txt"  # no continuations: no preference column
     bare.write_text("[The queen] greeted <the king> before {she} sang.\n", encoding="utf-8")

@@ -593,7 +593,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
         return lines
     lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
                  f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}"
-                 + (f"; and so is its bound right on both versions of a pronoun-swap pair (both), above "
+                 + (f"; and its bound right on both versions of a pronoun-swap pair (both) above "
                     f"{_pct(both['both']).strip()} ({BASELINE_NAMES[both['name']]})" if both else ""))
     if _has_preference(em):
         lines.append("  preference: the model's own choice at that step, log p of the referent's continuation minus "
