@@ -59,7 +59,8 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
     assert report["ambiguous"]["n"] == 3 and report["prompts"]["scored"] == 24
     # every prompt's twin, with the pronoun swapped: the planted head follows the pronoun, so it is right on both
     assert report["twins"] == {"pairs": 24, "skipped": 0, "baselines": {"nearest": 0.0, "first": 0.0, "chance": 0.25,
-                               "uniform": 0.25}, "best_baseline": {"name": "chance", "both": 0.25}}
+                               "uniform": 0.25}, "best_baseline": {"name": "chance", "both": 0.25},
+                               "decides": True}
     assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
     assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "

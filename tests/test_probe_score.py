@@ -433,3 +433,26 @@ def test_a_twin_that_does_not_fit_the_context_is_counted_and_left_out(world):
     (e,), _ = encode_items([item], tok, len(tok.encode(item.text[: item.pronoun[1]]).ids) + 1, bos)
     assert encode_twins([e], tok, e.pronoun + 1, bos)[1:] == ([], 1)  # the swapped pronoun is many tokens longer
     assert encode_twins([e], tok, 32, bos)[0] == [0]
+
+
+def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
+    """Two pairs at 8 heads: a head right on both has a corrected lower bound under 25% (2 / (2 + 2.5^2)), so the
+    swap test could only veto; the rate is shown and naming goes by accuracy, saying so."""
+    from fabric_cli.config import ProbeConfig
+    from fabric_cli.probe.report import build_report, render_text
+    from fabric_cli.probe.score import Twins
+
+    tok, encoded = world
+    model = planted_model(tok)
+    per_item, twins = score_items(model, make_batches(encoded, 7), len(encoded)), _twins(tok, encoded, model)
+    few = Twins(twins.rows[:2], twins.encoded[:2], twins.correct[:2].clone(), 0)
+    few.correct[:, PLANTED.layer, PLANTED.head] = False  # even wrong on both twins
+    hs = head_scores(per_item, encoded, twins=few)
+    assert hs.pairs == 2 and not hs.both_decides and hs.both[PLANTED] == 0.0 and hs.named == PLANTED
+    r = build_report(ProbeConfig(), {"path": "x", "step": 1}, [e.item for e in encoded], encoded, [], per_item, hs,
+                     PLANTED, True, few)
+    assert r["twins"]["decides"] is False and "pronoun-swap pair is above" not in r["settings"]["criterion"]
+    text = render_text(r)
+    assert "right on both versions of 0.0% of 2 pronoun-swap pairs (too few pairs to test: not even a head right" in text
+    three = head_scores(per_item, encoded, twins=Twins(twins.rows[:3], twins.encoded[:3], few.correct[:1].repeat(3, 1, 1), 0))
+    assert three.both_decides and three.named != PLANTED  # 3 / (3 + 2.5^2) > 25%: three pairs can veto, and do

@@ -21,6 +21,8 @@ from fabric_cli.probe.suites import ProbeItem
 FORMAT, VERSION = "fabric-probe-report", 1
 CRITERION = ("named only if the one-sided {conf:.0%} Wilson lower bound of its accuracy, Bonferroni-corrected "
              "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance, uniform attention)")
+TOO_FEW = ("too few pairs to test: not even a head right on every one would clear the bar, so naming does not "
+           "ask it; give more prompts a swap")
 CRITERION_PAIRS = ("; and the same bound of its rate right on both versions of a pronoun-swap pair is above the best "
                    "baseline's rate on both (order and length are right on one version of each pair)")
 
@@ -40,7 +42,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "format": FORMAT, "version": VERSION,
         "checkpoint": source,
         "settings": {**dataclasses.asdict(cfg), "bos": bos,
-                     "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh) + (CRITERION_PAIRS if heads.pairs else "")},
+                     "criterion": CRITERION.format(conf=1 - cfg.alpha, heads=L * nh) + (CRITERION_PAIRS if heads.both_decides else "")},
         "prompts": {"total": len(items), "probed": len(encoded), "scored": heads.n_all, "scored_accuracy": heads.n,
                     "ambiguous": sum(e.item.ambiguous for e in encoded), "skipped": len(skipped),
                     "tokens_per_word": _tokens_per_word(encoded),
@@ -84,7 +86,8 @@ def _twins(heads: HeadScores, twins: Twins | None) -> dict | None:
     base = heads.both_baselines or {}
     best = max(base, key=base.get) if base else None
     return {"pairs": heads.pairs, "skipped": twins.skipped, "baselines": {k: round(v, 6) for k, v in base.items()},
-            "best_baseline": {"name": best, "both": round(base[best], 6)} if best else None}
+            "best_baseline": {"name": best, "both": round(base[best], 6)} if best else None,
+            "decides": heads.both_decides}  # False: too few pairs for even a head right on all to clear the bar
 
 
 def _suites(cfg, items, encoded, skipped, scores, chosen, twins: Twins | None = None) -> list[dict]:
@@ -280,7 +283,8 @@ def render_text(r: dict, top: int = 10) -> str:
         out.append(f"  both: right on both versions of a pronoun-swap pair (n={pairs}: the pronoun swapped, as she for he, "
                    f"so the distractor is the referent); baselines nearest candidate "
                    f"{_pct(tb['nearest']).strip()}, first candidate {_pct(tb['first']).strip()}, chance "
-                   f"{_pct(tb['chance']).strip()}, uniform attention {_pct(tb['uniform']).strip()}")
+                   f"{_pct(tb['chance']).strip()}, uniform attention {_pct(tb['uniform']).strip()}"
+                   + ("" if r["twins"].get("decides", True) else f"; {TOO_FEW}"))
     out.append(f"  * {r['settings']['criterion']}")
     out += ["", *_grid_lines(r), ""]
     out.append(_verdict(r, heads))
@@ -369,7 +373,7 @@ def _verdict(r: dict, heads: dict) -> str:
         return ("No pronoun head found: no unambiguous prompt has a distractor before its pronoun, so there is nothing "
                 "to choose between.")
     twins = r.get("twins") or {}
-    if twins.get("pairs") and bb["accuracy"] is not None and top["lower_bound"] > bb["accuracy"]:
+    if twins.get("pairs") and twins.get("decides", True) and bb["accuracy"] is not None and top["lower_bound"] > bb["accuracy"]:
         tb = twins["best_baseline"]
         return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of "
                 f"{plural(top['n'], 'prompt')}, clears the baselines (lower bound {_pct(top['lower_bound']).strip()} > "
@@ -388,6 +392,8 @@ def _on_both(r: dict, h: dict) -> str:
     if not twins.get("pairs"):
         return ""
     tb = twins["best_baseline"]
+    if not twins.get("decides", True):
+        return f"; right on both versions of {_pct(h['both']).strip()} of {plural(twins['pairs'], 'pronoun-swap pair')} ({TOO_FEW})"
     return (f"; right on both versions of {_pct(h['both']).strip()} of {plural(twins['pairs'], 'pronoun-swap pair')}, "
             f"lower bound {_pct(h['both_lower_bound']).strip()} > {_pct(tb['both']).strip()} ({tb['name']})")
 
@@ -577,11 +583,12 @@ def _emergence_lines(em: dict | None) -> list[str]:
     n = em["rows"][-1]["n"] if em["rows"] else 0
     lines = [f"Head {em['head']} over training ({em['metric']}{on}, {plural(n, 'prompt')} with a distractor; "
              f"threshold {100 * em['threshold']:g}%):",
-             "      step  accuracy    95% CI    argmax    mass" + ("    both" if (both := em.get("best_both_baseline")) else "")
+             "      step  accuracy    95% CI    argmax    mass"
+             + ("    both" if (paired := any(r.get("both") is not None for r in em["rows"])) else "")
              + ("  preference" if _has_preference(em) else "") + "  best head"]
     for row in em["rows"]:
         mass = "n/a" if row["mass"] is None else f"{row['mass']:.2f}"
-        both_cell = f"  {_pct(row.get('both'))}" if both else ""
+        both_cell = f"  {_pct(row.get('both'))}" if paired else ""
         lo, hi = row["accuracy_ci95"]
         ci = "    n/a    " if lo is None else f"{100 * lo:5.1f}-{100 * hi:5.1f}"
         pref = "" if not _has_preference(em) else f"  {'n/a' if row.get('preference') is None else signed(row['preference']):>10}"
@@ -594,7 +601,7 @@ def _emergence_lines(em: dict | None) -> list[str]:
     lines.append(f"  * above every baseline with confidence, the rule that names a head: its lower bound, "
                  f"Bonferroni-corrected over all heads (not the 95% CI shown), above {_best_baseline(em)}"
                  + (f"; and its bound right on both versions of a pronoun-swap pair (both) above "
-                    f"{_pct(both['both']).strip()} ({BASELINE_NAMES[both['name']]})" if both else ""))
+                    f"{_pct(both['both']).strip()} ({BASELINE_NAMES[both['name']]})" if (both := em.get("best_both_baseline")) else ""))
     if _has_preference(em):
         lines.append("  preference: the model's own choice at that step, log p of the referent's continuation minus "
                      "the distractor's (nats; over the unambiguous prompts with continuations), beside where its head looks")

@@ -16,6 +16,7 @@ Where prompts carry a pronoun swap (suites.ProbeItem.twin), each twin is scored 
 also be right on both versions of a pair more often than any baseline is (order and length are right
 on one version of each pair, chance on a quarter): the lower bound of that rate, corrected alike, has
 to clear it. A head that is right on one version only follows something other than the pronoun.
+With so few pairs that a head right on all of them could not clear it, the rate is shown, not applied.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ class HeadScores:
     both_ci_high: torch.Tensor | None = None
     both_lower_bound: torch.Tensor | None = None  # one-sided, Bonferroni, as lower_bound
     both_baselines: dict[str, float] | None = None  # the same four baselines, right on both versions
+    both_decides: bool = False  # enough pairs that a head right on every one would clear the best both-baseline
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -233,7 +235,7 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
     best = max(baselines.values()) if n else 1.0
     significant = (bound > best) if n else torch.zeros(L, nh, dtype=torch.bool)
     pairs = _pair_scores(scores, encoded, choice, twins, alpha) if twins is not None else {}
-    if pairs:
+    if pairs and pairs["both_decides"]:
         significant &= pairs["both_lower_bound"] > max(pairs["both_baselines"].values())
     keys = torch.stack([torch.nan_to_num(t, nan=-1.0) for t in (accuracy, argmax_acc, mass)], -1).tolist()
     ranking = sorted((Head(a, b) for a in range(L) for b in range(nh)), key=lambda h: [-x for x in keys[h.layer][h.head]])
@@ -263,8 +265,11 @@ def _pair_scores(scores: ItemScores, encoded: list[Encoded], choice: list[int], 
     rules = {"nearest": lambda e: float(e.nearest_is_referent), "first": lambda e: float(e.first_is_referent),
              "chance": lambda e: 1 / len(e.candidates), "uniform": lambda e: e.uniform_hit}
     base = {name: sum(rule(a) * rule(b) for a, b in pairs) / P for name, rule in rules.items()}
+    # with too few pairs (3 at 40 heads) not even a head right on all of them clears the bar: the test could
+    # only veto, so it is reported and not applied
+    perfect, _ = wilson(torch.tensor(P), P, NormalDist().inv_cdf(1 - alpha / (L * nh)))
     return {"pairs": P, "both": k.float() / P, "both_ci_low": lo, "both_ci_high": hi, "both_lower_bound": bound,
-            "both_baselines": base}
+            "both_baselines": base, "both_decides": bool(perfect > max(base.values()))}
 
 
 _EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly
