@@ -345,9 +345,9 @@ def _suite_item(rng: random.Random, kind: str) -> dict:
         conts = [x.item, y.item]
     else:
         conts = [rng.choice(c.cat.gifts) for c in (x, y)]
+    ys = [list(s) for s in w.mentions[y]]  # the distractor named twice (long_distance) is one candidate, its mentions listed
     item = {"text": w.text(), "pronoun": list(span), "referent": list(w.mentions[x][0]),
-            "distractors": [list(s) for s in w.mentions[y]], "continuations": [" " + c for c in conts],
-            "ambiguous": False}
+            "distractors": [ys if len(ys) > 1 else ys[0]], "continuations": [" " + c for c in conts], "ambiguous": False}
     if len(w.mentions[x]) == 1 == len(w.mentions[y]):  # the twin trades one mention for the other
         swap = PRONOUNS[y.cls][slot]
         item["swap"] = swap.capitalize() if item["text"][span[0]].isupper() else swap
@@ -386,9 +386,9 @@ def baselines(items: list[dict]) -> dict[str, float]:
     """How often the nearest earlier candidate, and the first, is the referent."""
     nearest = first = 0
     for it in items:
-        cands = [it["referent"]] + [d for d in it["distractors"] if d[1] <= it["pronoun"][0]]
-        nearest += max(cands, key=lambda s: s[1]) is cands[0]
-        first += min(cands, key=lambda s: s[0]) is cands[0]
+        cands = [[it["referent"]]] + [[d] if isinstance(d[0], int) else d for d in it["distractors"]]  # mentions each
+        nearest += max(cands, key=lambda c: max(s[1] for s in c)) is cands[0]
+        first += min(cands, key=lambda c: min(s[0] for s in c)) is cands[0]
     return {"nearest": nearest / len(items), "first": first / len(items)}
 
 

@@ -152,6 +152,10 @@ def check_item(item: dict, kind: str, twin: bool = True) -> tuple[str, str]:
         assert check_item(to_json(swapped), kind, twin=False) == check_item(item, kind, twin=False)[::-1]
     text = item["text"]
     assert item["id"].startswith(kind + "-") and item["ambiguous"] is False
+    assert len(item["distractors"]) == 1  # one other character, its mentions listed when it is named twice
+    if not isinstance(item["distractors"][0][0], int):
+        assert kind == "long_distance" and len(item["distractors"][0]) >= 2
+        item = {**item, "distractors": item["distractors"][0]}  # each mention checked alike below
     spans = [item["pronoun"], item["referent"], *item["distractors"]]
     for s, e in spans:
         assert 0 <= s < e <= len(text) and text[s:e] == text[s:e].strip()
@@ -184,6 +188,7 @@ def test_suite_items_are_correct(kind):
         ref, dis = check_item(item, kind)
         assert is_heldout_pair(ref, dis)
         text, r, ds = item["text"], item["referent"], item["distractors"]
+        ds = ds if isinstance(ds[0][0], int) else ds[0]
         classes = {mention_class(text[slice(*r)]), mention_class(text[slice(*ds[0])])}
         if kind != "long_distance":  # there, half the distractors are named twice: no twin trades one mention
             assert "swap" in item

@@ -127,16 +127,17 @@ def encode_items(items: list[ProbeItem], tokenizer, block_size: int, bos_id: int
 
 def encode_twins(encoded: list[Encoded], tokenizer, block_size: int, bos_id: int | None):
     """The pronoun-swap twins of the unambiguous encoded prompts that have one (ProbeItem.twin), encoded:
-    (rows, twins, skipped), where twins[j] is the twin of encoded[rows[j]] and `skipped` counts the twins
-    that could not be encoded (a swapped pronoun whose tokens do not line up, or past the context)."""
-    rows, twins, skipped = [], [], 0
+    (rows, twins, skipped), where twins[j] is the twin of encoded[rows[j]] and `skipped` holds the kind of
+    each twin that could not be encoded ("alignment": a swapped pronoun whose tokens do not line up with it,
+    "length": past the context)."""
+    rows, twins, skipped = [], [], []
     for i, e in enumerate(encoded):
         if e.item.swap and not e.item.ambiguous:
             try:
                 twins.append(encode_item(e.item.twin(), tokenizer, block_size, bos_id))
                 rows.append(i)
-            except _Skip:
-                skipped += 1
+            except _Skip as why:
+                skipped.append(why.kind)
     return rows, twins, skipped
 
 
@@ -165,7 +166,8 @@ def encode_item(item: ProbeItem, tokenizer, block_size: int, bos_id: int | None)
     last = pron[-1]
     if last + shift >= block_size:
         raise _Skip("length", f"too long: the pronoun is token {last + shift + 1}, the model's context is {block_size} tokens")
-    candidates = [positions(span, "referent" if i == 0 else "distractor") for i, span in enumerate(item.candidates)]
+    candidates = [sorted(p for span in spans for p in positions(span, "referent" if i == 0 else "distractor"))
+                  for i, spans in enumerate(item.candidates)]  # a character named twice: both mentions' tokens
 
     word_spans = [(m.start(), m.end()) for m in _WORD.finditer(text, 0, item.pronoun[0])]
     words = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 
 import torch
 
@@ -15,16 +16,16 @@ from fabric_cli.text import plural
 from fabric_cli.tokenizer import WHOLE_WORDS
 from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds
-from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores
+from fabric_cli.probe.score import MIN_PAIRS, HeadScores, ItemScores, Twins, head_scores
 from fabric_cli.probe.suites import ProbeItem
 
 FORMAT, VERSION = "fabric-probe-report", 1
 CRITERION = ("named only if the one-sided {conf:.0%} Wilson lower bound of its accuracy, Bonferroni-corrected "
              "over all {heads} heads, is above the best baseline (nearest candidate, first candidate, chance, uniform attention)")
-TOO_FEW = ("too few pairs to test: not even a head right on every one would clear the bar, so naming does not "
-           "ask it; give more prompts a swap")
+TOO_FEW = (f"fewer than {MIN_PAIRS} pairs, too few to ask of a head: the rate is shown and naming goes by accuracy; "
+           f"give more prompts a swap")
 CRITERION_PAIRS = ("; and the same bound of its rate right on both versions of a pronoun-swap pair is above the best "
-                   "baseline's rate on both (order and length are right on one version of each pair)")
+                   "baseline's rate on both (a head that ignores the pronoun is right on one version of each pair)")
 
 
 def _grid(t: torch.Tensor) -> list[list[float | None]]:
@@ -85,7 +86,8 @@ def _twins(heads: HeadScores, twins: Twins | None) -> dict | None:
         return None
     base = heads.both_baselines or {}
     best = max(base, key=base.get) if base else None
-    return {"pairs": heads.pairs, "skipped": twins.skipped, "baselines": {k: round(v, 6) for k, v in base.items()},
+    return {"pairs": heads.pairs, "skipped": len(twins.skipped), "skipped_kinds": dict(Counter(twins.skipped)),
+            "baselines": {k: round(v, 6) for k, v in base.items()},
             "best_baseline": {"name": best, "both": round(base[best], 6)} if best else None,
             "decides": heads.both_decides}  # False: too few pairs for even a head right on all to clear the bar
 
@@ -108,8 +110,8 @@ def _suites(cfg, items, encoded, skipped, scores, chosen, twins: Twins | None = 
 
 
 def _candidates(e: Encoded, row: torch.Tensor) -> list[dict]:
-    return [{"text": e.item.show(span), "mass": round(float(row[pos].sum()), 6)}
-            for span, pos in zip(e.item.candidates, e.candidates)]
+    return [{"text": e.item.show_candidate(spans), "mass": round(float(row[pos].sum()), 6)}
+            for spans, pos in zip(e.item.candidates, e.candidates)]
 
 
 def _ambiguous(encoded: list[Encoded], scores: ItemScores, h: Head) -> dict:
@@ -170,7 +172,8 @@ def _pct(x: float | None) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}%"
 
 
-BASELINE_NAMES = {"nearest": "nearest candidate", "first": "first candidate", "chance": "chance", "uniform": "uniform attention"}
+BASELINE_NAMES = {"nearest": "nearest candidate", "first": "first candidate", "chance": "chance", "uniform": "uniform attention",
+                  "pronoun_order": "each pronoun to the first or the nearest"}
 
 
 def _suite_text(s: dict) -> str:
@@ -202,18 +205,30 @@ def _controls_text(r: dict) -> list[str]:
 def _swap_text(r: dict, heads: dict) -> list[str]:
     """The chosen head on the pronoun-swap pairs: right on both versions, overall and by suite."""
     t = r.get("twins")
-    if not t or not t["pairs"]:
+    if not t:
         return []
+    if not t["pairs"]:
+        if not t["skipped"]:
+            return []
+        return [f"Pronoun swapped: none of the {plural(t['skipped'], 'twin')} could be scored ({_twin_skips(t)}), so "
+                f"naming goes by accuracy alone"]
     h = heads[r["chosen_head"]]
     lo, hi = h["both_ci95"]
     suites = [f"{s['suite']} {_pct(s['both']).strip()} of {s['pairs']}" for s in r["suites"] if s.get("pairs")]
     by = f"; {', '.join(suites)}" if len(suites) > 1 else ""
     best = t["best_baseline"]
-    skipped = f" ({plural(t['skipped'], 'twin')} whose pronoun did not line up with the tokens left out)" if t["skipped"] else ""
+    skipped = f" ({plural(t['skipped'], 'twin')} left out: {_twin_skips(t)})" if t["skipped"] else ""
     return [f"Pronoun swapped, head {h['head']}: right on both versions of {_pct(h['both']).strip()} of "
-            f"{plural(t['pairs'], 'pair')} (95% CI {100 * lo:.1f}-{100 * hi:.1f}{by}){skipped}; a head that follows order "
-            f"or length is right on one version of each, the best baseline ({BASELINE_NAMES[best['name']]}) on both "
+            f"{plural(t['pairs'], 'pair')} (95% CI {100 * lo:.1f}-{100 * hi:.1f}{by}){skipped}; a head that ignores the "
+            f"pronoun is right on one version of each, the best baseline ({BASELINE_NAMES[best['name']]}) on both of "
             f"{_pct(best['both']).strip()}"]
+
+
+def _twin_skips(t: dict) -> str:
+    """Why twins were left out: '2 whose swapped pronoun does not line up with the tokens, 1 past the context'."""
+    why = {"alignment": "whose swapped pronoun does not line up with the tokens", "length": "past the model's context"}
+    kinds = t.get("skipped_kinds") or {"alignment": t["skipped"]}  # reports of earlier versions: one count
+    return ", ".join(f"{n} {why.get(k, k)}" for k, n in kinds.items())
 
 
 def _tokens_per_word(encoded: list[Encoded]) -> float | None:
@@ -284,6 +299,8 @@ def render_text(r: dict, top: int = 10) -> str:
                    f"so the distractor is the referent); baselines nearest candidate "
                    f"{_pct(tb['nearest']).strip()}, first candidate {_pct(tb['first']).strip()}, chance "
                    f"{_pct(tb['chance']).strip()}, uniform attention {_pct(tb['uniform']).strip()}"
+                   + (f", each pronoun to the first or the nearest {_pct(tb['pronoun_order']).strip()}"
+                      if "pronoun_order" in tb else "")
                    + ("" if r["twins"].get("decides", True) else f"; {TOO_FEW}"))
     out.append(f"  * {r['settings']['criterion']}")
     out += ["", *_grid_lines(r), ""]
@@ -379,8 +396,8 @@ def _verdict(r: dict, heads: dict) -> str:
                 f"{plural(top['n'], 'prompt')}, clears the baselines (lower bound {_pct(top['lower_bound']).strip()} > "
                 f"{base}), but is right on both versions of only {_pct(top['both']).strip()} of "
                 f"{plural(twins['pairs'], 'pronoun-swap pair')} (lower bound {_pct(top['both_lower_bound']).strip()}, not "
-                f"above {_pct(tb['both']).strip()}, {BASELINE_NAMES[tb['name']]}): it follows something other than the "
-                f"pronoun, such as order or length, and no head passes both tests.")
+                f"above {_pct(tb['both']).strip()}, {BASELINE_NAMES[tb['name']]}): it does not reliably follow the "
+                f"pronoun to its referent, and no head passes both tests.")
     return (f"No pronoun head found: the best, {top['head']} at {_pct(top['accuracy']).strip()} of {plural(top['n'], 'prompt')}, "
             f"has a lower bound of {_pct(top['lower_bound']).strip()}, not above the best baseline {base}"
             + (f"; {unseen}" if (unseen := _unseen_words(r)) else "") + ".")
@@ -395,7 +412,7 @@ def _on_both(r: dict, h: dict) -> str:
     if not twins.get("decides", True):
         return f"; right on both versions of {_pct(h['both']).strip()} of {plural(twins['pairs'], 'pronoun-swap pair')} ({TOO_FEW})"
     return (f"; right on both versions of {_pct(h['both']).strip()} of {plural(twins['pairs'], 'pronoun-swap pair')}, "
-            f"lower bound {_pct(h['both_lower_bound']).strip()} > {_pct(tb['both']).strip()} ({tb['name']})")
+            f"lower bound {_pct(h['both_lower_bound']).strip()} > {_pct(tb['both']).strip()} ({BASELINE_NAMES[tb['name']]})")
 
 
 def _detail_lines(d: dict | None) -> list[str]:

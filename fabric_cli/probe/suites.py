@@ -63,6 +63,8 @@ class ProbeItem:
     suite: str = ""
     where: str = ""  # "file:line", for messages
     swap: str = ""  # the pronoun that would mean the one distractor instead ("he" for "she"): see twin()
+    entities: tuple[int, ...] = ()  # per distractor, which character it names (distractors of one are one
+    # candidate); empty: each distractor its own character
 
     def show(self, span: Span) -> str:
         return self.text[span[0] : span[1]].strip()
@@ -84,7 +86,7 @@ class ProbeItem:
         (other,) = [d for d in self.distractors if d[1] <= s]  # load_file checked there is exactly one
         return dataclasses.replace(
             self, id=f"{self.id}~swap", text=self.text[:s] + self.swap + self.text[e:], pronoun=(s, s + len(self.swap)),
-            referent=other, distractors=(self.referent, *later), swap=self.text[s:e],
+            referent=other, distractors=(self.referent, *later), swap=self.text[s:e], entities=(),
             continuations=self.continuations[::-1] if self.continuations else None,
             where=f"{self.where or self.id} (pronoun swapped)")
 
@@ -110,9 +112,30 @@ class ProbeItem:
         return None
 
     @property
-    def candidates(self) -> list[Span]:
-        """The referent, then the distractors before the pronoun (a causal head cannot see later ones)."""
-        return [self.referent] + [d for d in self.distractors if d[1] <= self.pronoun[0]]
+    def candidates(self) -> list[tuple[Span, ...]]:
+        """The referent, then each other character's mentions before the pronoun (a causal head cannot
+        see later ones), in order of first mention: a character named twice is one candidate, and the
+        attention on it is the sum over both mentions.
+
+        Example:
+            >>> parse_jsonl_line('{"text": "Ann met Bo. Bo left. She", "pronoun": [21, 24], "referent": [0, 3], '
+            ...                  '"distractors": [[[8, 10], [12, 14]]]}').candidates
+            [((0, 3),), ((8, 10), (12, 14))]
+        """
+        ids = self.entities or tuple(range(len(self.distractors)))
+        groups: dict[int, list[Span]] = {}
+        for d, who in zip(self.distractors, ids):
+            if d[1] <= self.pronoun[0]:
+                groups.setdefault(who, []).append(d)
+        return [(self.referent,)] + [tuple(g) for g in groups.values()]
+
+    def mentions_before(self) -> int:
+        """How many distractor mentions come before the pronoun (a swap needs exactly one)."""
+        return sum(d[1] <= self.pronoun[0] for d in self.distractors)
+
+    def show_candidate(self, spans: tuple[Span, ...]) -> str:
+        """'Emma the trader + Emma': a candidate's mentions."""
+        return " + ".join(self.show(s) for s in spans)
 
 
 # --------------------------------------------------------------------------- finding suites
@@ -238,9 +261,14 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
             raise _LineError(f'"{key}" is missing; expected a character span [start, end)')
     distractors = d.get("distractors", [])
     if not isinstance(distractors, list):
-        raise _LineError('"distractors" must be a list of spans [[start, end], ...]')
+        raise _LineError('"distractors" must be a list of spans [[start, end], ...] (a character mentioned more '
+                         'than once as a list of its spans)')
     if "distractor" in d:
         distractors = [*distractors, d["distractor"]]
+    entities = []  # a nested list is one character's mentions: [[s, e], [[s, e], [s, e]]]
+    for who, entry in enumerate(distractors):
+        group = entry if isinstance(entry, list) and entry and all(isinstance(x, list) for x in entry) else [entry]
+        entities += [(who, span) for span in group]
     conts = d.get("continuations") or None
     if conts is not None and not (
         isinstance(conts, list) and len(conts) == 2 and all(isinstance(c, str) and c.strip() for c in conts)
@@ -261,15 +289,18 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
         raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
-    swap = d.get("swap", "")
-    if not isinstance(swap, str) or (swap and not re.fullmatch(r"\S+", swap)):
+    swap = d.get("swap") or ""  # null or "": no twin
+    if not isinstance(swap, str) or (swap and not _SWAP.fullmatch(swap)):
         raise _LineError(f'"swap" must be one word, the pronoun that would mean the distractor, found {swap!r}')
+    if problem := unicode_error(swap):
+        raise _LineError(f'"swap" is not valid UTF-8 text ({problem})')
     item_id = d.get("id", default_id)
     return _checked(
         ProbeItem(
             id=str(item_id), text=text, pronoun=pronoun,
             referent=_span(d["referent"], "referent", text),
-            distractors=tuple(_span(s, "distractor", text) for s in distractors),
+            distractors=tuple(_span(s, "distractor", text) for _, s in entities),
+            entities=tuple(who for who, _ in entities) if len(entities) > len(distractors) else (),
             continuations=tuple(conts) if conts else None, ambiguous=ambiguous, suite=suite, where=where, swap=swap,
         )
     )
@@ -295,11 +326,17 @@ def _checked(item: ProbeItem) -> ProbeItem:
             if a[0] < b[1] and b[0] < a[1]:
                 raise _LineError(f"the {na} {item.show(a)!r} {list(a)} overlaps the {nb} {item.show(b)!r} {list(b)}")
     if item.swap:
-        before = len(item.candidates) - 1
+        before = item.mentions_before()
+        if item.swap.lower() == item.show(item.pronoun).lower():
+            raise _LineError(f"the swap {item.swap!r} is the pronoun itself; give the pronoun that would mean the "
+                             f"distractor")
+        if item.referent[1] > item.pronoun[0]:
+            raise _LineError(f"the swap {item.swap!r} trades the referent with the distractor before the pronoun, and "
+                             f"the referent {item.show(item.referent)!r} comes after it; a causal model cannot look ahead")
         if item.ambiguous:
             raise _LineError(f"the swap {item.swap!r} makes a twin to score, and an ambiguous prompt is not scored; "
                              f"drop one of them")
-        if before != 1 or item.referent[1] > item.pronoun[0]:
+        if before != 1:
             raise _LineError(f"the swap {item.swap!r} trades the referent with the one distractor before the pronoun, "
                              f"and this prompt has {before}; mark exactly one, or drop the swap")
     return item
@@ -307,6 +344,7 @@ def _checked(item: ProbeItem) -> ProbeItem:
 
 # --------------------------------------------------------------------------- markup
 
+_SWAP = re.compile(r"[\w'’-]+")  # one word: "he", "Him", "él", "they're"
 _MARKS = {"[": ("]", "referent"), "{": ("}", "pronoun"), "<": (">", "distractor")}
 _CLOSERS = {close: opener for opener, (close, _) in _MARKS.items()}
 _OPENERS = {kind: opener for opener, (_, kind) in _MARKS.items()}
@@ -360,8 +398,9 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
                 raise _LineError(f"the {name} at character {s} is empty")
     if not text.strip():
         raise _LineError("the prompt is empty")
-    if swap is not None and not re.fullmatch(r"\S+", swap := "".join(swap).strip()):
-        raise _LineError(f"the swap after '|' in the pronoun's braces must be one word, found {swap!r}")
+    if swap is not None and not _SWAP.fullmatch(swap := "".join(swap).strip()):
+        raise _LineError(f"the swap after '|' in the pronoun's braces must be one word, the pronoun that would mean "
+                         f"the distractor, found {swap!r}")
     return _checked(
         ProbeItem(
             id=default_id, text=text, pronoun=spans["pronoun"][0], referent=spans["referent"][0],
@@ -374,10 +413,20 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
 def to_json(item: ProbeItem) -> dict:
     """The JSONL form of an item (the schema parse_jsonl_line reads)."""
     d = {"id": item.id, "text": item.text, "pronoun": list(item.pronoun), "referent": list(item.referent),
-         "distractors": [list(s) for s in item.distractors]}
+         "distractors": _grouped(item)}
     if item.continuations:
         d["continuations"] = list(item.continuations)
     d["ambiguous"] = item.ambiguous
     if item.swap:
         d["swap"] = item.swap
     return d
+
+
+def _grouped(item: ProbeItem) -> list:
+    """The distractors as JSONL writes them: a span per character, or a list of spans for one named twice."""
+    if not item.entities:
+        return [list(s) for s in item.distractors]
+    groups: dict[int, list] = {}
+    for d, who in zip(item.distractors, item.entities):
+        groups.setdefault(who, []).append(list(d))
+    return [g if len(g) > 1 else g[0] for g in groups.values()]
