@@ -58,13 +58,14 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
     assert report["grid"]["accuracy"][1][2] == 1.0 and len(report["heads"]) == 8
     assert report["ambiguous"]["n"] == 3 and report["prompts"]["scored"] == 24
     # every prompt's twin, with the pronoun swapped: the planted head follows the pronoun, so it is right on both
-    assert report["twins"] == {"pairs": 24, "skipped": 0, "baselines": {"nearest": 0.0, "first": 0.0, "chance": 0.25,
-                               "uniform": 0.25}, "best_baseline": {"name": "chance", "both": 0.25},
-                               "decides": True}
+    assert report["twins"] == {"pairs": 24, "skipped": 0, "skipped_kinds": {}, "baselines": {
+        "nearest": 0.0, "first": 0.0, "chance": 0.25, "uniform": 0.25, "pronoun_order": 0.333333},
+        "best_baseline": {"name": "pronoun_order", "both": 0.333333}, "decides": True}
     assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
     assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "
-            "follows order or length is right on one version of each, the best baseline (chance) on both 25.0%") in r.stdout
+            "ignores the pronoun is right on one version of each, the best baseline (each pronoun to the first or the "
+            "nearest) on both of 33.3%") in r.stdout
 
 
 def test_random_weights_say_plainly_that_no_head_was_found(world):
@@ -205,10 +206,10 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     prefs = [row["preference"] for row in em["rows"]]  # the model's own choice follows its head: random, then planted
     assert abs(prefs[0]) < 1.0 < prefs[1] < prefs[2]  # strength 1.5 at step 200, 2.5 at 300
     assert [row["both"] for row in em["rows"]][1:] == [1.0, 1.0] and em["rows"][0]["both"] < 0.5  # the pronoun-swap twins
-    assert em["best_both_baseline"] == {"name": "chance", "both": 0.25}
+    assert em["best_both_baseline"] == {"name": "pronoun_order", "both": 0.333333}
     text = probe(world, "--over-checkpoints").stdout
     assert "      step  accuracy    95% CI    argmax    mass    both  preference  best head" in text
-    assert "; and its bound right on both versions of a pronoun-swap pair (both) above 25.0% (chance)" in text
+    assert "; and its bound right on both versions of a pronoun-swap pair (both) above 33.3% (each pronoun to the first or the nearest)" in text
     assert "  preference: the model's own choice at that step" in text
     bare = Path(world["noisy"]).parent / "bare.txt"  # no continuations: no preference column
     bare.write_text("[The queen] greeted <the king> before {she} sang.\n", encoding="utf-8")

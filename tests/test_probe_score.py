@@ -397,10 +397,14 @@ def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
     tok, encoded = world
     model = planted_model(tok)
     per_item, twins = score_items(model, make_batches(encoded, 7), len(encoded)), _twins(tok, encoded, model)
-    assert twins.skipped == 0 and len(twins.rows) == sum(not e.item.ambiguous for e in encoded)
+    assert twins.skipped == [] and len(twins.rows) == sum(not e.item.ambiguous for e in encoded)
     hs = head_scores(per_item, encoded, twins=twins)
     assert hs.pairs == len(twins.rows) and hs.both[PLANTED] == 1.0 and hs.named == PLANTED
-    assert hs.both_baselines == pytest.approx({"nearest": 0.0, "first": 0.0, "chance": 0.25, "uniform": 0.25})
+    # the toy prompts trade she and he, and he and they, so no rule of pronoun words to first or nearest is
+    # right on both versions of more than half the pairs
+    assert hs.both_baselines == pytest.approx({"nearest": 0.0, "first": 0.0, "chance": 0.25, "uniform": 0.25,
+                                               "pronoun_order": hs.both_baselines["pronoun_order"]})
+    assert hs.both_baselines["pronoun_order"] == pytest.approx(1 / 3)
     one_sided = Head(0, 0)
     per_item.correct, twins.correct = per_item.correct.clone(), twins.correct.clone()  # inference tensors are read-only
     per_item.correct[:, 0, 0] = True
@@ -421,7 +425,7 @@ def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
     assert _verdict(r, heads).startswith(
         "No pronoun head found: the best, 0.0 at 100.0% of 24 prompts, clears the baselines (lower bound 79.4% > "
         "50.0% (nearest)), but is right on both versions of only 0.0% of 24 pronoun-swap pairs (lower bound 0.0%, not "
-        "above 25.0%, chance): it follows something other than the pronoun")
+        "above 33.3%, each pronoun to the first or the nearest): it does not reliably follow the pronoun to its referent")
 
 
 def test_a_twin_that_does_not_fit_the_context_is_counted_and_left_out(world):
@@ -431,13 +435,13 @@ def test_a_twin_that_does_not_fit_the_context_is_counted_and_left_out(world):
     item = parse_markup_line("[The queen] greeted <the king> before {she|xylophonists} sang.")
     bos = tok.token_to_id("<|endoftext|>")
     (e,), _ = encode_items([item], tok, len(tok.encode(item.text[: item.pronoun[1]]).ids) + 1, bos)
-    assert encode_twins([e], tok, e.pronoun + 1, bos)[1:] == ([], 1)  # the swapped pronoun is many tokens longer
+    assert encode_twins([e], tok, e.pronoun + 1, bos)[1:] == ([], ["length"])  # the swapped pronoun is many tokens longer
     assert encode_twins([e], tok, 32, bos)[0] == [0]
 
 
 def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
-    """Two pairs at 8 heads: a head right on both has a corrected lower bound under 25% (2 / (2 + 2.5^2)), so the
-    swap test could only veto; the rate is shown and naming goes by accuracy, saying so."""
+    """Fewer than MIN_PAIRS pairs (20) could only veto a head that the accuracy names, on a handful of prompts:
+    the rate is shown and naming goes by accuracy, saying so; from 20 pairs on the swap test applies."""
     from fabric_cli.config import ProbeConfig
     from fabric_cli.probe.report import build_report, render_text
     from fabric_cli.probe.score import Twins
@@ -445,7 +449,7 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
     tok, encoded = world
     model = planted_model(tok)
     per_item, twins = score_items(model, make_batches(encoded, 7), len(encoded)), _twins(tok, encoded, model)
-    few = Twins(twins.rows[:2], twins.encoded[:2], twins.correct[:2].clone(), 0)
+    few = Twins(twins.rows[:2], twins.encoded[:2], twins.correct[:2].clone())
     few.correct[:, PLANTED.layer, PLANTED.head] = False  # even wrong on both twins
     hs = head_scores(per_item, encoded, twins=few)
     assert hs.pairs == 2 and not hs.both_decides and hs.both[PLANTED] == 0.0 and hs.named == PLANTED
@@ -453,6 +457,51 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
                      PLANTED, True, few)
     assert r["twins"]["decides"] is False and "pronoun-swap pair is above" not in r["settings"]["criterion"]
     text = render_text(r)
-    assert "right on both versions of 0.0% of 2 pronoun-swap pairs (too few pairs to test: not even a head right" in text
-    three = head_scores(per_item, encoded, twins=Twins(twins.rows[:3], twins.encoded[:3], few.correct[:1].repeat(3, 1, 1), 0))
-    assert three.both_decides and three.named != PLANTED  # 3 / (3 + 2.5^2) > 25%: three pairs can veto, and do
+    assert ("right on both versions of 0.0% of 2 pronoun-swap pairs (fewer than 20 pairs, too few to ask of a head: the "
+            "rate is shown and naming goes by accuracy") in text
+    twenty = Twins(twins.rows[:20], twins.encoded[:20], few.correct[:1].repeat(20, 1, 1))  # wrong on every twin
+    assert head_scores(per_item, encoded, twins=twenty).both_decides
+    assert head_scores(per_item, encoded, twins=twenty).named != PLANTED
+    assert head_scores(per_item, encoded, twins=Twins(twenty.rows[:19], twenty.encoded[:19], twenty.correct[:19])).named == PLANTED
+
+
+def test_twins_that_could_not_be_scored_are_said_with_the_reason():
+    from fabric_cli.probe.report import _swap_text
+
+    r = {"twins": {"pairs": 0, "skipped": 3, "skipped_kinds": {"length": 2, "alignment": 1}}, "chosen_head": "0.1"}
+    assert _swap_text(r, {}) == ["Pronoun swapped: none of the 3 twins could be scored (2 past the model's context, 1 "
+                                 "whose swapped pronoun does not line up with the tokens), so naming goes by accuracy alone"]
+
+
+def test_a_character_named_twice_is_one_candidate(world):
+    """'the king' twice: a head giving 0.4 to the queen and 0.3 to each king looks more at the king (0.6),
+    and is wrong; listed as two characters (flat spans) it would be counted right."""
+    from types import SimpleNamespace
+
+    from fabric_cli.probe.suites import to_json
+
+    tok, _ = world
+    text = "The queen greeted the king. The king sang, then she"
+    grouped = {"text": text, "pronoun": [48, 51], "referent": [0, 9], "distractors": [[[18, 26], [28, 36]]]}
+    flat = {**grouped, "distractors": [[18, 26], [28, 36]]}
+    bos = tok.token_to_id("<|endoftext|>")
+    (g, f), skipped = encode_items([parse_jsonl_line(json.dumps(d)) for d in (grouped, flat)], tok, 32, bos)
+    assert not skipped and len(g.candidates) == 2 and len(f.candidates) == 3
+    assert g.candidates[1] == sorted(f.candidates[1] + f.candidates[2])  # both mentions' tokens, one candidate
+    assert g.item.show_candidate(g.item.candidates[1]) == "the king + The king"
+    assert to_json(g.item)["distractors"] == [[[18, 26], [28, 36]]] and to_json(f.item)["distractors"] == flat["distractors"]
+    queen = next(p for p in g.candidates[0] if g.token_text(p).strip() == "queen")
+    kings = [p for p in g.candidates[1] if g.token_text(p).strip() == "king"]
+
+    class Attends:  # the pronoun gives 0.4 to "queen" and 0.3 to each "king"
+        config = SimpleNamespace(n_layer=1, n_head=1)
+
+        def __call__(self, idx, probe, at):
+            att = torch.zeros(idx.size(0), 1, idx.size(1), idx.size(1))
+            att[:, 0, g.pronoun, queen] = 0.4
+            att[:, 0, g.pronoun, kings] = 0.3
+            probe.attention.append(att)
+            return torch.zeros(idx.size(0), 1, 8), None
+
+    scores = score_items(Attends(), make_batches([g, f], 4), 2)
+    assert scores.correct[:, 0, 0].tolist() == [False, True]

@@ -75,6 +75,10 @@ def _jsonl(**over) -> str:
     (_jsonl(swap="he or it"), '"swap" must be one word'),
     (_jsonl(swap="he", distractors=[[14, 22], [10, 13]]), "this prompt has 2; mark exactly one"),
     (_jsonl(swap="he", ambiguous=True), "an ambiguous prompt is not scored"),
+    (_jsonl(swap="he|it"), '"swap" must be one word'),
+    (_jsonl(swap="She"), "is the pronoun itself"),
+    (_jsonl(swap="h\ud800"), '"swap" must be one word'),
+    (_jsonl(swap="he", referent=[34, 38]), "comes after it; a causal model cannot look ahead"),
 ])
 def test_jsonl_loader_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
     f = tmp_path / "suite.jsonl"
@@ -291,11 +295,16 @@ def test_a_swap_makes_the_twin_in_which_the_distractor_is_the_referent(tmp_path)
     assert (again.text, again.pronoun, again.referent, again.continuations) == (
         item.text, item.pronoun, item.referent, item.continuations)
     assert parse_markup_line("[The nurse] met <the farmer> before {she} left.").twin() is None
+    assert parse_jsonl_line(_jsonl()[:-1] + ', "swap": null}').twin() is None  # null: no twin, as an absent field
     # the JSONL form carries it, and reads back the same
     assert parse_jsonl_line(json.dumps(to_json(item))).twin() == dataclasses.replace(twin, where="x (pronoun swapped)")
     for bad, words in [("[A] met <B> and <C> before {she|he} left.", "this prompt has 2"),
                        ("? [A] met <B> before {she|he} left.", "an ambiguous prompt is not scored"),
-                       ("[A] met <B> before {she|} left.", "must be one word")]:
+                       ("[A] met <B> before {she|} left.", "must be one word"),
+                       ("[A] met <B> before {she|he|it} left.", "must be one word, the pronoun that would mean the distractor, found 'he|it'"),
+                       ("[A] met <B> before {she|{he} left.", "must be one word"),
+                       ("[A] met <B> before {she|She} left.", "is the pronoun itself"),
+                       ("<A> met B before {she|he} left [C].", "comes after it")]:
         f = tmp_path / "bad.txt"
         f.write_text(bad + "\n", encoding="utf-8")
         with pytest.raises(InputError, match=f"line 1: .*{re.escape(words)}"):

@@ -105,7 +105,7 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     def score(m) -> tuple[ItemScores, Twins | None]:
         """Every prompt, and every pronoun-swap twin, through model m."""
         twins = Twins(twin_rows, twin_encoded, score_items(m, twin_batches, len(twin_encoded)).correct,
-                      twins_skipped) if twin_encoded else None
+                      twins_skipped) if twin_rows or twins_skipped else None
         return score_items(m, batches, len(encoded)), twins
 
     scores, twins = score(model)
