@@ -35,6 +35,7 @@ import torch
 from fabric_cli.config import SampleConfig
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.lexicon import NAME_CLASS, NOUN_CLASS, PRONOUNS, counts
+from fabric_cli.probe.report import BASELINE_NAMES
 from machine import matmul_gflops
 
 STORY_STARTS = (
@@ -107,7 +108,7 @@ def main() -> None:
         "head": p["head"], "named": p["named"], "accuracy": p["accuracy"], "n": p["n"],
         "best_baseline": p["best_baseline"], "by_suite": p["by_suite"],
         "showcase_accuracy": p["showcase_accuracy"], "lexicon": counts(),
-        "both": p.get("both"), "pairs": p.get("pairs"),
+        "both": p.get("both"), "pairs": p.get("pairs"), "both_baseline": p.get("both_baseline"),
         "ablation": p["ablation"], "emerged_at": p["emerged_at"], "threshold": p["threshold"],
         "significant_from": p.get("significant_from"), "at_last_snapshot": p.get("at_last_snapshot"),
         "generated_agreement": gen,
@@ -123,8 +124,9 @@ def main() -> None:
           f"prompts (goal >= 95%); best baseline {pct(p['best_baseline']['accuracy'])} ({p['best_baseline']['name']})")
     print("by suite       " + ", ".join(f"{k} {pct(v)}" for k, v in p["by_suite"].items()))
     if p.get("pairs"):  # demo.json of earlier versions has none
-        print(f"pronoun swap   right on both versions of {pct(p['both'])} of {p['pairs']:,} pairs (order or length: "
-              f"one version each; chance 25%)")
+        bar = p.get("both_baseline")
+        print(f"pronoun swap   right on both versions of {pct(p['both'])} of {p['pairs']:,} pairs"
+              + (f" (best baseline {pct(bar['both'])}, {BASELINE_NAMES.get(bar['name'], bar['name'])})" if bar else ""))
     print(f"showcase       {pct(p['showcase_accuracy'])} on ordinary sentences; lexicon: {lex['nouns']} nouns "
           f"({lex['f']} female, {lex['m']} male, {lex['n']} animals and things, {lex['pl']} plural, "
           f"{lex['roles']} roles), {lex['names']} names, {lex['categories']} categories")

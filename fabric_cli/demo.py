@@ -244,6 +244,7 @@ def _probe(paths: RunPaths, cfg: DemoConfig, say: Say) -> dict:
         "significant_at_last_snapshot": em["significant_at_last_snapshot"],
         "emergence_suite": cfg.emergence_suite, "showcase_accuracy": showcase["head_detail"]["totals"]["accuracy"],
         "both": heads[head].get("both"), "pairs": (report.get("twins") or {}).get("pairs"),
+        "both_baseline": (report.get("twins") or {}).get("best_baseline"),
     }
 
 

@@ -78,9 +78,15 @@ def test_head_prompt_by_prompt(world):
     r = probe(world, "--head", "L1H2", "--limit", "3")
     assert r.exit_code == 0, r.output
     assert "Head 1.2, prompt by prompt (first 3 of 27)" in r.stdout
-    shown = [x for x in r.stdout.splitlines() if x.startswith("  ✓ ") or x.startswith("  ✗ ")]
+    shown = [x for x in r.stdout.splitlines() if x.startswith("  ✓✓ ")]  # right on the prompt and on its twin
     assert len(shown) == 3 and all("█" in x for x in shown)
     assert "totals: accuracy 100.0% of 24" in r.stdout
+    assert "; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)" in r.stdout
+    report = json.loads(probe(world, "--head", "0.0", "--limit", "27", "--json").stdout)
+    rows = report["head_detail"]["prompts"]
+    assert [it["twin"] is None for it in rows] == [it["ambiguous"] for it in rows]  # the ambiguous three have none
+    both = sum(it["correct"] and it["twin"]["correct"] for it in rows if it["twin"])
+    assert both == round(report["heads"][0]["both"] * 24)  # the marks add up to the head's rate
 
 
 def test_looked_at_leaves_out_the_pronouns_own_tokens(world):

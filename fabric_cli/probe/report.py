@@ -63,7 +63,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "twins": _twins(heads, twins),
         "suites": _suites(cfg, items, encoded, skipped, scores, chosen, twins),
         "ambiguous": _ambiguous(encoded, scores, chosen),
-        "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit) if cfg.head else None,
+        "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit, twins) if cfg.head else None,
         "skipped": [s.to_json() for s in skipped],
         "attribution": None,
         "ablation": None,
@@ -125,8 +125,10 @@ def _ambiguous(encoded: list[Encoded], scores: ItemScores, h: Head) -> dict:
     return {"n": len(out), "head": str(h), "items": out}
 
 
-def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int) -> dict:
-    """The chosen head prompt by prompt: where the pronoun looked, and whether it was right."""
+def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int, twins: Twins | None = None) -> dict:
+    """The chosen head prompt by prompt: where the pronoun looked, and whether it was right (and on the
+    prompt's pronoun-swap twin, when it has one)."""
+    twin_of = {i: j for j, i in enumerate(twins.rows)} if twins is not None else {}
     shown = []
     for i, e in enumerate(encoded[:limit]):
         row = scores.rows[i][h]  # (T_i,)
@@ -140,6 +142,7 @@ def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int)
             "correct": bool(scores.correct[i][h]) if len(e.candidates) > 1 else None,
             "argmax_hit": bool(scores.argmax_hit[i][h]), "mass": round(float(scores.mass[i][h]), 6),
             "top": [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())],
+            "twin": {"pronoun": e.item.swap, "correct": bool(twins.correct[twin_of[i]][h])} if i in twin_of else None,
         })
     return {"head": str(h), "shown": len(shown), "of": len(encoded), "prompts": shown, "totals": heads.head(h)}
 
@@ -419,15 +422,21 @@ def _detail_lines(d: dict | None) -> list[str]:
     if not d:
         return []
     lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']} of {d['of']}):"]
+    marks = {True: "✓", False: "✗", None: "·"}
+    paired = any(it.get("twin") for it in d["prompts"])  # absent from reports of earlier versions
     for it in d["prompts"]:
-        mark = "?" if it["ambiguous"] else {True: "✓", False: "✗", None: "·"}[it["correct"]]
+        mark = "?" if it["ambiguous"] else marks[it["correct"]]
+        if paired:
+            mark += marks[it["twin"]["correct"]] if it.get("twin") else " "
         lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked_at(it['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
     lines.append(f"  totals: accuracy {_pct(t['accuracy']).strip()} of {t['n']} (95% CI {_pct(lo).strip()}-"
                  f"{_pct(hi).strip()}), argmax {_pct(t['argmax_accuracy']).strip()} of {t['n_all']}, "
                  f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}")
-    lines.append("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored)")
+    lines.append("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored"
+                 + ("; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)"
+                    if paired else ")"))
     return lines
 
 
