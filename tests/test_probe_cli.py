@@ -63,6 +63,8 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
         "best_baseline": {"name": "pronoun_order", "both": 0.333333}, "decides": True}
     assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
+    grid = r.stdout.split("Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:\n")[1]
+    assert grid.splitlines()[2].split() == ["L1", "0", "0", "100*", "0"]  # the uniform heads: one version each
     assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "
             "ignores the pronoun is right on one version of each, the best baseline (each pronoun to the first or the "
             "nearest) on both of 33.3%") in r.stdout

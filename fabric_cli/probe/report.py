@@ -307,6 +307,8 @@ def render_text(r: dict, top: int = 10) -> str:
                    + ("" if r["twins"].get("decides", True) else f"; {TOO_FEW}"))
     out.append(f"  * {r['settings']['criterion']}")
     out += ["", *_grid_lines(r), ""]
+    if pairs:
+        out += [*_grid_lines(r, "both"), ""]
     out.append(_verdict(r, heads))
     if len(r["suites"]) > 1:
         out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
@@ -339,12 +341,15 @@ def _skipped_lines(skipped: list[dict]) -> list[str]:
     return lines
 
 
-def _grid_lines(r: dict) -> list[str]:
-    acc = r["grid"]["accuracy"]
+def _grid_lines(r: dict, key: str = "accuracy") -> list[str]:
+    """A layer-by-head grid of the accuracy (the best in brackets) or of the rate right on both versions
+    of a pronoun-swap pair ("both"), named-worthy heads starred."""
+    acc = r["grid"][key]
     sig = {h["head"] for h in r["heads"] if h["significant"]}
-    best = r["ranking"][0]
-    lines = ["Accuracy (%) by layer (rows) and head (columns); [best], * named-worthy:",
-             "      " + "".join(f"{h:>6}" for h in range(len(acc[0])))]
+    best = r["ranking"][0] if key == "accuracy" else None
+    title = ("Accuracy (%) by layer (rows) and head (columns); [best], * named-worthy:" if key == "accuracy" else
+             "Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:")
+    lines = [title, "      " + "".join(f"{h:>6}" for h in range(len(acc[0])))]
     for layer, row in enumerate(acc):
         cells = []
         for h, v in enumerate(row):
