@@ -66,29 +66,34 @@ def write_plots(result, paths: dict[str, Path], examples: int = 4) -> None:
 
 
 def _heads(Figure, r: dict, path: Path) -> Path:
+    """The accuracy grid and, where the prompts had pronoun-swap twins, the rate right on both versions
+    beside it, on the same 0-100 scale; named-worthy heads starred, the best boxed."""
     import numpy as np
 
-    acc = np.array([[np.nan if v is None else 100 * v for v in row] for row in r["grid"]["accuracy"]])
-    L, nh = acc.shape
-    fig = Figure(figsize=(1.0 + 0.6 * nh, 1.0 + 0.5 * L))
-    ax = fig.add_subplot()
-    im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    keys = ["accuracy"] + (["both"] if "both" in r["grid"] else [])
+    grids = [np.array([[np.nan if v is None else 100 * v for v in row] for row in r["grid"][k]]) for k in keys]
+    L, nh = grids[0].shape
+    fig = Figure(figsize=(1.0 + 0.6 * nh * len(keys), 1.0 + 0.5 * L))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
     sig = {h["head"] for h in r["heads"] if h["significant"]}
-    for layer in range(L):
-        for h in range(nh):
-            if not np.isnan(acc[layer, h]):
-                mark = "*" if f"{layer}.{h}" in sig else ""
-                ax.text(h, layer, f"{acc[layer, h]:.0f}{mark}", ha="center", va="center", fontsize=7,
-                        color="black" if acc[layer, h] > 60 else "white")
     best = r["ranking"][0].split(".")
-    ax.add_patch(_box(int(best[1]), int(best[0])))
-    ax.set_xticks(range(nh))
-    ax.set_yticks(range(L))
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
+    for ax, key, grid in zip(axes, keys, grids):
+        im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        for layer in range(L):
+            for h in range(nh):
+                if not np.isnan(grid[layer, h]):
+                    mark = "*" if f"{layer}.{h}" in sig else ""
+                    ax.text(h, layer, f"{grid[layer, h]:.0f}{mark}", ha="center", va="center", fontsize=7,
+                            color="black" if grid[layer, h] > 60 else "white")
+        ax.add_patch(_box(int(best[1]), int(best[0])))
+        ax.set_xticks(range(nh))
+        ax.set_yticks(range(L))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title("accuracy (%)" if key == "accuracy" else "right on both versions of a pronoun swap (%)", fontsize=8)
+    fig.colorbar(im, ax=list(axes), label="%")
     named = r["named_head"] or "none"
-    ax.set_title(f"pronoun -> referent accuracy, step {r['checkpoint']['step']} (named: {named})", fontsize=9)
+    fig.suptitle(f"pronoun -> referent, step {r['checkpoint']['step']} (named: {named})", fontsize=9)
     return _save(fig, path)
 
 
