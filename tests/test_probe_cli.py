@@ -227,7 +227,8 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert "      step  accuracy    95% CI    argmax    mass  best head" in r.stdout and "preference" not in r.stdout
     text = probe(world, "--over-checkpoints", "--threshold", "0.99").stdout
     assert "Head 1.2 over training (accuracy on toy, 24 prompts with a distractor; threshold 99%)" in text
-    assert "stays at or above 99% from step 200 on (first reached at step 200)\n" in text
+    assert ("stays at or above 99% from step 200 on (first reached at step 200; at step 100 it was at "
+            f"{100 * em['rows'][0]['accuracy']:.1f}%, so it crossed between the two snapshots)\n") in text
     assert "head 1.2 beats every baseline with confidence from step 200 on" in text
     text = probe(world, "--over-checkpoints", "--threshold", "0.5165").stdout  # said as given, not rounded to 52%
     assert "threshold 51.65%)" in text and "stays at or above 51.65% from step 200 on" in text
@@ -255,7 +256,7 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     assert (em["emerged_at"], em["at_last_snapshot"]) == (500, True)
     assert (em["significant_first"], em["significant_from"]) == (200, 400)  # fell back at 300: from 400 on
     text = "\n".join(_emergence_lines(em))
-    assert "from step 500 on (first reached at step 500), the last snapshot: train longer to see it hold" in text
+    assert "from step 500 on (first reached at step 500; at step 400 it was at 75.0%, so it crossed between the two snapshots), the last snapshot: train longer to see it hold" in text
     assert "beats every baseline with confidence from step 400 on" in text
     assert "  500   81.0% *" in text and "  300   60.0%   " in text
     assert "above the best baseline, nearest candidate 52.0%" in text  # what the star is measured against

@@ -638,8 +638,13 @@ def _emergence_lines(em: dict | None) -> list[str]:
                      "the distractor's (nats; over the unambiguous prompts with continuations), beside where its head looks")
     if em["emerged_at"] is not None:
         last = UNPROVEN if em.get("at_last_snapshot") else ""
+        steps = [row["step"] for row in em["rows"]]
+        at = steps.index(em["emerged_at"])
+        before = em["rows"][at - 1] if at else None  # snapshots are points: the crossing lies between two
+        between = (f"; at step {before['step']} it was at {_pct(before['accuracy']).strip()}, so it crossed between the two "
+                   f"snapshots" if before and before["accuracy"] is not None else "")
         lines.append(f"  head {em['head']} stays at or above {100 * em['threshold']:g}% from step {em['emerged_at']} on "
-                     f"(first reached at step {em['first_reached']}){last}")
+                     f"(first reached at step {em['first_reached']}{between}){last}")
     elif em["first_reached"] is not None:
         lines.append(f"  head {em['head']} reached {100 * em['threshold']:g}% at step {em['first_reached']} but fell back below it")
     else:
