@@ -349,8 +349,7 @@ def _suite_item(rng: random.Random, kind: str) -> dict:
     item = {"text": w.text(), "pronoun": list(span), "referent": list(w.mentions[x][0]),
             "distractors": [ys if len(ys) > 1 else ys[0]], "continuations": [" " + c for c in conts], "ambiguous": False}
     if len(w.mentions[x]) == 1 == len(w.mentions[y]):  # the twin trades one mention for the other
-        swap = PRONOUNS[y.cls][slot]
-        item["swap"] = swap.capitalize() if item["text"][span[0]].isupper() else swap
+        item["swap"] = (str.capitalize if item["text"][span[0]].isupper() else str)(PRONOUNS[y.cls][slot])
     return item
 
 
@@ -386,7 +385,8 @@ def baselines(items: list[dict]) -> dict[str, float]:
     """How often the nearest earlier candidate, and the first, is the referent."""
     nearest = first = 0
     for it in items:
-        cands = [[it["referent"]]] + [[d] if isinstance(d[0], int) else d for d in it["distractors"]]  # mentions each
+        cands = [c for c in [[it["referent"]]] + [[s for s in ([d] if isinstance(d[0], int) else d) if s[1] <= it["pronoun"][0]]
+                                                  for d in it["distractors"]] if c]  # each one's mentions before the pronoun
         nearest += max(cands, key=lambda c: max(s[1] for s in c)) is cands[0]
         first += min(cands, key=lambda c: min(s[0] for s in c)) is cands[0]
     return {"nearest": nearest / len(items), "first": first / len(items)}

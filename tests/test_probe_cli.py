@@ -242,7 +242,7 @@ def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     class Scores:  # what emergence_table reads of a snapshot's HeadScores
         def __init__(self, accuracy, significant):
             self.ranking, self.named = [Head(0, 1)], Head(0, 1) if significant else None
-            self.preference, self.both_baselines = None, None  # prompts without continuations, without swaps
+            self.preference, self.both_baselines, self.both_decides = None, None, False  # no continuations, no swaps
             self.baselines = {"nearest": 0.52, "first": 0.48, "chance": 0.5, "uniform": float("nan")}
             self._row = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "n": 400,
                          "argmax_accuracy": accuracy, "mass": 0.5, "significant": significant}
@@ -810,3 +810,22 @@ def test_scores_hold_every_prompts_score_for_every_head(world, tmp_path):
         bad = probe(world, *args)
         assert bad.exit_code == 1 and bad.stdout == "" and says in bad.stderr, (args, bad.output)
     assert latest.read_bytes() == before  # the weights were never touched
+
+
+def test_scores_are_written_when_every_twin_is_left_out(world, tmp_path):
+    """A swapped pronoun of many tokens pushes the one twin past the toy model's 32-token context: the
+    probe says why, and --scores still writes (it had raised an IndexError after the report)."""
+    from safetensors import safe_open
+
+    tok = make_tokenizer()
+    filler = ""
+    while len(tok.encode(f"The queen greeted the king{filler} before she").ids) < 31:  # with <|endoftext|>: 32
+        filler += " then"
+    line = f"[The queen] greeted <the king>{filler} before {{she|xylophonists}} sang."
+    out = tmp_path / "s.safetensors"
+    r = probe_text(world["run"], tmp_path / "long.txt", line + "\n", "--scores", str(out),
+                   "--report", str(tmp_path / "r.json"))
+    assert r.exit_code == 0, r.output
+    assert "Pronoun swapped: the one twin could not be scored (1 past the model's context)" in r.stdout
+    with safe_open(str(out), "pt") as f:
+        assert f.get_tensor("twin").sum() == 0 and f.get_tensor("twin_correct").sum() == 0

@@ -73,12 +73,13 @@ def _jsonl(**over) -> str:
     (_jsonl(continuations=[" left", " \ud800"]), '"continuations" is not valid UTF-8 text (a stray byte or lone surrogate at character 1)'),
     (_jsonl(swap=3), '"swap" must be one word'),
     (_jsonl(swap="he or it"), '"swap" must be one word'),
-    (_jsonl(swap="he", distractors=[[14, 22], [10, 13]]), "this prompt has 2; mark exactly one"),
+    (_jsonl(swap="he", distractors=[[14, 22], [10, 13]]), "this prompt has 2; the twin needs exactly one mention"),
     (_jsonl(swap="he", ambiguous=True), "an ambiguous prompt is not scored"),
     (_jsonl(swap="he|it"), '"swap" must be one word'),
     (_jsonl(swap="She"), "is the pronoun itself"),
     (_jsonl(swap="h\ud800"), '"swap" must be one word'),
     (_jsonl(swap="he", referent=[34, 38]), "comes after it; a causal model cannot look ahead"),
+    (_jsonl(swap="he", distractors=[[[14, 22], [0, 3]]], referent=[4, 9]), "its distractor is mentioned 2 times before it"),
 ])
 def test_jsonl_loader_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
     f = tmp_path / "suite.jsonl"
@@ -298,6 +299,11 @@ def test_a_swap_makes_the_twin_in_which_the_distractor_is_the_referent(tmp_path)
     assert parse_jsonl_line(_jsonl()[:-1] + ', "swap": null}').twin() is None  # null: no twin, as an absent field
     # the JSONL form carries it, and reads back the same
     assert parse_jsonl_line(json.dumps(to_json(item))).twin() == dataclasses.replace(twin, where="x (pronoun swapped)")
+    # a span with its space (" she") swaps the word only; the new referent's later mention is not a distractor
+    spaced = parse_jsonl_line(json.dumps({"text": "Ann met Bo before she saw Bo.", "pronoun": [17, 21], "referent": [0, 3],
+                                          "distractors": [[[8, 10], [26, 28]]], "swap": "he"}))
+    twin = spaced.twin()
+    assert (twin.text, twin.show(twin.pronoun), twin.distractors) == ("Ann met Bo before he saw Bo.", "he", ((0, 3),))
     for bad, words in [("[A] met <B> and <C> before {she|he} left.", "this prompt has 2"),
                        ("? [A] met <B> before {she|he} left.", "an ambiguous prompt is not scored"),
                        ("[A] met <B> before {she|} left.", "must be one word"),

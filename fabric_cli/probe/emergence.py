@@ -61,7 +61,7 @@ def emergence_table(rows: list[tuple[int, str, str, HeadScores]], head: Head, th
     sig_first, sig_from = crossing(steps, [float(r["significant"]) for r in table], 1.0)
     baselines = {k: v for k, v in rows[-1][3].baselines.items() if v == v} if rows else {}  # the same prompts each row
     best = max(baselines.items(), key=lambda kv: kv[1], default=(None, None))
-    both = (rows[-1][3].both_baselines or {}) if rows and getattr(rows[-1][3], "both_decides", False) else {}
+    both = (rows[-1][3].both_baselines or {}) if rows and rows[-1][3].both_decides else {}
     both_best = max(both.items(), key=lambda kv: kv[1], default=None)
     return {"head": str(head), "metric": "accuracy", "threshold": threshold,
             "first_reached": first, "emerged_at": stays, "at_last_snapshot": stays is not None and stays == steps[-1],

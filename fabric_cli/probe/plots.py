@@ -85,7 +85,8 @@ def _heads(Figure, r: dict, path: Path) -> Path:
                     mark = "*" if f"{layer}.{h}" in sig else ""
                     ax.text(h, layer, f"{grid[layer, h]:.0f}{mark}", ha="center", va="center", fontsize=7,
                             color="black" if grid[layer, h] > 60 else "white")
-        ax.add_patch(_box(int(best[1]), int(best[0])))
+        if key == "accuracy":  # the best is ranked by accuracy
+            ax.add_patch(_box(int(best[1]), int(best[0])))
         ax.set_xticks(range(nh))
         ax.set_yticks(range(L))
         ax.set_xlabel("head")

@@ -89,7 +89,7 @@ def _twins(heads: HeadScores, twins: Twins | None) -> dict | None:
     return {"pairs": heads.pairs, "skipped": len(twins.skipped), "skipped_kinds": dict(Counter(twins.skipped)),
             "baselines": {k: round(v, 6) for k, v in base.items()},
             "best_baseline": {"name": best, "both": round(base[best], 6)} if best else None,
-            "decides": heads.both_decides}  # False: too few pairs for even a head right on all to clear the bar
+            "decides": heads.both_decides}  # False: fewer than MIN_PAIRS pairs, the rate shown and not asked
 
 
 def _suites(cfg, items, encoded, skipped, scores, chosen, twins: Twins | None = None) -> list[dict]:
@@ -213,7 +213,8 @@ def _swap_text(r: dict, heads: dict) -> list[str]:
     if not t["pairs"]:
         if not t["skipped"]:
             return []
-        return [f"Pronoun swapped: none of the {plural(t['skipped'], 'twin')} could be scored ({_twin_skips(t)}), so "
+        which = "the one twin" if t["skipped"] == 1 else f"none of the {t['skipped']:,} twins"
+        return [f"Pronoun swapped: {which} could {'not ' if t['skipped'] == 1 else ''}be scored ({_twin_skips(t)}), so "
                 f"naming goes by accuracy alone"]
     h = heads[r["chosen_head"]]
     lo, hi = h["both_ci95"]
@@ -230,7 +231,9 @@ def _swap_text(r: dict, heads: dict) -> list[str]:
 def _twin_skips(t: dict) -> str:
     """Why twins were left out: '2 whose swapped pronoun does not line up with the tokens, 1 past the context'."""
     why = {"alignment": "whose swapped pronoun does not line up with the tokens", "length": "past the model's context"}
-    kinds = t.get("skipped_kinds") or {"alignment": t["skipped"]}  # reports of earlier versions: one count
+    kinds = t.get("skipped_kinds")
+    if kinds is None:  # reports of this version's first days: one count, no reasons
+        return f"{t['skipped']} whose reason the report does not keep"
     return ", ".join(f"{n} {why.get(k, k)}" for k, n in kinds.items())
 
 
@@ -386,8 +389,8 @@ def _verdict(r: dict, heads: dict) -> str:
         if margin is not None and margin < WEAK_MARGIN:
             return (f"Pronoun head (weak): {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of "
                     f"{plural(h['n'], 'prompt')}, {100 * margin:.1f} points above the best baseline {base}; its lower bound "
-                    f"{_pct(h['lower_bound']).strip()} clears the baseline, but a head that has learned the task "
-                    f"scores far higher: {_unseen_words(r) or 'train longer'}")
+                    f"{_pct(h['lower_bound']).strip()} clears the baseline{_on_both(r, h)}, but a head that has learned the "
+                    f"task scores far higher: {_unseen_words(r) or 'train longer'}")
         return (f"Pronoun head: {h['head']} ({r['example']}), {_pct(h['accuracy']).strip()} of {plural(h['n'], 'prompt')}; "
                 f"lower bound {_pct(h['lower_bound']).strip()} > best baseline {base}" + _on_both(r, h)
                 + _against_next(r, heads))

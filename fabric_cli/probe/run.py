@@ -290,8 +290,8 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
         "ambiguous": torch.tensor([e.item.ambiguous for e in enc], dtype=torch.uint8),
         "twin": torch.zeros(len(enc), dtype=torch.uint8), "twin_correct": torch.zeros_like(s.correct, dtype=torch.uint8),
     }
-    if result.twins is not None:
-        rows = torch.tensor(result.twins.rows)
+    if result.twins is not None and result.twins.rows:  # none when every twin was left out
+        rows = torch.tensor(result.twins.rows, dtype=torch.long)
         tensors["twin"][rows] = 1
         tensors["twin_correct"][rows] = result.twins.correct.to(torch.uint8)
     c = result.report["checkpoint"]

@@ -13,11 +13,11 @@ attention (attention spread evenly over the earlier tokens: the mention with the
 so a suite whose referents are longer than their distractors cannot name a head on length alone).
 
 Where prompts carry a pronoun swap (suites.ProbeItem.twin), each twin is scored too and a head must
-also be right on both versions of a pair more often than any baseline is (order and length are right
-on one version of each pair, chance on a quarter): the lower bound of that rate, corrected alike, has
-to clear it. A head that is right on one version only follows something other than the pronoun.
-The baselines there: order and length are right on one version of each pair (0% on both), chance on
-a quarter, and the best rule sending each pronoun word to the first or the nearest candidate on more.
+also be right on both versions of a pair more often than any baseline is: the lower bound of that
+rate, corrected alike, has to clear it. A head right on one version of most pairs does not reliably
+follow the pronoun to its referent. The baselines there: order is right on one version of each pair (0% on both); uniform attention too,
+but for ties between mentions of equal length, counted as coin tosses on each version; chance on a
+quarter; and the best rule sending each pronoun word to the first or the nearest candidate on more.
 With fewer than MIN_PAIRS pairs the rate is shown, not applied: a handful could veto a good head.
 """
 
@@ -178,7 +178,7 @@ class HeadScores:
     alpha: float
     preference: float | None = None  # the model's mean preference over these items with continuations
     runner_up: dict | None = None  # the top head against the next, on the prompts only one gets right
-    pairs: int = 0  # pronoun-swap pairs scored: both versions have two candidates
+    pairs: int = 0  # pronoun-swap pairs scored: both versions have two or more candidates
     both: torch.Tensor | None = None  # share of pairs right on both versions
     both_ci_low: torch.Tensor | None = None
     both_ci_high: torch.Tensor | None = None
@@ -253,6 +253,9 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
                       runner_up, **pairs)
 
 
+MIN_PAIRS = 20  # fewer pronoun-swap pairs than this: the rate right on both is shown, not asked of a head
+
+
 def _pair_scores(scores: ItemScores, encoded: list[Encoded], choice: list[int], twins: Twins, alpha: float) -> dict:
     """Right on both versions of each pronoun-swap pair whose prompt is among `choice` and whose twin has
     two or more candidates too: the rate per head, its intervals, and the baselines' rates ({} for no pair)."""
@@ -274,14 +277,15 @@ def _pair_scores(scores: ItemScores, encoded: list[Encoded], choice: list[int], 
             "both_baselines": base, "both_decides": P >= MIN_PAIRS}
 
 
-MIN_PAIRS = 20  # fewer pronoun-swap pairs than this: the rate right on both is shown, not asked of a head
-
-
 def pronoun_order_rate(pairs: list[tuple[Encoded, Encoded]]) -> float:
     """The best rule that sends each pronoun word to the first or the nearest candidate ("she" first, "he"
     nearest, ...), fitted to these pairs: how often it is right on both versions. A head that ignores the
     pronoun is right on both of none (its attention is the same on both, and the roles trade); one that
     keys on the pronoun without resolving it can reach this. Fitted on the same pairs, it errs high.
+
+    A pair ties two words (the prompt's and its twin's), so the words fall into groups that no pair
+    crosses; each group's rule is found by trying every one (groups of up to 16 words), else by
+    improving one word at a time from the best single-word choices.
 
     Example:
         >>> from types import SimpleNamespace as E
@@ -289,25 +293,40 @@ def pronoun_order_rate(pairs: list[tuple[Encoded, Encoded]]) -> float:
         >>> pronoun_order_rate([(item("she", True), item("he", False)), (item("he", True), item("she", False))])
         0.5
     """
+    if not pairs:
+        return float("nan")
     counts: dict[tuple, int] = {}
     for a, b in pairs:
         key = tuple((e.item.text[slice(*e.item.pronoun)].strip().lower(), e.first_is_referent, e.nearest_is_referent)
                     for e in (a, b))
         counts[key] = counts.get(key, 0) + 1
-    forms = sorted({form for key in counts for form, _, _ in key})
+    group = {form: form for key in counts for form, _, _ in key}  # union-find over the words a pair ties
 
-    def right(rule: dict[str, bool]) -> int:  # rule[form]: True sends it to the first candidate
-        return sum(n for key, n in counts.items() if all(first if rule[f] else near for f, first, near in key))
+    def root(f: str) -> str:
+        while group[f] != f:
+            f = group[f]
+        return f
 
-    if len(forms) <= 12:
-        best = max(right(dict(zip(forms, bits))) for bits in itertools.product((True, False), repeat=len(forms)))
-    else:  # too many words to try every rule: improve one word at a time from "all first"
+    for (p, _, _), (q, _, _) in counts:
+        group[root(p)] = root(q)
+    total = 0
+    for r in {root(f) for f in group}:
+        forms = sorted(f for f in group if root(f) == r)
+        mine = {key: n for key, n in counts.items() if root(key[0][0]) == r}
+
+        def right(rule: dict[str, bool]) -> int:  # rule[form]: True sends it to the first candidate
+            return sum(n for key, n in mine.items() if all(first if rule[f] else near for f, first, near in key))
+
+        if len(forms) <= 16:
+            total += max(right(dict(zip(forms, bits))) for bits in itertools.product((True, False), repeat=len(forms)))
+            continue
         rule, best = dict.fromkeys(forms, True), -1
         while (score := right(rule)) > best:
             best = score
             for f in forms:
                 rule = max(({**rule, f: v} for v in (True, False)), key=right)
-    return best / len(pairs) if pairs else float("nan")
+        total += best
+    return total / len(pairs)
 
 
 _EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly

@@ -81,9 +81,14 @@ class ProbeItem:
         """
         if not self.swap:
             return None
-        (s, e), shift = self.pronoun, len(self.swap) - (self.pronoun[1] - self.pronoun[0])
-        later = tuple((a + shift, b + shift) for a, b in self.distractors if a >= e)
-        (other,) = [d for d in self.distractors if d[1] <= s]  # load_file checked there is exactly one
+        s, e = self.pronoun
+        s, e = s + len(self.text[s:e]) - len(self.text[s:e].lstrip()), e - len(self.text[s:e]) + len(self.text[s:e].rstrip())
+        shift = len(self.swap) - (e - s)  # the words only: a span " she" keeps its space before the swap
+        ids = self.entities or tuple(range(len(self.distractors)))
+        (who,) = [i for d, i in zip(self.distractors, ids) if d[1] <= s]  # _checked: exactly one mention before
+        other = next(d for d, i in zip(self.distractors, ids) if i == who)
+        # later mentions, moved by the swap's change of length; the new referent's own are not distractors
+        later = tuple((a + shift, b + shift) for (a, b), i in zip(self.distractors, ids) if a >= e and i != who)
         return dataclasses.replace(
             self, id=f"{self.id}~swap", text=self.text[:s] + self.swap + self.text[e:], pronoun=(s, s + len(self.swap)),
             referent=other, distractors=(self.referent, *later), swap=self.text[s:e], entities=(),
@@ -114,8 +119,8 @@ class ProbeItem:
     @property
     def candidates(self) -> list[tuple[Span, ...]]:
         """The referent, then each other character's mentions before the pronoun (a causal head cannot
-        see later ones), in order of first mention: a character named twice is one candidate, and the
-        attention on it is the sum over both mentions.
+        see later ones), in the order the distractors are listed: a character named twice is one
+        candidate, and the attention on it is the sum over both mentions.
 
         Example:
             >>> parse_jsonl_line('{"text": "Ann met Bo. Bo left. She", "pronoun": [21, 24], "referent": [0, 3], '
@@ -337,8 +342,10 @@ def _checked(item: ProbeItem) -> ProbeItem:
             raise _LineError(f"the swap {item.swap!r} makes a twin to score, and an ambiguous prompt is not scored; "
                              f"drop one of them")
         if before != 1:
+            what = (f"its distractor is mentioned {before} times before it" if len(item.candidates) == 2 else
+                    f"this prompt has {before}")
             raise _LineError(f"the swap {item.swap!r} trades the referent with the one distractor before the pronoun, "
-                             f"and this prompt has {before}; mark exactly one, or drop the swap")
+                             f"and {what}; the twin needs exactly one mention, or drop the swap")
     return item
 
 
