@@ -35,7 +35,7 @@ import torch
 from fabric_cli.config import SampleConfig
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.lexicon import NAME_CLASS, NOUN_CLASS, PRONOUNS, counts
-from fabric_cli.probe.report import BASELINE_NAMES
+from fabric_cli.probe.score import BASELINE_NAMES
 from machine import matmul_gflops
 
 STORY_STARTS = (

@@ -30,7 +30,7 @@ from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.emergence import UNPROVEN
-from fabric_cli.probe.report import bar, signed
+from fabric_cli.text import bar, signed
 from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split
 from fabric_cli.runplan import budget, resume_config

@@ -39,3 +39,34 @@ def check_unicode(text: str, what: str) -> str:
     if problem := unicode_error(text):
         raise InputError(f"{what} is not valid UTF-8 text ({problem}); convert it to UTF-8")
     return text
+
+
+def bar(weight: float, width: int = 10) -> str:
+    """A unicode bar: 1.0 is `width` full blocks, with eighths at the end.
+
+    Example:
+        >>> bar(0.55, 4)
+        '██▎'
+    """
+    eighths = int(round(max(0.0, min(1.0, weight)) * width * 8))
+    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+def signed(x: float) -> str:
+    """A log-probability difference to 3 places with its sign; one that rounds to zero is +0.000.
+
+    Example:
+        >>> signed(-0.0002), signed(1.23456)
+        ('+0.000', '+1.235')
+    """
+    return f"{x if round(x, 3) else 0.0:+.3f}"
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage, padded to line up in a column; None is n/a.
+
+    Example:
+        >>> pct(0.8712), pct(None)
+        (' 87.1%', '  n/a')
+    """
+    return "  n/a" if x is None else f"{100 * x:5.1f}%"

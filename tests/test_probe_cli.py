@@ -237,7 +237,7 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
 def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     from fabric_cli.config import Head
     from fabric_cli.probe.emergence import emergence_table
-    from fabric_cli.probe.report import _emergence_lines
+    from fabric_cli.probe.sections import _emergence_lines
 
     class Scores:  # what emergence_table reads of a snapshot's HeadScores
         def __init__(self, accuracy, significant):
@@ -738,7 +738,7 @@ def test_attribution_and_ablation_say_how_many_prompts_they_left_out(world, tmp_
 
 
 def test_attribution_terms_that_miss_the_preference_are_a_warning():
-    from fabric_cli.probe.report import _attribution_lines
+    from fabric_cli.probe.sections import _attribution_lines
 
     a = {"n": 3, "preference": 2.0, "grid": [[0.5, 0.0]], "top": [{"head": "0.0", "mean": 0.5, "ci95": [0.1, 0.9]}],
          "heads_total": 0.5, "feed_forward": [1.0], "embeddings": 0.0, "attention_biases": 0.0, "norm_bias": 0.0,

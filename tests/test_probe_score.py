@@ -53,7 +53,7 @@ def test_planted_head_ranks_first_at_100_percent_and_is_named(world):
 
 
 def test_two_heads_a_point_apart_are_said_not_to_be_told_apart():
-    from fabric_cli.probe.report import _against_next
+    from fabric_cli.probe.render import _against_next
 
     heads = {"0.1": {"accuracy": 0.871}, "0.4": {"accuracy": 0.866}}
     r = {"named_head": "0.1", "ranking": ["0.1", "0.4"], "runner_up": {"head": "0.4", "only_top": 231, "only_other": 219, "p": 0.6}}
@@ -254,7 +254,7 @@ def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
 
 def test_a_head_barely_above_the_baseline_is_named_weak():
     """Significant on 2,000 prompts is not the same as resolving pronouns: 54% against 50% says so."""
-    from fabric_cli.probe.report import _verdict
+    from fabric_cli.probe.render import _verdict
 
     def verdict(accuracy, lower_bound):
         head = {"head": "0.1", "accuracy": accuracy, "n": 2023, "lower_bound": lower_bound}
@@ -357,7 +357,7 @@ def test_scoring_reads_the_models_preference_from_the_same_pass(world):
 
 
 def test_the_position_controls_are_read_against_each_other():
-    from fabric_cli.probe.report import _controls_text
+    from fabric_cli.probe.render import _controls_text
 
     r = {"chosen_head": "0.1", "suites": [{"suite": "referent_first", "n": 400, "accuracy": 0.8825},
                                           {"suite": "referent_second", "n": 400, "accuracy": 0.89}]}
@@ -392,7 +392,7 @@ def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
     """The planted head follows the pronoun: right on both versions of every pair. A head right on every
     prompt and wrong on every twin (it follows something that the swap leaves alone) has 100% accuracy,
     which the four baselines alone would name, and 0% on both: it is not named."""
-    from fabric_cli.probe.report import _verdict
+    from fabric_cli.probe.render import _verdict
 
     tok, encoded = world
     model = planted_model(tok)
@@ -443,7 +443,8 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
     """Fewer than MIN_PAIRS pairs (20) could only veto a head that the accuracy names, on a handful of prompts:
     the rate is shown and naming goes by accuracy, saying so; from 20 pairs on the swap test applies."""
     from fabric_cli.config import ProbeConfig
-    from fabric_cli.probe.report import build_report, render_text
+    from fabric_cli.probe.render import render_text
+    from fabric_cli.probe.report import build_report
     from fabric_cli.probe.score import Twins
 
     tok, encoded = world
@@ -466,7 +467,7 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
 
 
 def test_twins_that_could_not_be_scored_are_said_with_the_reason():
-    from fabric_cli.probe.report import _swap_text
+    from fabric_cli.probe.render import _swap_text
 
     r = {"twins": {"pairs": 0, "skipped": 3, "skipped_kinds": {"length": 2, "alignment": 1}}, "chosen_head": "0.1"}
     assert _swap_text(r, {}) == ["Pronoun swapped: none of the 3 twins could be scored (2 past the model's context, 1 "

@@ -22,7 +22,7 @@ from fabric_cli.probe.attribution import attribution_study
 from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import Encoded, encode_items, span_tokens
 from fabric_cli.probe.plots import picture_paths, require_matplotlib, write_plots
-from fabric_cli.probe.report import render_text
+from fabric_cli.probe.render import render_text
 from fabric_cli.probe.run import ProbeResult, check_head, picture_prefix, probe_run, run_probe, save_report, save_scores, check_report_target, check_scores_target
 from fabric_cli.probe.score import head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line

@@ -254,6 +254,9 @@ def head_scores(scores: ItemScores, encoded: list[Encoded], alpha: float = 0.05,
 
 
 MIN_PAIRS = 20  # fewer pronoun-swap pairs than this: the rate right on both is shown, not asked of a head
+# each baseline's name in what fabric prints
+BASELINE_NAMES = {"nearest": "nearest candidate", "first": "first candidate", "chance": "chance", "uniform": "uniform attention",
+                  "pronoun_order": "each pronoun to the first or the nearest"}
 
 
 def _pair_scores(scores: ItemScores, encoded: list[Encoded], choice: list[int], twins: Twins, alpha: float) -> dict:
