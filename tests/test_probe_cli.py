@@ -62,6 +62,9 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
         "nearest": 0.0, "first": 0.0, "chance": 0.25, "uniform": 0.25, "pronoun_order": 0.333333},
         "best_baseline": {"name": "pronoun_order", "both": 0.333333}, "decides": True}
     assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
+    assert {p["pronoun"]: (p["n"], p["accuracy"]) for p in report["by_pronoun"]} == {
+        "she": (8, 1.0), "he": (8, 1.0), "they": (8, 1.0)}  # the unambiguous prompts, 8 for each pronoun
+    assert "By pronoun, head 1.2: he 100.0% of 8, she 100.0% of 8, they 100.0% of 8" in r.stdout
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
     grid = r.stdout.split("Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:\n")[1]
     assert grid.splitlines()[2].split() == ["L1", "0", "0", "100*", "0"]  # the uniform heads: one version each

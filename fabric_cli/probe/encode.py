@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from fabric_cli.probe.suites import ProbeItem, Span
+from fabric_cli.probe.item import ProbeItem, Span
 
 _WORD = re.compile(r"\w+|[^\w\s]")  # a word, or one punctuation mark
 

@@ -141,6 +141,9 @@ def render_text(r: dict, top: int = 10) -> str:
         out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
         out += _controls_text(r)
     out += _swap_text(r, heads)
+    if len(r.get("by_pronoun") or []) > 1:  # absent from reports of earlier versions
+        out.append(f"By pronoun, head {r['chosen_head']}: "
+                   + ", ".join(f"{p['pronoun']} {pct(p['accuracy']).strip()} of {p['n']:,}" for p in r["by_pronoun"]))
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
         out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "

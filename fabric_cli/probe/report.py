@@ -15,7 +15,7 @@ import torch
 from fabric_cli.config import Head, ProbeConfig
 from fabric_cli.probe.encode import Encoded, Skipped
 from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores
-from fabric_cli.probe.suites import ProbeItem
+from fabric_cli.probe.item import ProbeItem
 
 
 FORMAT, VERSION = "fabric-probe-report", 1
@@ -63,6 +63,7 @@ def build_report(cfg: ProbeConfig, source: dict, items: list[ProbeItem], encoded
         "chosen_head": str(chosen),
         "twins": _twins(heads, twins),
         "suites": _suites(cfg, items, encoded, skipped, scores, chosen, twins),
+        "by_pronoun": _by_pronoun(encoded, scores, chosen),
         "ambiguous": _ambiguous(encoded, scores, chosen),
         "head_detail": _detail(encoded, scores, heads, chosen, cfg.limit, twins) if cfg.head else None,
         "skipped": [s.to_json() for s in skipped],
@@ -108,6 +109,17 @@ def _suites(cfg, items, encoded, skipped, scores, chosen, twins: Twins | None = 
             "pairs": hs.pairs, "both": h.get("both"),
         })
     return out
+
+
+def _by_pronoun(encoded: list[Encoded], scores: ItemScores, h: Head) -> list[dict]:
+    """The chosen head's accuracy for each pronoun word (lower-cased), most frequent first: a head may
+    resolve "she" and "they" and not "it"."""
+    seen: dict[str, list[bool]] = {}
+    for i, e in enumerate(encoded):
+        if not e.item.ambiguous and len(e.candidates) > 1:
+            seen.setdefault(e.item.show(e.item.pronoun).lower(), []).append(bool(scores.correct[i][h]))
+    rows = sorted(seen.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return [{"pronoun": word, "n": len(hits), "accuracy": round(sum(hits) / len(hits), 6)} for word, hits in rows]
 
 
 def _candidates(e: Encoded, row: torch.Tensor) -> list[dict]:

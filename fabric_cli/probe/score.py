@@ -12,7 +12,7 @@ baseline: nearest earlier candidate, first candidate, chance (mean of 1 / candid
 attention (attention spread evenly over the earlier tokens: the mention with the most tokens wins,
 so a suite whose referents are longer than their distractors cannot name a head on length alone).
 
-Where prompts carry a pronoun swap (suites.ProbeItem.twin), each twin is scored too and a head must
+Where prompts carry a pronoun swap (item.ProbeItem.twin), each twin is scored too and a head must
 also be right on both versions of a pair more often than any baseline is: the lower bound of that
 rate, corrected alike, has to clear it. A head right on one version of most pairs does not reliably
 follow the pronoun to its referent. The baselines there: order is right on one version of each pair (0% on both); uniform attention too,
