@@ -177,8 +177,10 @@ def _grid_lines(r: dict, key: str = "accuracy") -> list[str]:
     acc = r["grid"][key]
     sig = {h["head"] for h in r["heads"] if h["significant"]}
     best = r["ranking"][0] if key == "accuracy" else None
+    applied = key == "accuracy" or (r.get("twins") or {}).get("decides", True)
     title = ("Accuracy (%) by layer (rows) and head (columns); [best], * named-worthy:" if key == "accuracy" else
-             "Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:")
+             "Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy"
+             + ("" if applied else f" (on accuracy alone: fewer than {MIN_PAIRS} pairs)") + ":")
     lines = [title, "      " + "".join(f"{h:>6}" for h in range(len(acc[0])))]
     for layer, row in enumerate(acc):
         cells = []
