@@ -64,13 +64,14 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
     assert report["heads"][6]["both"] == 1.0 and report["heads"][6]["head"] == "1.2"
     assert {p["pronoun"]: (p["n"], p["accuracy"]) for p in report["by_pronoun"]} == {
         "she": (8, 1.0), "he": (8, 1.0), "they": (8, 1.0)}  # the unambiguous prompts, 8 for each pronoun
-    assert "By pronoun, head 1.2: he 100.0% of 8, she 100.0% of 8, they 100.0% of 8" in r.stdout
+    assert "By pronoun, head 1.2: he 100.0% of 8, she 100.0% of 8, they 100.0% of 8" in _words(r.stdout)
+    assert max(map(len, r.stdout.splitlines()[1:])) <= 100  # all but the checkpoint's path wrap to the terminal
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
     grid = r.stdout.split("Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:\n")[1]
     assert grid.splitlines()[2].split() == ["L1", "0", "0", "100*", "0"]  # the uniform heads: one version each
     assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "
             "ignores the pronoun is right on one version of each, the best baseline (each pronoun to the first or the "
-            "nearest) on both of 33.3%") in r.stdout
+            "nearest) on both of 33.3%") in _words(r.stdout)
 
 
 def test_random_weights_say_plainly_that_no_head_was_found(world):
@@ -111,10 +112,9 @@ def test_prompts_in_words_the_tokenizer_splits_are_named_as_the_likely_cause(wor
     report = json.loads(r.stdout)
     assert report["prompts"]["tokens_per_word"] > 1.6
     text = probe_text(world["random"], tmp_path / "odd.txt", lines).stdout
-    verdict = next(x for x in text.splitlines() if "ronoun head" in x)
-    assert verdict.endswith(f"; this model's tokenizer splits these prompts' words into "
-                            f"{report['prompts']['tokens_per_word']:.1f} tokens each, so it rarely saw them in training: "
-                            f"probe it with prompts in its own corpus's words (--prompts).")
+    assert (f"; this model's tokenizer splits these prompts' words into {report['prompts']['tokens_per_word']:.1f} "
+            f"tokens each, so it rarely saw them in training: probe it with prompts in its own corpus's words "
+            f"(--prompts).") in _words(text)  # the verdict, wrapped to the terminal's 100 columns
 
 
 def test_head_out_of_range_states_the_models_shape(world):
@@ -519,7 +519,7 @@ def test_over_checkpoints_without_a_distractor_says_accuracy_is_undefined(world,
                    "before {he} sang.\n? [The queen] greeted <the girl> before {she} sang.\n", "--over-checkpoints")
     assert r.exit_code == 0, r.output
     assert "no accuracy to follow: no unambiguous prompt has a distractor before its pronoun" in r.stdout
-    assert "no unambiguous prompt has a distractor before its pronoun, so there is nothing to choose" in r.stdout
+    assert "no unambiguous prompt has a distractor before its pronoun, so there is nothing to choose" in _words(r.stdout)
     assert "never reached" not in r.stdout
 
 

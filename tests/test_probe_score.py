@@ -457,7 +457,7 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
     r = build_report(ProbeConfig(), {"path": "x", "step": 1}, [e.item for e in encoded], encoded, [], per_item, hs,
                      PLANTED, True, few)
     assert r["twins"]["decides"] is False and "pronoun-swap pair is above" not in r["settings"]["criterion"]
-    text = render_text(r)
+    text = " ".join(render_text(r).split())  # wrapped to 100 columns
     assert ("right on both versions of 0.0% of 2 pronoun-swap pairs (fewer than 20 pairs, too few to ask of a head: the "
             "rate is shown and naming goes by accuracy") in text
     assert "by layer and head; * named-worthy (on accuracy alone: fewer than 20 pairs):" in text

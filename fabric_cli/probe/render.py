@@ -7,6 +7,7 @@ render_text reads only the report, so what the terminal shows and what --json pr
 from __future__ import annotations
 
 import math
+import textwrap
 
 from fabric_cli.probe.encode import count_kinds
 from fabric_cli.probe.score import BASELINE_NAMES, MIN_PAIRS
@@ -19,16 +20,29 @@ TOO_FEW = (f"fewer than {MIN_PAIRS} pairs, too few to ask of a head: the rate is
            f"give more prompts a swap")
 
 
-def _suite_text(s: dict) -> str:
-    """One suite's accuracy beside its best baseline, named; a suite that a baseline solves outright
-    (referent_first: the referent always comes first) is a control of position, not a failure."""
-    known = {k: v for k, v in s["baselines"].items() if v is not None}
-    if not known:
-        return f"{s['suite']} {pct(s['accuracy']).strip()} of {s['n']}"
-    name, best = max(known.items(), key=lambda kv: kv[1])
-    control = ": position alone decides it, a control" if best >= 1.0 and name in ("nearest", "first") else ""
-    return (f"{s['suite']} {pct(s['accuracy']).strip()} of {s['n']} "
-            f"(best baseline {pct(best).strip()}, {BASELINE_NAMES.get(name, name)}{control})")
+def _suite_lines(r: dict) -> list[str]:
+    """The chosen head suite by suite, a row each: its accuracy beside the suite's best baseline, named,
+    and its rate right on both versions of the suite's pronoun-swap pairs. A suite that a baseline solves
+    outright (referent_first: the referent always comes first) is a control of position, not a failure."""
+    paired = any(s.get("pairs") for s in r["suites"])
+    lines = [f"By suite, head {r['chosen_head']}:",
+             f"  {'suite':<18} {'accuracy':<16} {'best baseline':<36} {'both' if paired else ''}".rstrip()]
+    for s in r["suites"]:
+        known = {k: v for k, v in s["baselines"].items() if v is not None}
+        name, best = max(known.items(), key=lambda kv: kv[1]) if known else (None, None)
+        control = ", a control" if best is not None and best >= 1.0 and name in ("nearest", "first") else ""
+        base = f"{pct(best)} {BASELINE_NAMES.get(name, name)}{control}" if known else "   n/a"
+        both = f"{pct(s['both'])} of {s['pairs']:,}" if s.get("pairs") else ""
+        lines.append(f"  {s['suite']:<18} {pct(s['accuracy'])} of {s['n']:<6,} {base:<36} {both}".rstrip())  # 6+4+6 = 16
+    return lines
+
+
+def wrapped(text: str, indent: str = "  ") -> list[str]:
+    """A long line broken between words to fit WIDTH columns, its later lines indented."""
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+
+
+WIDTH = 100  # the terminal's columns that the verdict and the notes are wrapped to
 
 
 def _controls_text(r: dict) -> list[str]:
@@ -58,12 +72,10 @@ def _swap_text(r: dict, heads: dict) -> list[str]:
                 f"naming goes by accuracy alone"]
     h = heads[r["chosen_head"]]
     lo, hi = h["both_ci95"]
-    suites = [f"{s['suite']} {pct(s['both']).strip()} of {s['pairs']}" for s in r["suites"] if s.get("pairs")]
-    by = f"; {', '.join(suites)}" if len(suites) > 1 else ""
     best = t["best_baseline"]
     skipped = f" ({plural(t['skipped'], 'twin')} left out: {_twin_skips(t)})" if t["skipped"] else ""
     return [f"Pronoun swapped, head {h['head']}: right on both versions of {pct(h['both']).strip()} of "
-            f"{plural(t['pairs'], 'pair')} (95% CI {100 * lo:.1f}-{100 * hi:.1f}{by}){skipped}; a head that ignores the "
+            f"{plural(t['pairs'], 'pair')} (95% CI {100 * lo:.1f}-{100 * hi:.1f}){skipped}; a head that ignores the "
             f"pronoun is right on one version of each, the best baseline ({BASELINE_NAMES[best['name']]}) on both of "
             f"{pct(best['both']).strip()}"]
 
@@ -105,10 +117,11 @@ def render_text(r: dict, top: int = 10) -> str:
             f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (set apart, not scored)")
     if p["skipped"]:
         line += f", {p['skipped']} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
-    out += [line, *_repeated_lines(p), *_skipped_lines(r["skipped"]), ""]
+    out += [*wrapped(line), *_repeated_lines(p), *_skipped_lines(r["skipped"]), ""]
     heads = {h["head"]: h for h in r["heads"]}
     n = p["scored_accuracy"]
-    out.append(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier candidate (n={n})")
+    out += wrapped(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier "
+                   f"candidate (n={n})")
     pairs = (r.get("twins") or {}).get("pairs")  # absent from reports of earlier versions
     out.append("  rank  head  accuracy   95% CI          argmax    mass" + ("    both" if pairs else ""))
     for rank, name in enumerate(r["ranking"][:top], start=1):
@@ -125,29 +138,29 @@ def render_text(r: dict, top: int = 10) -> str:
                f"uniform attention {pct(b['uniform']).strip()}")
     if pairs:
         tb = r["twins"]["baselines"]
-        out.append(f"  both: right on both versions of a pronoun-swap pair (n={pairs}: the pronoun swapped, as she for he, "
+        out += wrapped(f"  both: right on both versions of a pronoun-swap pair (n={pairs}: the pronoun swapped, as she for he, "
                    f"so the distractor is the referent); baselines nearest candidate "
                    f"{pct(tb['nearest']).strip()}, first candidate {pct(tb['first']).strip()}, chance "
                    f"{pct(tb['chance']).strip()}, uniform attention {pct(tb['uniform']).strip()}"
                    + (f", each pronoun to the first or the nearest {pct(tb['pronoun_order']).strip()}"
                       if "pronoun_order" in tb else "")
-                   + ("" if r["twins"].get("decides", True) else f"; {TOO_FEW}"))
-    out.append(f"  * {r['settings']['criterion']}")
+                   + ("" if r["twins"].get("decides", True) else f"; {TOO_FEW}"), "    ")
+    out += wrapped(f"  * {r['settings']['criterion']}", "    ")
     out += ["", *_grid_lines(r), ""]
     if pairs:
         out += [*_grid_lines(r, "both"), ""]
-    out.append(_verdict(r, heads))
+    out += wrapped(_verdict(r, heads))
     if len(r["suites"]) > 1:
-        out.append(f"By suite, head {r['chosen_head']}: " + "; ".join(_suite_text(s) for s in r["suites"]))
-        out += _controls_text(r)
-    out += _swap_text(r, heads)
+        out += _suite_lines(r)
+        out += [w for line in _controls_text(r) for w in wrapped(line)]
+    out += [w for line in _swap_text(r, heads) for w in wrapped(line)]
     if len(r.get("by_pronoun") or []) > 1:  # absent from reports of earlier versions
-        out.append(f"By pronoun, head {r['chosen_head']}: "
-                   + ", ".join(f"{p['pronoun']} {pct(p['accuracy']).strip()} of {p['n']:,}" for p in r["by_pronoun"]))
+        out += wrapped(f"By pronoun, head {r['chosen_head']}: "
+                       + ", ".join(f"{p['pronoun']} {pct(p['accuracy']).strip()} of {p['n']:,}" for p in r["by_pronoun"]))
     if r["ambiguous"]["n"]:
         a = r["ambiguous"]
-        out.append(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
-                   + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
+        out += wrapped(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
+                       + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
     ablation = _ablation_lines(r["ablation"], r["settings"]["limit"])
     if ablation and r["settings"]["head"] is None and r["named_head"] is None:
         every = r["shape"]["n_layer"] * r["shape"]["n_head"]
