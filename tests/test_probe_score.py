@@ -385,7 +385,8 @@ def _twins(tok, encoded, model):
     from fabric_cli.probe.score import Twins
 
     rows, twins, skipped = encode_twins(encoded, tok, 32, tok.token_to_id("<|endoftext|>"))
-    return Twins(rows, twins, score_items(model, make_batches(twins, 7), len(twins)).correct, skipped)
+    scored = score_items(model, make_batches(twins, 7), len(twins))
+    return Twins(rows, twins, scored.correct, skipped, scored.rows)
 
 
 def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
@@ -420,8 +421,18 @@ def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
     from fabric_cli.config import ProbeConfig
     from fabric_cli.probe.report import build_report
 
-    r = build_report(ProbeConfig(), {}, [e.item for e in encoded], encoded, [], per_item, hs, one_sided, True, twins)
+    r = build_report(ProbeConfig(head="0.0", limit=2), {"path": "x", "step": 1}, [e.item for e in encoded], encoded, [],
+                     per_item, hs, one_sided, True, twins)
     heads = {h["head"]: h for h in r["heads"]}
+    from fabric_cli.probe.render import _detail_lines
+
+    lines = _detail_lines(r["head_detail"])  # each pair split: the twin's line says where its pronoun looked
+    first, second = encoded[0].item.twin(), encoded[1].item.twin()
+    assert [x.split("looked at")[0].split() for x in lines[1:5]] == [
+        ["✓✗", encoded[0].item.id, encoded[0].item.show(encoded[0].item.pronoun), "->", *encoded[0].item.show(encoded[0].item.referent).split()],
+        ["swapped,", first.show(first.pronoun), "->", *first.show(first.referent).split()],
+        ["✓✗", encoded[1].item.id, encoded[1].item.show(encoded[1].item.pronoun), "->", *encoded[1].item.show(encoded[1].item.referent).split()],
+        ["swapped,", second.show(second.pronoun), "->", *second.show(second.referent).split()]]
     assert _verdict(r, heads).startswith(
         "No pronoun head found: the best, 0.0 at 100.0% of 24 prompts, clears the baselines (lower bound 79.4% > "
         "50.0% (nearest)), but is right on both versions of only 0.0% of 24 pronoun-swap pairs (lower bound 0.0%, not "

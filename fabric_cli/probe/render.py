@@ -279,6 +279,9 @@ def _detail_lines(d: dict | None) -> list[str]:
         if paired:
             mark += marks[it["twin"]["correct"]] if it.get("twin") else " "
         lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked_at(it['top'])}")
+        t = it.get("twin")
+        if t and "top" in t and t["correct"] != it["correct"]:  # the pair split: where the swapped pronoun looked
+            lines.append(f"     {'':<14} swapped, {t['pronoun']} -> {t['referent']:<16} looked at: {looked_at(t['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
     lines.append(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']} (95% CI {pct(lo).strip()}-"

@@ -145,8 +145,6 @@ def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int,
     shown = []
     for i, e in enumerate(encoded[:limit]):
         row = scores.rows[i][h]  # (T_i,)
-        before = row[: len(e.words)]  # the tokens before the pronoun: not its own pieces, as argmax
-        w, pos = before.topk(min(3, before.numel()))
         shown.append({
             "id": e.item.id, "text": e.item.text, "pronoun": e.item.show(e.item.pronoun),
             "referent": e.item.show(e.item.referent), "ambiguous": e.item.ambiguous,
@@ -154,10 +152,25 @@ def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int,
             "candidate_mass": _candidates(e, row),  # what `correct` compares: attention summed over each mention
             "correct": bool(scores.correct[i][h]) if len(e.candidates) > 1 else None,
             "argmax_hit": bool(scores.argmax_hit[i][h]), "mass": round(float(scores.mass[i][h]), 6),
-            "top": [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())],
-            "twin": {"pronoun": e.item.swap, "correct": bool(twins.correct[twin_of[i]][h])} if i in twin_of else None,
+            "top": _top(e, row),
+            "twin": _twin_detail(twins, twin_of[i], h) if i in twin_of else None,
         })
     return {"head": str(h), "shown": len(shown), "of": len(encoded), "prompts": shown, "totals": heads.head(h)}
+
+
+def _top(e: Encoded, row: torch.Tensor) -> list:
+    """The three tokens before the pronoun (not its own pieces, as argmax) that took the most attention."""
+    before = row[: len(e.words)]
+    w, pos = before.topk(min(3, before.numel()))
+    return [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())]
+
+
+def _twin_detail(twins: Twins, j: int, h: Head) -> dict:
+    """The head on a prompt's pronoun-swap twin: right or not, and where its pronoun looked."""
+    t = twins.encoded[j]
+    out = {"pronoun": t.item.show(t.item.pronoun), "referent": t.item.show(t.item.referent),
+           "correct": bool(twins.correct[j][h])}
+    return {**out, "top": _top(t, twins.attention[j][h])} if twins.attention is not None else out
 
 
 def _tokens_per_word(encoded: list[Encoded]) -> float | None:

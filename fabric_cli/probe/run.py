@@ -104,8 +104,10 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
 
     def score(m) -> tuple[ItemScores, Twins | None]:
         """Every prompt, and every pronoun-swap twin, through model m."""
-        twins = Twins(twin_rows, twin_encoded, score_items(m, twin_batches, len(twin_encoded)).correct,
-                      twins_skipped) if twin_rows or twins_skipped else None
+        if not (twin_rows or twins_skipped):
+            return score_items(m, batches, len(encoded)), None
+        scored = score_items(m, twin_batches, len(twin_encoded))
+        twins = Twins(twin_rows, twin_encoded, scored.correct, twins_skipped, scored.rows)
         return score_items(m, batches, len(encoded)), twins
 
     scores, twins = score(model)

@@ -158,6 +158,7 @@ class Twins:
     encoded: list[Encoded]
     correct: torch.Tensor  # (P, L, nh), as ItemScores.correct
     skipped: list[str] = dataclasses.field(default_factory=list)  # the kind of each twin left out (encode_twins)
+    attention: list[torch.Tensor] | None = None  # per twin (L, nh, T_j): the pronoun's attention, for --head
 
 
 @dataclass
