@@ -250,6 +250,10 @@ def test_argmax_sums_the_pieces_of_a_word_split_into_many_tokens(world):
     per_item = score_items(Attends(), make_batches([e], 4), 1)
     assert per_item.argmax_hit[0, 0, 0] and per_item.correct[0, 0, 0]
     assert per_item.mass[0, 0, 0] == pytest.approx(0.6)
+    from fabric_cli.probe.report import _top
+
+    top = _top(e, row)  # what --head shows: whole words, the pieces summed
+    assert [w for w, _ in top[:2]] == ["xylophonist", "king"] and top[0][1] == pytest.approx(0.6)
 
 
 def test_a_head_barely_above_the_baseline_is_named_weak():

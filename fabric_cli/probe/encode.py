@@ -125,6 +125,18 @@ def encode_items(items: list[ProbeItem], tokenizer, block_size: int, bos_id: int
     return encoded, skipped
 
 
+def words_before(item: ProbeItem) -> list[Span]:
+    """The words (and punctuation marks) before the pronoun, as character spans: what `Encoded.words`
+    indexes.
+
+    Example:
+        >>> from fabric_cli.probe.formats import parse_markup_line
+        >>> words_before(parse_markup_line("[The queen], then {she}"))
+        [(0, 3), (4, 9), (9, 10), (11, 15)]
+    """
+    return [(m.start(), m.end()) for m in _WORD.finditer(item.text, 0, item.pronoun[0])]
+
+
 def encode_twins(encoded: list[Encoded], tokenizer, block_size: int, bos_id: int | None):
     """The pronoun-swap twins of the unambiguous encoded prompts that have one (ProbeItem.twin), encoded:
     (rows, twins, skipped), where twins[j] is the twin of encoded[rows[j]] and `skipped` holds the kind of
@@ -169,7 +181,7 @@ def encode_item(item: ProbeItem, tokenizer, block_size: int, bos_id: int | None)
     candidates = [sorted(p for span in spans for p in positions(span, "referent" if i == 0 else "distractor"))
                   for i, spans in enumerate(item.candidates)]  # a character named twice: both mentions' tokens
 
-    word_spans = [(m.start(), m.end()) for m in _WORD.finditer(text, 0, item.pronoun[0])]
+    word_spans = words_before(item)
     words = []
     for ts, te in offsets[: pron[0]]:
         ts, te = content_range(text, ts, te)

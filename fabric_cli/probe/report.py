@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 
 from fabric_cli.config import Head, ProbeConfig
-from fabric_cli.probe.encode import Encoded, Skipped
+from fabric_cli.probe.encode import Encoded, Skipped, words_before
 from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores
 from fabric_cli.probe.item import ProbeItem
 
@@ -159,10 +159,15 @@ def _detail(encoded, scores: ItemScores, heads: HeadScores, h: Head, limit: int,
 
 
 def _top(e: Encoded, row: torch.Tensor) -> list:
-    """The three tokens before the pronoun (not its own pieces, as argmax) that took the most attention."""
-    before = row[: len(e.words)]
-    w, pos = before.topk(min(3, before.numel()))
-    return [[e.token_text(p), round(v, 6)] for v, p in zip(w.tolist(), pos.tolist())]
+    """The three words before the pronoun that took the most attention, a word split into several tokens
+    summed over its pieces as argmax counts it (not the end-of-text token in front, nor the pronoun's
+    own pieces): "xylophonist", not "ph" and "on"."""
+    spans, by_word = words_before(e.item), {}
+    for p, w in enumerate(e.words):
+        if w >= 0:
+            by_word[w] = by_word.get(w, 0.0) + float(row[p])
+    top = sorted(by_word.items(), key=lambda kv: -kv[1])[:3]
+    return [[e.item.text[slice(*spans[w])], round(v, 6)] for w, v in top]
 
 
 def _twin_detail(twins: Twins, j: int, h: Head) -> dict:
