@@ -87,7 +87,8 @@ def test_head_prompt_by_prompt(world):
     shown = [x for x in r.stdout.splitlines() if x.startswith("  ✓✓ ")]  # right on the prompt and on its twin
     assert len(shown) == 3 and all("█" in x for x in shown)
     assert "totals: accuracy 100.0% of 24" in r.stdout
-    assert "; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)" in r.stdout
+    assert "mass 1.0, right on both versions of 100.0% of 24 pronoun-swap pairs" in _words(r.stdout)
+    assert "; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)" in _words(r.stdout)
     report = json.loads(probe(world, "--head", "0.0", "--limit", "27", "--json").stdout)
     rows = report["head_detail"]["prompts"]
     assert [it["twin"] is None for it in rows] == [it["ambiguous"] for it in rows]  # the ambiguous three have none

@@ -284,12 +284,14 @@ def _detail_lines(d: dict | None) -> list[str]:
             lines.append(f"     {'':<14} swapped, {t['pronoun']} -> {t['referent']:<16} looked at: {looked_at(t['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
-    lines.append(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']} (95% CI {pct(lo).strip()}-"
-                 f"{pct(hi).strip()}), argmax {pct(t['argmax_accuracy']).strip()} of {t['n_all']}, "
-                 f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}")
-    lines.append("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored"
-                 + ("; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)"
-                    if paired else ")"))
+    lines += wrapped(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']} (95% CI {pct(lo).strip()}-"
+                     f"{pct(hi).strip()}), argmax {pct(t['argmax_accuracy']).strip()} of {t['n_all']}, "
+                     f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}"
+                     + (f", right on both versions of {pct(t['both']).strip()} of {t['pairs']:,} pronoun-swap pairs"
+                        if t.get("pairs") else ""), "    ")
+    lines += wrapped("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored"
+                     + ("; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)"
+                        if paired else ")"), "   ")
     return lines
 
 
