@@ -17,7 +17,7 @@ from fabric_cli.probe.ablate import ablation_study, preference, random_heads
 from fabric_cli.probe.attribution import attribution_study, direct_effects
 from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import encode_items
-from fabric_cli.probe.score import head_scores, make_batches, score_items, wilson
+from fabric_cli.probe.score import head_scores, make_batches, paired, score_items, wilson
 from fabric_cli.probe.suites import parse_jsonl_line, parse_markup_line
 
 
@@ -60,7 +60,16 @@ def test_two_heads_a_point_apart_are_said_not_to_be_told_apart():
     assert _against_next(r, heads) == ("; but not told apart from the next, 0.4 at 86.6%: on the prompts only one of "
                                        "them gets right, 231 against 219 (exact McNemar p = 0.60), so they may share the task")
     r["runner_up"] = {"head": "0.4", "only_top": 40, "only_other": 5, "p": 1e-7}
-    assert _against_next(r, heads).startswith("; ahead of the next, 0.4, on the prompts only one of them gets right, 40 against 5")
+    assert _against_next(r, heads) == ("; ahead of the next, 0.4, on the prompts only one of them gets right, "
+                                       "40 against 5 (exact McNemar p = 1e-07)")
+
+
+def test_a_clear_winners_p_value_is_not_rounded_to_zero():
+    c = torch.zeros(100, 1, 2, dtype=torch.bool)
+    c[:60, 0, 0] = True  # 60 prompts only the first head gets right, none only the second
+    u = paired(c, Head(0, 0), Head(0, 1))
+    assert (u["only_top"], u["only_other"]) == (60, 0)
+    assert u["p"] == float(f"{2 / 2**60:.3g}") > 0  # exact two-sided binomial tail: 2 * 0.5^60
 
 
 def test_scores_do_not_depend_on_batching_or_padding(world):
@@ -379,9 +388,9 @@ def test_the_paired_test_past_its_exact_range_agrees_with_the_exact_sum(monkeypa
     c[:3100, 0, 0] = True
     c[3100:, 0, 1] = True  # 3,100 prompts only head 0.0 gets right, 2,900 only 0.1: p near 0.01
     approx = score.paired(c, Head(0, 0), Head(0, 1))["p"]
-    monkeypatch.setattr(score, "_EXACT_UP_TO", 10**6)
+    monkeypatch.setattr(score, "EXACT_UP_TO", 10**6)
     exact = score.paired(c, Head(0, 0), Head(0, 1))["p"]
-    assert 0.009 < exact < 0.011 and approx == pytest.approx(exact, abs=2e-5)
+    assert 0.009 < exact < 0.011 and approx == pytest.approx(exact, rel=0.01)  # three significant digits each
 
 
 def _twins(tok, encoded, model):

@@ -10,7 +10,7 @@ import math
 import textwrap
 
 from fabric_cli.probe.encode import count_kinds
-from fabric_cli.probe.score import BASELINE_NAMES, MIN_PAIRS
+from fabric_cli.probe.score import BASELINE_NAMES, EXACT_UP_TO, MIN_PAIRS
 from fabric_cli.probe.sections import _ablation_lines, _attribution_lines, _emergence_lines
 from fabric_cli.text import bar, pct, plural
 from fabric_cli.tokenizer import WHOLE_WORDS
@@ -216,10 +216,11 @@ def _against_next(r: dict, heads: dict) -> str:
     if not u or r["ranking"][0] != r["named_head"] or u["only_top"] + u["only_other"] == 0:
         return ""
     other, split = heads[u["head"]], f"{u['only_top']} against {u['only_other']}"
+    test = "exact McNemar" if u["only_top"] + u["only_other"] <= EXACT_UP_TO else "McNemar, normal approximation,"
     if u["p"] >= 0.05:
         return (f"; but not told apart from the next, {u['head']} at {pct(other['accuracy']).strip()}: on the prompts "
-                f"only one of them gets right, {split} (exact McNemar p = {u['p']:.2f}), so they may share the task")
-    return f"; ahead of the next, {u['head']}, on the prompts only one of them gets right, {split} (McNemar p = {u['p']:.2g})"
+                f"only one of them gets right, {split} ({test} p = {u['p']:.2f}), so they may share the task")
+    return f"; ahead of the next, {u['head']}, on the prompts only one of them gets right, {split} ({test} p = {u['p']:.2g})"
 
 
 def _verdict(r: dict, heads: dict) -> str:

@@ -333,7 +333,7 @@ def pronoun_order_rate(pairs: list[tuple[Encoded, Encoded]]) -> float:
     return total / len(pairs)
 
 
-_EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly
+EXACT_UP_TO = 5000  # discordant prompts up to which McNemar's binomial tail is summed exactly
 
 
 def paired(correct: torch.Tensor, a: Head, b: Head) -> dict:
@@ -344,13 +344,14 @@ def paired(correct: torch.Tensor, a: Head, b: Head) -> dict:
     Example:
         >>> c = torch.zeros(30, 1, 2, dtype=torch.bool); c[:20, 0, 0] = True; c[20:, 0, 1] = True
         >>> paired(c, Head(0, 0), Head(0, 1))
-        {'head': '0.1', 'only_top': 20, 'only_other': 10, 'p': 0.098737}
+        {'head': '0.1', 'only_top': 20, 'only_other': 10, 'p': 0.0987}
     """
     only_a = int((correct[:, a.layer, a.head] & ~correct[:, b.layer, b.head]).sum())
     only_b = int((correct[:, b.layer, b.head] & ~correct[:, a.layer, a.head]).sum())
     m, k = only_a + only_b, min(only_a, only_b)
-    if m <= _EXACT_UP_TO:
+    if m <= EXACT_UP_TO:
         tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m if m else 1.0
     else:  # big integers grow with m: the normal approximation, continuity-corrected, is as good here
         tail = NormalDist().cdf((k + 0.5 - m / 2) / math.sqrt(m / 4))
-    return {"head": str(b), "only_top": only_a, "only_other": only_b, "p": round(min(1.0, 2 * tail), 6)}
+    # three significant digits, not decimals: a clear winner's p of 1e-20 is not 0
+    return {"head": str(b), "only_top": only_a, "only_other": only_b, "p": float(f"{min(1.0, 2 * tail):.3g}")}
