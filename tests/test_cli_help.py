@@ -120,3 +120,10 @@ def test_sigterm_outside_training_removes_the_half_written_file(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143 and err.rstrip().endswith("fabric: terminated (SIGTERM)"), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["tokenize", "probe", "generate"])
+def test_repeatable_values_show_one_values_kind_not_a_python_type(runner, command):
+    """tokenize's files, probe's --suite and generate's --stop take many values: typer printed <list[str]>."""
+    r = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert r.exit_code == 0 and "list[" not in r.stdout

@@ -26,7 +26,7 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus: sample from the fewest tokens holding this much probability; 1 is off.")] = _SAMPLE.top_p,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (default: a fresh seed each run).", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", help="Completions of the prompt, made as one batch.")] = _SAMPLE.num_samples,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a completion before this text (repeatable).", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", metavar="<text>", help="End a completion before this text (repeatable).", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Key/value cache; --no-cache recomputes the whole window each token.")] = _SAMPLE.use_cache,
     slide: Annotated[int, typer.Option("--slide", help="Tokens kept when the context fills; 0 is half the context.")] = _SAMPLE.slide,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="A prompt loop: each line is a prompt; Ctrl-D leaves.")] = False,

@@ -29,7 +29,7 @@ def _head_list(text: str | None) -> tuple[str, ...]:
 def probe(
     ctx: typer.Context,
     head: Annotated[Optional[str], typer.Option("--head", help="Show this head (4.7 or L4H7) prompt by prompt; also the head --ablate and --over-checkpoints study (default: the top-ranked head).", show_default=False)] = None,
-    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="A suite in data/probes by name (repeatable); default: every suite there, or none when --prompts is given.", show_default=False)] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="<name>", help="A suite in data/probes by name (repeatable); default: every suite there, or none when --prompts is given.", show_default=False)] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Your own prompts: a .jsonl suite, or a text file in the \\[referent] {pronoun} <distractor> markup ({she|he} also scores the twin in which the pronoun, swapped, means the distractor); - reads them from standard input.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,

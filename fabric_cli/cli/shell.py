@@ -93,14 +93,27 @@ class _FabricGroup(typer.core.TyperGroup):
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _type_column(self, ctx: click.Context) -> str | None:
+def _plain_type(shown: str | None) -> str | None:
+    """A repeatable value shows what one value is: <str>, not typer's Python <list[str]>."""
+    return f"<{shown[6:-2]}>" if shown and shown.startswith("<list[") and shown.endswith("]>") else shown
+
+
+def _option_type_column(self, ctx: click.Context) -> str | None:
     """An on/off flag takes no value: its help row shows none (typer prints <bool>)."""
-    return None if self.is_flag else _typer_type_column(self, ctx)
+    return None if self.is_flag else _plain_type(_typer_option_column(self, ctx))
 
 
-_typer_type_column = getattr(typer.core.TyperOption, "display_type_rich", None)  # typer 0.29 and later
-if _typer_type_column is not None:
-    typer.core.TyperOption.display_type_rich = _type_column
+def _argument_type_column(self, ctx: click.Context) -> str | None:
+    return _plain_type(_typer_argument_column(self, ctx))
+
+
+# typer 0.29 and later name the type column of a help row so
+_typer_option_column = getattr(typer.core.TyperOption, "display_type_rich", None)
+_typer_argument_column = getattr(typer.core.TyperArgument, "display_type_rich", None)
+if _typer_option_column is not None:
+    typer.core.TyperOption.display_type_rich = _option_type_column
+if _typer_argument_column is not None:
+    typer.core.TyperArgument.display_type_rich = _argument_type_column
 
 
 app = typer.Typer(
