@@ -268,7 +268,7 @@ def _together_summary(t: dict | None) -> dict | None:
 
 
 def _partners(report: dict, head: str, threshold: float) -> tuple[str, ...]:
-    """Heads that share `head`'s task: the others named-worthy and at least as accurate as a head
+    """Heads that share `head`'s task: the others above every baseline and at least as accurate as a head
     must be to have emerged. Removed one at a time they hide each other, so the demo also removes
     them together."""
     return tuple(h["head"] for h in report["heads"]

@@ -241,7 +241,7 @@ def test_the_showcase_shows_what_its_marks_compare():
 
 
 def test_heads_that_share_the_task_are_ablated_together_and_told():
-    """A head's partners: the other named-worthy heads at the emergence threshold or above."""
+    """A head's partners: the other above every baseline heads at the emergence threshold or above."""
     def head(name, accuracy, significant=True):
         return {"head": name, "accuracy": accuracy, "significant": significant}
 

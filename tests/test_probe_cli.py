@@ -67,7 +67,7 @@ def test_ranking_names_the_planted_head_and_writes_the_report(world):
     assert "By pronoun, head 1.2: he 100.0% of 8, she 100.0% of 8, they 100.0% of 8" in _words(r.stdout)
     assert max(map(len, r.stdout.splitlines()[1:])) <= 100  # all but the checkpoint's path wrap to the terminal
     assert (first[4], first[6:]) == ("100.0%", ["100.0%", "*"])  # argmax, then mass, both and the star
-    grid = r.stdout.split("Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy:\n")[1]
+    grid = r.stdout.split("Right on both versions of a pronoun-swap pair (%), by layer and head; * above every baseline:\n")[1]
     assert grid.splitlines()[2].split() == ["L1", "0", "0", "100*", "0"]  # the uniform heads: one version each
     assert ("Pronoun swapped, head 1.2: right on both versions of 100.0% of 24 pairs (95% CI 86.2-100.0); a head that "
             "ignores the pronoun is right on one version of each, the best baseline (each pronoun to the first or the "

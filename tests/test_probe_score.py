@@ -484,7 +484,7 @@ def test_too_few_pairs_to_decide_are_shown_and_not_applied(world):
     text = " ".join(render_text(r).split())  # wrapped to 100 columns
     assert ("right on both versions of 0.0% of 2 pronoun-swap pairs (fewer than 20 pairs, too few to ask of a head: the "
             "rate is shown and naming goes by accuracy") in text
-    assert "by layer and head; * named-worthy (on accuracy alone: fewer than 20 pairs):" in text
+    assert "by layer and head; * above every baseline (on accuracy alone: fewer than 20 pairs):" in text
     twenty = Twins(twins.rows[:20], twins.encoded[:20], few.correct[:1].repeat(20, 1, 1))  # wrong on every twin
     assert head_scores(per_item, encoded, twins=twenty).both_decides
     assert head_scores(per_item, encoded, twins=twenty).named != PLANTED

@@ -67,7 +67,7 @@ def write_plots(result, paths: dict[str, Path], examples: int = 4) -> None:
 
 def _heads(Figure, r: dict, path: Path) -> Path:
     """The accuracy grid and, where the prompts had pronoun-swap twins, the rate right on both versions
-    beside it, on the same 0-100 scale; named-worthy heads starred, the best boxed."""
+    beside it, on the same 0-100 scale; heads above every baseline starred, the best boxed."""
     import numpy as np
 
     keys = ["accuracy"] + (["both"] if "both" in r["grid"] else [])

@@ -186,13 +186,13 @@ def _skipped_lines(skipped: list[dict]) -> list[str]:
 
 def _grid_lines(r: dict, key: str = "accuracy") -> list[str]:
     """A layer-by-head grid of the accuracy (the best in brackets) or of the rate right on both versions
-    of a pronoun-swap pair ("both"), named-worthy heads starred."""
+    of a pronoun-swap pair ("both"), heads above every baseline starred."""
     acc = r["grid"][key]
     sig = {h["head"] for h in r["heads"] if h["significant"]}
     best = r["ranking"][0] if key == "accuracy" else None
     applied = key == "accuracy" or (r.get("twins") or {}).get("decides", True)
-    title = ("Accuracy (%) by layer (rows) and head (columns); [best], * named-worthy:" if key == "accuracy" else
-             "Right on both versions of a pronoun-swap pair (%), by layer and head; * named-worthy"
+    title = ("Accuracy (%) by layer (rows) and head (columns); [best], * above every baseline:" if key == "accuracy" else
+             "Right on both versions of a pronoun-swap pair (%), by layer and head; * above every baseline"
              + ("" if applied else f" (on accuracy alone: fewer than {MIN_PAIRS} pairs)") + ":")
     lines = [title, "      " + "".join(f"{h:>6}" for h in range(len(acc[0])))]
     for layer, row in enumerate(acc):
