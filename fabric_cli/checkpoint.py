@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.config import DEFAULT_RUN, ModelConfig, RunPaths, TrainConfig
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_path, atomic_paths, file_sha256
 from fabric_cli.model import GPT
@@ -131,8 +131,14 @@ def _not_found(path: Path) -> CheckpointError:
     so: a mistyped --run (or $FABRIC_RUN) is likelier than a run never trained."""
     root = path.parent.parent
     if path.name == "latest.safetensors" and path.parent.name == "checkpoints" and not root.exists():
+        if root == Path(DEFAULT_RUN):  # no --run given, and none trained here: a first step, likeliest
+            return CheckpointError(f"no run directory {root} here (looking for its checkpoint {path}); `fabric demo` "
+                                   f"makes one on the bundled corpus, or `fabric tokenize [FILES]` then `fabric train`; "
+                                   f"a run elsewhere: pass --run (or set $FABRIC_RUN)")
+        run = f"fabric --run {shlex.quote(str(root))}"
         return CheckpointError(f"no run directory {root} (looking for its checkpoint {path}); check --run "
-                               f"(or $FABRIC_RUN); a new run starts with fabric --run {shlex.quote(str(root))} tokenize CORPUS")
+                               f"(or $FABRIC_RUN); a new run starts with `{run} tokenize [FILES]` (none: the bundled "
+                               f"corpus) then `{run} train`")
     return CheckpointError(f"checkpoint {path} does not exist; run `fabric train` first, "
                            f"or give a weights file or a run directory")
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fabric_cli.config import DEFAULT_RUN
 from fabric_cli.errors import InputError
 from fabric_cli.files import tokens_identity
 from fabric_cli.text import plural
@@ -102,7 +104,8 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
     if missing:
         raise InputError(
             f"no tokens to train on: {folder} {'lacks ' + ', '.join(missing) if folder.exists() else 'does not exist'}; "
-            f"run `fabric tokenize CORPUS` first (or pass --data DIR with train.bin, val.bin, meta.json)"
+            f"run `{_tokenize_command(folder)}` first (no files: the bundled corpus), or pass --data DIR with "
+            f"train.bin, val.bin, meta.json"
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -137,3 +140,10 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
 def _max_token(arr: np.ndarray, chunk: int = 1 << 24) -> int:
     """The largest id, read in chunks so a large file is not pulled into memory at once."""
     return max(int(arr[i : i + chunk].max()) for i in range(0, len(arr), chunk))
+
+
+def _tokenize_command(tokens: Path) -> str:
+    """The command that writes the tokens folder `tokens`: RUN/tokens is `fabric --run RUN tokenize`."""
+    run = tokens.parent if tokens.name == "tokens" else None
+    named = "" if run is None or run == Path(DEFAULT_RUN) else f" --run {shlex.quote(str(run))}"
+    return f"fabric{named} tokenize [FILES]"

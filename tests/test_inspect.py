@@ -95,7 +95,7 @@ def test_without_metrics_or_checkpoint(tmp_path, runner):
             f"name its metrics.jsonl with --metrics") in result.stdout
     line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "nothing")]))
     assert line.startswith(f"fabric: error: no run directory {tmp_path / 'nothing'} (looking for its checkpoint ")
-    assert "check --run (or $FABRIC_RUN); a new run starts with fabric --run" in line and "--checkpoint" not in line
+    assert "check --run (or $FABRIC_RUN); a new run starts with `fabric --run" in line and "--checkpoint" not in line
     (tmp_path / "trained-nothing").mkdir()  # a run folder that exists, without a checkpoint
     line = refused(runner.invoke(app, ["inspect", "--run", str(tmp_path / "trained-nothing")]))
     assert "fabric train" in line and "give a weights file or a run directory" in line and "--checkpoint" not in line
@@ -259,3 +259,13 @@ def test_garbled_metrics_lines_are_skipped(trained, tmp_path):
     records = read_metrics(bad)  # what inspect and train --resume read a run's metrics.jsonl with
     assert records == read_metrics(trained.metrics)
     assert gradient_flow(records)["steps"] == [3, 9, 12]
+
+
+def test_a_first_command_in_an_empty_folder_points_to_demo_and_tokenize(tmp_path, runner, monkeypatch):
+    """No --run, no $FABRIC_RUN, no fabric-run here: a new user's first step, not a mistyped --run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FABRIC_RUN", raising=False)
+    for command in (["inspect"], ["probe"], ["generate", "hi"]):
+        line = refused(runner.invoke(app, command))
+        assert line.startswith("fabric: error: no run directory fabric-run here "), line
+        assert "`fabric demo` makes one on the bundled corpus, or `fabric tokenize [FILES]` then `fabric train`" in line

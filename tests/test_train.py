@@ -590,7 +590,9 @@ def test_flops_per_token_counts_each_matmul_weight_once():
 def test_missing_tokens_say_run_tokenize(tmp_path, runner):
     result = runner.invoke(app, ["train", "--run", str(tmp_path / "empty"), "--preset", "tiny"])
     assert result.exit_code == 1
-    assert f"no tokens to train on: {tmp_path / 'empty' / 'tokens'} does not exist; run `fabric tokenize CORPUS` first" in result.stderr
+    run = tmp_path / "empty"  # the command names the run: its tokens are what --run's train reads
+    assert (f"no tokens to train on: {run / 'tokens'} does not exist; run `fabric --run {run} tokenize [FILES]` "
+            f"first (no files: the bundled corpus)") in result.stderr
     assert "Traceback" not in result.output
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "train.bin").write_bytes(b"")
