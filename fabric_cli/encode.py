@@ -267,9 +267,10 @@ def _check_settings(cfg: TokenizeConfig, paths: RunPaths, tokenizer, force: bool
         check_min_frequency(cfg.min_frequency)
     if paths.latest.exists() and not force:
         raise InputError(
-            f"run {paths.root} already has a trained checkpoint ({paths.latest}) that would no longer "
-            f"match its tokens; pass --force to re-tokenize and start the run over (a new tokenizer "
-            f"deletes its checkpoints, snapshots, metrics.jsonl, and the probe report and demo summary made from them), or use another --run"
+            f"run {paths.root} already has a trained checkpoint ({paths.latest}); pass --force to re-tokenize "
+            f"it: a tokenizer that comes out different starts the run over (it deletes the checkpoints, snapshots, "
+            f"metrics.jsonl, and the probe report and demo summary made from them, which cannot read the new "
+            f"tokens), the same tokenizer keeps them; or use another --run"
         )
 
 

@@ -281,7 +281,7 @@ def test_a_trained_run_refuses_to_retokenize_without_force(tmp_path, runner, cor
     for p in outputs + made_from + [run / "metrics.jsonl", mine]:
         p.write_bytes(b"trained")
     _bad(runner, tmp_path, corpus_file, "--vocab-size", 320,
-         expect=r"already has a trained checkpoint.*--force to re-tokenize and start the run over .*deletes its checkpoints")
+         expect=r"already has a trained checkpoint.*--force to re-tokenize it: a tokenizer that comes out different starts the run over .*deletes the checkpoints.*the same tokenizer keeps them")
     # --force that fails (bad input) deletes nothing: _bad proves the run is as it was
     _bad(runner, tmp_path, tmp_path / "nope.txt", "--vocab-size", 320, "--force", expect=r"nope\.txt does not exist")
     # the same tokenizer again: the checkpoint still matches it, so it is kept
