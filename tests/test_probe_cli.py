@@ -86,7 +86,8 @@ def test_head_prompt_by_prompt(world):
     assert "Head 1.2, prompt by prompt (first 3 of 27)" in r.stdout
     shown = [x for x in r.stdout.splitlines() if x.startswith("  ✓✓ ")]  # right on the prompt and on its twin
     assert len(shown) == 3 and all("█" in x for x in shown)
-    assert "totals: accuracy 100.0% of 24" in r.stdout
+    assert "totals: accuracy 100.0% of 24 (95% CI " in r.stdout
+    assert "argmax 100.0% of 24, mass" in _words(r.stdout)  # "(the · prompts too)" only where they add some
     assert "mass 1.0, right on both versions of 100.0% of 24 pronoun-swap pairs" in _words(r.stdout)
     assert "; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)" in _words(r.stdout)
     report = json.loads(probe(world, "--head", "0.0", "--limit", "27", "--json").stdout)

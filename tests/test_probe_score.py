@@ -562,3 +562,13 @@ def test_the_pronoun_order_rule_is_the_best_one_found_group_by_group():
         assert pronoun_order_rate(pairs) == pytest.approx(best(pairs) / len(pairs))
     groups = [[(item(f"a{g}", f), item(f"b{g}", not f)) for f in (rng.random() < 0.5 for _ in range(7))] for g in range(10)]
     assert pronoun_order_rate(sum(groups, [])) == pytest.approx(sum(best(g) for g in groups) / 70)
+
+
+def test_head_totals_say_why_argmax_counts_more_prompts():
+    from fabric_cli.probe.render import _detail_lines
+
+    totals = {"accuracy": 0.867, "accuracy_ci95": [0.85, 0.88], "n": 2023, "argmax_accuracy": 0.844, "n_all": 2025,
+              "mass": 0.55}
+    text = " ".join(" ".join(_detail_lines({"head": "0.1", "shown": 0, "of": 2029, "prompts": [], "totals": totals})).split())
+    assert "prompt by prompt (first 0 of 2,029)" in text
+    assert "accuracy 86.7% of 2,023 (95% CI 85.0%-88.0%), argmax 84.4% of 2,025 (the · prompts too), mass 0.55" in text

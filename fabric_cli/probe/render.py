@@ -113,15 +113,16 @@ def render_text(r: dict, top: int = 10) -> str:
     c, p, out = r["checkpoint"], r["prompts"], []
     shape = r["shape"]
     out.append(f"checkpoint {c['path']} (step {c['step']}; {shape['n_layer']} layers x {shape['n_head']} heads)")
-    line = (f"prompts: {p['total']} from {', '.join(s['suite'] for s in r['suites'])}; {p['scored']} scored "
-            f"({p['scored_accuracy']} with a distractor before the pronoun), {p['ambiguous']} ambiguous (set apart, not scored)")
+    line = (f"prompts: {p['total']:,} from {', '.join(s['suite'] for s in r['suites'])}; {p['scored']:,} scored "
+            f"({p['scored_accuracy']:,} with a distractor before the pronoun), {p['ambiguous']:,} ambiguous (set apart, "
+            f"not scored)")
     if p["skipped"]:
-        line += f", {p['skipped']} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
+        line += f", {p['skipped']:,} skipped ({count_kinds(s['kind'] for s in r['skipped'])}; listed below)"
     out += [*wrapped(line), *_repeated_lines(p), *_skipped_lines(r["skipped"]), ""]
     heads = {h["head"]: h for h in r["heads"]}
     n = p["scored_accuracy"]
     out += wrapped(f"Top heads by accuracy: the pronoun attends more to the referent than to any other earlier "
-                   f"candidate (n={n})")
+                   f"candidate (n={n:,})")
     pairs = (r.get("twins") or {}).get("pairs")  # absent from reports of earlier versions
     out.append("  rank  head  accuracy   95% CI          argmax    mass" + ("    both" if pairs else ""))
     for rank, name in enumerate(r["ranking"][:top], start=1):
@@ -138,7 +139,7 @@ def render_text(r: dict, top: int = 10) -> str:
                f"uniform attention {pct(b['uniform']).strip()}")
     if pairs:
         tb = r["twins"]["baselines"]
-        out += wrapped(f"  both: right on both versions of a pronoun-swap pair (n={pairs}: the pronoun swapped, as she for he, "
+        out += wrapped(f"  both: right on both versions of a pronoun-swap pair (n={pairs:,}: the pronoun swapped, as she for he, "
                    f"so the distractor is the referent); baselines nearest candidate "
                    f"{pct(tb['nearest']).strip()}, first candidate {pct(tb['first']).strip()}, chance "
                    f"{pct(tb['chance']).strip()}, uniform attention {pct(tb['uniform']).strip()}"
@@ -272,7 +273,7 @@ def _on_both(r: dict, h: dict) -> str:
 def _detail_lines(d: dict | None) -> list[str]:
     if not d:
         return []
-    lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']} of {d['of']}):"]
+    lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']:,} of {d['of']:,}):"]
     marks = {True: "✓", False: "✗", None: "·"}
     paired = any(it.get("twin") for it in d["prompts"])  # absent from reports of earlier versions
     for it in d["prompts"]:
@@ -285,8 +286,9 @@ def _detail_lines(d: dict | None) -> list[str]:
             lines.append(f"     {'':<14} swapped, {t['pronoun']} -> {t['referent']:<16} looked at: {looked_at(t['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
-    lines += wrapped(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']} (95% CI {pct(lo).strip()}-"
-                     f"{pct(hi).strip()}), argmax {pct(t['argmax_accuracy']).strip()} of {t['n_all']}, "
+    also = " (the · prompts too)" if t["n_all"] != t["n"] else ""
+    lines += wrapped(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']:,} (95% CI {pct(lo).strip()}-"
+                     f"{pct(hi).strip()}), argmax {pct(t['argmax_accuracy']).strip()} of {t['n_all']:,}{also}, "
                      f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}"
                      + (f", right on both versions of {pct(t['both']).strip()} of {t['pairs']:,} pronoun-swap pairs"
                         if t.get("pairs") else ""), "    ")
