@@ -1,7 +1,8 @@
 """--plot: PNG pictures of a probe (matplotlib, the `plot` extra; no display needed).
 
 heads.png: the layers-by-heads accuracy grid as a heatmap; head-L.H.png: the chosen head's attention
-from the pronoun on a few prompts; emergence.png: the chosen head's accuracy by training step;
+from the pronoun on a few prompts; emergence.png: the chosen head's accuracy by training step, marking
+the steps it emerged at and beat every baseline from;
 attribution.png (--attribution): every head's direct effect on the preference, and each layer's
 feed-forward's beside them; ablation.png (--ablate of every head): every head's zero-ablation drop.
 """
@@ -175,6 +176,9 @@ def _emergence(Figure, em: dict, path: Path) -> Path:
     ax.axhline(em["threshold"], color="gray", linestyle="--", label=f"threshold {100 * em['threshold']:g}%")
     if em["emerged_at"] is not None:
         ax.axvline(em["emerged_at"], color="red", alpha=0.5, label=f"emerged at step {em['emerged_at']}")
+    if em.get("significant_from") is not None:  # the evidence's step, which the text puts first
+        ax.axvline(em["significant_from"], color="purple", linestyle="-.", alpha=0.6,
+                   label=f"above every baseline from step {em['significant_from']}")
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
