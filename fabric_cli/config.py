@@ -244,7 +244,8 @@ class ProbeConfig:
     """How `fabric probe` scores heads. Defaults are the CLI defaults; see fabric_cli/probe."""
 
     suites: tuple[str, ...] = ()  # names in data/probes (gender, number, ...); () means every suite
-    prompts: str | None = None  # a user's file: .jsonl, or the [referent] {pronoun} <distractor> markup
+    # a user's files (.jsonl, or the [referent] {pronoun} <distractor> markup), folders of .jsonl, "-"
+    prompts: tuple[str, ...] = ()
     head: str | None = None  # "4.7" or "L4H7": show this head prompt by prompt
     limit: int = 20  # prompts shown by --head
     top: int = 10  # heads in the ranking
@@ -261,6 +262,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         self.suites = tuple(self.suites)
+        self.prompts = (str(self.prompts),) if isinstance(self.prompts, (str, os.PathLike)) else tuple(map(str, self.prompts or ()))
         self.with_heads = tuple(self.with_heads)
         if self.with_heads and not self.ablate:
             raise InputError("--with-heads names heads to ablate together with the studied one; add --ablate")

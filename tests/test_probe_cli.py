@@ -668,6 +668,22 @@ def test_prompts_dash_reads_them_from_standard_input(world):
     assert json.loads(r.stdout)["named_head"] == "1.2"
 
 
+def test_prompts_repeat_and_take_a_folder_of_suites(world, tmp_path):
+    """A second --prompts is read too (it once replaced the first without a word), and a folder
+    stands for its .jsonl suites, as fabric corpus --suites writes them."""
+    r = probe(world, "--prompts", world["noisy"], "--json", "--report", str(tmp_path / "two.json"))
+    assert r.exit_code == 0, r.output
+    assert [s["suite"] for s in json.loads(r.stdout)["suites"]] == ["toy", "mine"]
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "toy.jsonl").write_text(open(world["suite"], encoding="utf-8").read(), encoding="utf-8")
+    r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(folder), "--report", str(tmp_path / "f.json")])
+    assert r.exit_code == 0, r.output
+    assert "prompts: 27 from toy;" in r.stdout
+    r = probe(world, "--prompts", str(folder))  # toy.jsonl twice, from two folders: not pooled
+    assert r.exit_code == 1 and "are both suite 'toy'" in r.stderr and "Traceback" not in r.output
+
+
 def test_ablate_on_prompts_without_continuations_is_refused_before_the_work(world, tmp_path):
     r = probe_text(world["run"], tmp_path / "bare.txt", "[The queen] greeted <the king> before {she} sang.\n", "--ablate")
     assert r.exit_code == 1 and r.stdout == "" and not (tmp_path / "report.json").exists()

@@ -167,6 +167,35 @@ def test_a_suite_named_twice_is_read_once():
     assert load_suites(["showcase", "showcase"]) == load_suites(["showcase"])
 
 
+def test_prompts_take_many_files_and_folders_each_read_once(tmp_path):
+    """fabric corpus --suites DIR writes a folder of suites: --prompts DIR probes them all."""
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    for name in ("gender", "number"):
+        (folder / f"{name}.jsonl").write_text((probes_dir() / f"{name}.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "notes.txt").write_text("not a suite\n", encoding="utf-8")  # a folder stands for its .jsonl alone
+    items = load_suites((), [str(folder)])
+    assert [s for s in dict.fromkeys(it.suite for it in items)] == ["gender", "number"]
+    # a file named again, directly or through its folder, counts once
+    assert load_suites((), [str(folder / "number.jsonl"), str(folder), str(folder / "number.jsonl")]) == (
+        load_suites((), [str(folder / "number.jsonl")]) + load_suites((), [str(folder / "gender.jsonl")]))
+    markup = tmp_path / "mine.txt"
+    markup.write_text("[Ann] met <Bo> before {she} left.\n", encoding="utf-8")
+    both = load_suites(["showcase"], [str(markup), str(folder / "gender.jsonl")])
+    assert [s for s in dict.fromkeys(it.suite for it in both)] == ["showcase", "mine", "gender"]
+
+
+def test_two_suites_of_one_name_are_refused_not_pooled(tmp_path):
+    other = tmp_path / "gender.jsonl"
+    other.write_text(_jsonl() + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"--suite gender and .*gender.jsonl are both suite 'gender'.*rename one"):
+        load_suites(["gender"], [str(other)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"--prompts .*empty is a folder without .jsonl suites"):
+        load_suites((), [str(empty)])
+
+
 def test_a_folder_or_a_jsonl_suite_under_another_name_is_said_plainly(tmp_path):
     with pytest.raises(InputError, match="is a folder; pass one .jsonl suite or one markup file"):
         load_file(tmp_path)

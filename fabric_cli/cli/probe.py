@@ -30,7 +30,7 @@ def probe(
     ctx: typer.Context,
     head: Annotated[Optional[str], typer.Option("--head", help="Show this head (4.7 or L4H7) prompt by prompt; also the head --ablate and --over-checkpoints study (default: the top-ranked head).", show_default=False)] = None,
     suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="<name>", help="A suite in data/probes by name (repeatable); default: every suite there, or none when --prompts is given.", show_default=False)] = None,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Your own prompts: a .jsonl suite, or a text file in the \\[referent] {pronoun} <distractor> markup ({she|he} also scores the twin in which the pronoun, swapped, means the distractor); - reads them from standard input.", show_default=False)] = None,
+    prompts: Annotated[Optional[list[Path]], typer.Option("--prompts", metavar="<path>", help="Your own prompts (repeatable): a .jsonl suite, a folder of them (as fabric corpus --suites writes), or a text file in the \\[referent] {pronoun} <distractor> markup ({she|he} also scores the twin in which the pronoun, swapped, means the distractor); - reads them from standard input.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", help="Prompts shown by --head.")] = _PROBE.limit,
     top: Annotated[int, typer.Option("--top", help="Heads in the ranking.")] = _PROBE.top,
     ablate: Annotated[bool, typer.Option("--ablate", help="Remove the head (zero and mean ablation) and measure the drop in the model's preference for the referent's continuation, beside random heads.")] = _PROBE.ablate,
@@ -55,7 +55,7 @@ def probe(
     from fabric_cli.checkpoint import resolve_checkpoint
     from fabric_cli.runlock import holder
 
-    cfg = ProbeConfig(suites=tuple(suite or ()), prompts=str(prompts) if prompts else None, head=head, limit=limit,
+    cfg = ProbeConfig(suites=tuple(suite or ()), prompts=tuple(map(str, prompts or ())), head=head, limit=limit,
                       top=top, ablate=ablate, attribution=attribution, random_heads=random_heads, seed=seed, over_checkpoints=over_checkpoints,
                       with_heads=_head_list(with_heads),
                       threshold=threshold, batch_size=batch_size, device=device)

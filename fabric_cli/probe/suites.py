@@ -16,7 +16,7 @@ from fabric_cli.errors import InputError
 from fabric_cli.probe.formats import _LineError, parse_jsonl_line, parse_markup_line, to_json
 from fabric_cli.probe.item import ProbeItem, Span
 
-__all__ = ["ProbeItem", "Span", "available_suites", "load_suites", "load_file", "parse_jsonl_line", "parse_markup_line",
+__all__ = ["ProbeItem", "Span", "available_suites", "load_suites", "load_file", "prompt_files", "parse_jsonl_line", "parse_markup_line",
            "to_json"]
 
 
@@ -29,28 +29,65 @@ def available_suites() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
 
 
-def load_suites(names: tuple[str, ...] | list[str] = (), prompts: str | Path | None = None) -> list[ProbeItem]:
-    """The items of the named bundled suites and/or a user's prompts file.
+def load_suites(names: tuple[str, ...] | list[str] = (), prompts: tuple | list | str | Path | None = None) -> list[ProbeItem]:
+    """The items of the named bundled suites and/or a user's prompts: files, folders, `-`.
 
     With neither, every bundled suite. Unknown names are an InputError listing the suites there are.
-    A name given twice is read once: its prompts counted twice would narrow every interval.
+    A name or a file given twice is read once: its prompts counted twice would narrow every
+    interval. A folder stands for its .jsonl suites (what `fabric corpus --suites DIR` writes). Two
+    suites of one name (gender.jsonl from two folders, or beside --suite gender) are refused: the
+    report counts by suite name, and would pool them.
     """
+    prompts = [prompts] if isinstance(prompts, (str, Path)) else list(prompts or ())
     bundled = available_suites()
-    if not names and prompts is None:
+    if not names and not prompts:
         if not bundled:
             raise InputError(f"no probe suites in {probes_dir()}; pass --prompts FILE or run `fabric corpus`")
         names = list(bundled)
     names = list(dict.fromkeys(names))
-    items: list[ProbeItem] = []
     for name in names:
         if name not in bundled:
             have = ", ".join(bundled) or "none"
             raise InputError(f"--suite {name!r}: no such suite in {probes_dir()} (there are: {have}); "
                              f"pass a file of your own with --prompts")
-        items += load_file(bundled[name])
-    if prompts is not None:
-        items += load_file(prompts)
+    files = [bundled[name] for name in names] + prompt_files(prompts)
+    items: list[ProbeItem] = []
+    came_from: dict[str, str] = {}  # suite name -> the file it was read from
+    for path in files:
+        read = load_file(path)
+        suite, shown = read[0].suite, "--suite " + path.stem if path in bundled.values() else str(path)
+        if suite in came_from:
+            raise InputError(f"{came_from[suite]} and {shown} are both suite {suite!r}, which the report would "
+                             f"pool into one; rename one of the files")
+        came_from[suite] = shown
+        items += read
     return items
+
+
+def prompt_files(given: list) -> list[Path]:
+    """--prompts as files to read, in order, each once: a folder stands for its .jsonl suites, sorted.
+
+    Example:
+        >>> prompt_files(["-", "-"])
+        [PosixPath('-')]
+    """
+    files: list[Path] = []
+    for p in map(Path, given):
+        if str(p) != "-" and p.is_dir():
+            suites = sorted(q for q in p.glob("*.jsonl") if q.is_file())
+            if not suites:
+                raise InputError(f"--prompts {p} is a folder without .jsonl suites; pass a folder that "
+                                 f"`fabric corpus --suites` wrote, or a suite or markup file")
+            files += suites
+        else:
+            files.append(p)
+    seen, unique = set(), []
+    for p in files:
+        key = str(p) if str(p) == "-" else os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
 
 
 def load_file(path: str | Path) -> list[ProbeItem]:
