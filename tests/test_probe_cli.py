@@ -668,6 +668,30 @@ def test_prompts_dash_reads_them_from_standard_input(world):
     assert json.loads(r.stdout)["named_head"] == "1.2"
 
 
+def test_an_output_folder_that_takes_no_files_is_refused_before_the_report_is_replaced(world, tmp_path, monkeypatch):
+    """access() says yes to root on /proc or a read-only mount: the probe wrote its report, then
+    failed on --scores. The folder is tried with a temporary file first."""
+    import errno
+    import tempfile
+
+    report = tmp_path / "new.json"
+    real = tempfile.TemporaryFile
+    ro = tmp_path / "ro"
+    ro.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    r = probe(world, "--report", str(report), "--scores", str(ro / "s.safetensors"))
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.strip() == (f"fabric: error: cannot write the scores {ro / 's.safetensors'}: {ro} takes no new files "
+                                f"(Read-only file system); give --scores another path")
+    assert not report.exists()  # refused before the work: no report written (nor one replaced)
+
+
 def test_prompts_repeat_and_take_a_folder_of_suites(world, tmp_path):
     """A second --prompts is read too (it once replaced the first without a word), and a folder
     stands for its .jsonl suites, as fabric corpus --suites writes them."""

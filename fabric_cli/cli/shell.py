@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -188,6 +189,11 @@ def check_writable(path: Path, what: str, instead: str) -> None:
         raise InputError(f"cannot write {what} {path}: {folder} is a file, not a folder; {instead}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
+    try:  # permission bits are not the whole story: /proc, a read-only mount, root's access() says yes
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write {what} {path}: {folder} takes no new files ({e.strerror or e}); {instead}") from None
 
 
 def stamp(paths: RunPaths) -> int | None:
