@@ -28,7 +28,7 @@ from typing import Iterator
 from fabric_cli import grammar as G
 from fabric_cli.config import check_seed
 from fabric_cli.errors import InputError
-from fabric_cli.files import atomic_paths, check_room, failed_target, nearest_existing, undo_new_folders
+from fabric_cli.files import atomic_paths, check_room, failed_target, nearest_existing, refuses_files, undo_new_folders
 from fabric_cli.lexicon import CLASSES, PRONOUNS
 from fabric_cli.story import HELDOUT_PERCENT, Writer, cast, is_heldout_pair, pick, story_classes
 from fabric_cli.text import plural
@@ -288,8 +288,8 @@ def _check_folder(folder: Path, doing: str) -> None:
     p = nearest_existing(folder)
     if not p.is_dir():
         raise InputError(f"{doing}: {p} is a file, not a folder; give a path inside a folder")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise InputError(f"{doing}: the folder {p} is not writable; give a path you can write to")
+    if why := ("no write permission" if not os.access(p, os.W_OK | os.X_OK) else refuses_files(p)):
+        raise InputError(f"{doing}: the folder {p} is not writable ({why}); give a path you can write to")
 
 
 # --------------------------------------------------------------------------- probe suites

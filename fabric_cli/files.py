@@ -111,6 +111,27 @@ def nearest_existing(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_writable(path: Path, what: str, instead: str) -> None:
+    """Refuse at once an output whose folder (or the nearest one that exists) cannot be written."""
+    folder = nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise InputError(f"cannot write {what} {path}: {folder} is a file, not a folder; {instead}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
+    if why := refuses_files(folder):
+        raise InputError(f"cannot write {what} {path}: {folder} takes no new files ({why}); {instead}")
+
+
+def refuses_files(folder: Path) -> str | None:
+    """Why a file cannot be made in `folder`, or None: a temporary file is made and removed. Permission
+    bits are not the whole story: to root, access() says yes to /proc and to a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return str(e.strerror or e)
+
+
 def check_room(path: Path, nbytes: int, what: str, instead: str) -> None:
     """Refuse to start writing `nbytes` at `path` when its disk has less free, before any is written."""
     folder = nearest_existing(Path(path).absolute().parent)

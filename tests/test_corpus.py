@@ -299,6 +299,26 @@ def _fails(runner, args, expect: str) -> str:
     return r.stderr
 
 
+def test_a_folder_that_takes_no_files_is_named_not_its_free_space(runner, tmp_path, monkeypatch):
+    """/proc took the blame of a full disk ("has 0.0 GB free; ask for less")."""
+    import errno
+    import tempfile
+
+    ro, real = tmp_path / "ro", tempfile.TemporaryFile
+    ro.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    _fails(runner, [ro / "c.txt", "--size", "1KB"], r"cannot write the corpus to .*c\.txt: the folder .*ro is not writable "
+                                                     r"\(Read-only file system\); give a path you can write to")
+    _fails(runner, ["--suites", ro / "suites"], r"cannot write the probe suites to .*suites: the folder .*ro is not writable")
+    assert list(ro.iterdir()) == []
+
+
 def test_a_failure_writes_nothing(runner, tmp_path):
     """Every setting and destination is checked first: no corpus file, no folder, is left behind."""
     out = tmp_path / "c/x.txt"
@@ -309,8 +329,9 @@ def test_a_failure_writes_nothing(runner, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken/number.jsonl").write_text("mine")
     _fails(runner, [out, "--stories", 3, "--suites", tmp_path / "taken"], r"taken already holds number\.jsonl; pass --force")
-    if Path("/proc/self").is_dir():  # a folder nothing can be made in, found only when writing
-        _fails(runner, [out, "--stories", 3, "--suites", "/proc/fabric-suites"], r"cannot write the probe suite /proc/fabric-suites/")
+    if Path("/proc/self").is_dir():  # a folder nothing can be made in, whatever access() says
+        _fails(runner, [out, "--stories", 3, "--suites", "/proc/fabric-suites"],
+               r"cannot write the probe suites to /proc/fabric-suites: the folder /proc is not writable")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "taken"]
     assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in (tmp_path / "taken").iterdir()] == ["number.jsonl"]
 

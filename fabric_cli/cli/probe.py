@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from fabric_cli.cli.shell import JsonOpt, RunOpt, app, check_writable, echo_json, err, run_paths, tokenizer_file
+from fabric_cli.cli.shell import JsonOpt, RunOpt, app, echo_json, err, run_paths, tokenizer_file
 from fabric_cli.config import ProbeConfig
 from fabric_cli.errors import InputError
+from fabric_cli.files import check_writable
 
 _PROBE = ProbeConfig()
 

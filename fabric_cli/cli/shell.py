@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -19,7 +18,6 @@ import typer.core
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS, RunPaths
 from fabric_cli.errors import FabricError, InputError
-from fabric_cli.files import nearest_existing
 
 
 class Terminated(KeyboardInterrupt):
@@ -180,20 +178,6 @@ def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
 def tokenizer_file(path: Optional[Path]) -> Optional[Path]:
     """--tokenizer as given, or the tokenizer.json in it when it names a folder (a run directory)."""
     return path / "tokenizer.json" if path is not None and path.is_dir() else path
-
-
-def check_writable(path: Path, what: str, instead: str) -> None:
-    """Refuse at once an output whose folder (or the nearest one that exists) cannot be written."""
-    folder = nearest_existing(path.parent)
-    if not folder.is_dir():
-        raise InputError(f"cannot write {what} {path}: {folder} is a file, not a folder; {instead}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} {path}: {folder} is not writable; {instead}")
-    try:  # permission bits are not the whole story: /proc, a read-only mount, root's access() says yes
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise InputError(f"cannot write {what} {path}: {folder} takes no new files ({e.strerror or e}); {instead}") from None
 
 
 def stamp(paths: RunPaths) -> int | None:
