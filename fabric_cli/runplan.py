@@ -16,7 +16,7 @@ from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
-from fabric_cli.tokenizer import tokenizer_sha256
+from fabric_cli.tokenizer import load_tokenizer, tokenizer_sha256
 from fabric_cli.trainstep import lr_at
 
 
@@ -129,9 +129,17 @@ def tokenizer_to_copy(paths: RunPaths, data: TokenData) -> Path | None:
     want = data.tokenizer_sha256
     if not want:
         return None
+    if paths.tokenizer.exists() and not paths.tokenizer.is_file():
+        raise InputError(f"this run's {paths.tokenizer} is not a file; put back the tokenizer.json that {data.folder} "
+                         f"was made with (sha256 {want[:12]}...)")
     if paths.tokenizer.is_file():
         have = tokenizer_sha256(paths.tokenizer)
         if have != want:
+            try:
+                load_tokenizer(paths.tokenizer)
+            except InputError as e:  # damaged, not another tokenizer: starting over is not the fix
+                raise InputError(f"this run's tokenizer is damaged: {str(e).split('; pass ')[0]}; put back the tokenizer.json that "
+                                 f"{data.folder} was made with (sha256 {want[:12]}...)") from None
             raise InputError(
                 f"{data.folder} holds tokens of tokenizer sha256 {want[:12]}, but this run's {paths.tokenizer} is "
                 f"{have[:12]}: its checkpoints would be read with the wrong tokenizer; train these tokens in "

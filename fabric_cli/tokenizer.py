@@ -104,7 +104,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"tokenizer file {p} does not exist; run `fabric tokenize FILES` to train one")
+        raise InputError(f"tokenizer file {p} {'is not a file' if p.exists() else 'does not exist'}; "
+                         f"run `fabric tokenize FILES` to train one")
     try:
         return Tokenizer.from_file(str(p))
     except Exception as e:  # tokenizers raises a bare Exception for every parse failure
@@ -161,8 +162,8 @@ def load_tokenizer_for(path: str | os.PathLike, checkpoint: str | os.PathLike, s
     if not Path(path).is_file():
         known = f" (sha256 {sha256[:12]}...)" if sha256 else ""
         raise InputError(
-            f"tokenizer file {path} does not exist; pass --tokenizer with the tokenizer.json that "
-            f"{checkpoint} was trained with{known}"
+            f"tokenizer file {path} {'is not a file' if Path(path).exists() else 'does not exist'}; pass --tokenizer "
+            f"with the tokenizer.json that {checkpoint} was trained with{known}"
         )
     return load_tokenizer(path)
 

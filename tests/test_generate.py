@@ -358,6 +358,9 @@ def test_cli_finds_the_tokenizer_beside_a_checkpoint_or_asks_for_it(runner, run,
     lone.write_bytes(run.latest.read_bytes())
     msg = _error(runner.invoke(app, [*elsewhere, "--checkpoint", str(lone), "hi"]))
     assert "pass --tokenizer" in msg and tokenizer_sha256(run.tokenizer)[:12] in msg
+    (tmp_path / "elsewhere" / "tokenizer.json").mkdir(parents=True)  # a folder where the run's tokenizer goes
+    msg = _error(runner.invoke(app, [*elsewhere, "--checkpoint", str(lone), "hi"]))
+    assert f"tokenizer file {tmp_path / 'elsewhere' / 'tokenizer.json'} is not a file; pass --tokenizer" in msg
 
 
 def test_cli_empty_prompt_starts_from_end_of_text_and_long_prompt_is_cut(runner, run, tok):

@@ -31,6 +31,7 @@ from fabric_cli.files import atomic_paths, file_sha256
 from fabric_cli.metrics import LayerGroups, read_metrics
 from fabric_cli.model import GPT
 from fabric_cli.train import train
+from fabric_cli.tokenizer import train_tokenizer
 from fabric_cli.trainstep import lr_at, make_optimizer, train_step
 
 SHA = "ab" * 32
@@ -823,11 +824,21 @@ def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_
     write_tokens(other.tokens, sha=file_sha256(other.tokenizer))
     mine = RunPaths(tmp_path / "mine")
     mine.root.mkdir()
-    mine.tokenizer.write_text('{"model": "mine"}')
+    train_tokenizer(["a tokenizer of this run's own"], vocab_size=270).save(str(mine.tokenizer))
     args = ["--data", str(other.tokens), "--steps", "2", *FAST_ARGS]
     r = runner.invoke(app, ["train", "--run", str(mine.root), *args])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "wrong tokenizer" in r.stderr, r.output
     assert not mine.checkpoints.exists()
+    mine.tokenizer.write_text("{")  # damaged, not another tokenizer: tokenize --force (starting over) is not the fix
+    r = runner.invoke(app, ["train", "--run", str(mine.root), *args])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "--force" not in r.stderr, r.output
+    assert r.stderr.startswith(f"fabric: error: this run's tokenizer is damaged: {mine.tokenizer} is not a Hugging Face "
+                               f"tokenizer.json (") and "put back the tokenizer.json that" in r.stderr
+    mine.tokenizer.unlink()
+    mine.tokenizer.mkdir()
+    r = runner.invoke(app, ["train", "--run", str(mine.root), *args])
+    assert r.exit_code == 1 and f"this run's {mine.tokenizer} is not a file; put back the tokenizer.json" in r.stderr
+    mine.tokenizer.rmdir()
     fresh = RunPaths(tmp_path / "fresh")
     r = runner.invoke(app, ["train", "--run", str(fresh.root), *args])
     assert r.exit_code == 0, r.output
