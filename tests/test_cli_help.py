@@ -127,3 +127,13 @@ def test_repeatable_values_show_one_values_kind_not_a_python_type(runner, comman
     """tokenize's files, probe's --suite and generate's --stop take many values: typer printed <list[str]>."""
     r = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert r.exit_code == 0 and "list[" not in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--run", "", "tokenize", "-"], ["tokenize", "--run", " ", "-"], ["inspect", "--run", ""]])
+def test_an_empty_run_is_refused_not_the_current_folder(runner, tmp_path, monkeypatch, args):
+    """Path("") is the current folder: `--run ""` once wrote tokenizer.json and tokens/ there."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args, input="some text\n")
+    assert r.exit_code == 1 and r.stderr == ("fabric: error: --run is empty; name the run's folder (default "
+                                             "./fabric-run), or leave --run out\n")
+    assert list(tmp_path.iterdir()) == []

@@ -136,8 +136,9 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     run: Annotated[
-        Optional[Path],
-        typer.Option("--run", envvar="FABRIC_RUN", help="Run directory (default ./fabric-run).", show_default=False),
+        Optional[str],  # a string, not a Path: Path("") would be the current folder
+        typer.Option("--run", envvar="FABRIC_RUN", metavar="<path>", help="Run directory (default ./fabric-run).",
+                     show_default=False),
     ] = None,
     threads: Annotated[
         Optional[int],
@@ -160,8 +161,9 @@ def _root(
 
 # Shared options, defined once. A subcommand's --run wins over the global one.
 RunOpt = Annotated[
-    Optional[Path],
-    typer.Option("--run", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).", show_default=False),
+    Optional[str],  # a string, not a Path: Path("") would be the current folder
+    typer.Option("--run", metavar="<path>", help="Run directory (default: the global --run, $FABRIC_RUN, or ./fabric-run).",
+                 show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -171,7 +173,10 @@ def threads_chosen(ctx: typer.Context) -> bool:
     return (ctx.obj or {}).get("threads") is not None or bool(os.environ.get("OMP_NUM_THREADS"))
 
 
-def run_paths(ctx: typer.Context, run: Optional[Path]) -> RunPaths:
+def run_paths(ctx: typer.Context, run: Optional[str]) -> RunPaths:
+    for given in (run, (ctx.obj or {}).get("run")):
+        if given is not None and not given.strip():
+            raise InputError("--run is empty; name the run's folder (default ./fabric-run), or leave --run out")
     return RunPaths.resolve(run or (ctx.obj or {}).get("run"))
 
 
