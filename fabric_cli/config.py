@@ -17,6 +17,7 @@ from typing import NamedTuple
 from fabric_cli.errors import InputError
 
 DEFAULT_RUN = "fabric-run"
+MAX_STEPS = 10**9  # optimizer steps: a billion is past any run this trains
 EOT = "<|endoftext|>"
 
 
@@ -181,6 +182,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.steps > MAX_STEPS:  # 10**23 ran, with an ETA of 10**17 hours
+            raise InputError(f"--steps must be at most {MAX_STEPS:,}, got {self.steps:,}")
         for name in ("tokens", "layers", "heads", "width", "context", "ff_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -462,8 +465,8 @@ class SampleConfig:
         self.stop = tuple(self.stop)
         if self.max_new_tokens < 0:
             raise InputError(f"--max-new-tokens must be 0 or more, got {self.max_new_tokens}")
-        if not self.temperature >= 0.0:  # `not >=` also refuses NaN
-            raise InputError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if not 0.0 <= self.temperature < math.inf:  # `not` also refuses NaN; inf would sample uniformly
+            raise InputError(f"--temperature must be 0 (greedy) or a finite number above it, got {self.temperature}")
         if self.top_k < 0:
             raise InputError(f"--top-k must be 0 (off) or a positive number of tokens, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -46,6 +46,8 @@ def choose_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
 def _choose_device(requested: str) -> DeviceChoice:
     import torch
 
+    if requested is not None and not requested.strip():
+        raise InputError("--device is empty; give auto (the default), cpu, cuda, cuda:N or mps")
     req = (requested or "auto").lower()
     if req == "auto":
         if torch.cuda.is_available():

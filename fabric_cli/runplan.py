@@ -7,12 +7,11 @@ to undo.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Collection
 
 from fabric_cli import checkpoint as ckpt
-from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.config import MAX_STEPS, ModelConfig, RunPaths, TrainConfig
 from fabric_cli.data import TokenData
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
@@ -74,7 +73,11 @@ def budget(cfg: TrainConfig, block_size: int, world: int, step: int = 0, tokens_
     tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * world
     if not cfg.tokens:
         return tokens_per_step, cfg.steps
-    return tokens_per_step, step + math.ceil(max(0, cfg.tokens - tokens_seen) / tokens_per_step)
+    steps = step + -(-max(0, cfg.tokens - tokens_seen) // tokens_per_step)  # integer ceiling: exact at any size
+    if steps > MAX_STEPS:
+        raise InputError(f"--tokens {cfg.tokens:,} is {steps:,} steps of {tokens_per_step:,} tokens; a run takes at most "
+                         f"{MAX_STEPS:,} steps")
+    return tokens_per_step, steps
 
 
 def schedule_jump(saved: TrainConfig, now: TrainConfig, step: int, tokens_seen: int, max_steps: int, block_size: int,

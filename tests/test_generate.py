@@ -136,7 +136,7 @@ def test_top_k_and_temperature_zero():
     assert sample_next(tied, SampleConfig(temperature=1.0, top_k=1), g).tolist() == [1]
 
 
-@pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.01), dict(top_k=-1),
+@pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(temperature=float("inf")), dict(top_p=0.0), dict(top_p=1.01), dict(top_k=-1),
                                     dict(num_samples=0), dict(stop=("",))])
 def test_sample_config_refuses_bad_values(kwargs):
     with pytest.raises(InputError):

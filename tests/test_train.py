@@ -373,6 +373,11 @@ def test_a_hand_edited_training_state_is_one_line(run, runner, key, value, says)
     (["--steps", "5", "--grad-accum", str(2**64)], "for one step's token ids alone, more than this machine's"),
     (["--steps", "5", "--layers", "99999999999"], "for its weights, gradients and AdamW moments more than this machine's"),
     (["--steps", "5", "--context", "99999999999"], "fewer than one window of context 99,999,999,999 + 1"),
+    # a run of 10**23 steps started, its ETA 10**17 hours
+    (["--steps", str(10**23)], "--steps must be at most 1,000,000,000, got 100,000,000,000,000,000,000,000"),
+    (["--tokens", str(10**23)], "--tokens 100,000,000,000,000,000,000,000 is 781,250,000,000,000,000,000 steps of 128 "
+                                "tokens; a run takes at most 1,000,000,000 steps"),
+    (["--steps", "5", "--device", ""], "--device is empty; give auto (the default), cpu, cuda, cuda:N or mps"),
 ])
 def test_conflicting_or_impossible_settings_are_refused(run, runner, extra, says):
     r = runner.invoke(app, ["train", "--run", str(run.root), *FAST_ARGS, *extra])
