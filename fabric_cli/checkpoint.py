@@ -214,11 +214,22 @@ def load_weights(path: str | os.PathLike, model: GPT) -> None:
     check_fits(path, tensor_shapes(path), {k: tuple(v.shape) for k, v in expected.items()})
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in expected}
-    bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
-    if bad is not None:  # fabric saves none (a non-finite loss stops training first): an edited or broken file
-        raise CheckpointError(f"checkpoint {path}: tensor {bad} holds NaN or infinite values; "
+    bad = nonfinite(tensors)
+    if bad:  # fabric saves none (a non-finite loss stops training first): an edited or broken file
+        raise CheckpointError(f"checkpoint {path}: tensor {bad[0]} holds NaN or infinite values; "
                               f"use another checkpoint (a snapshot in checkpoints/) or retrain")
     model.load_state_dict(tensors)
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the tensors that hold a NaN or an infinity."""
+    return [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+
+
+def nonfinite_in(path: str | os.PathLike) -> list[str]:
+    """nonfinite() of a checkpoint's tensors, read one at a time."""
+    with safe_open(str(path), framework="pt") as f:
+        return [k for k in f.keys() if nonfinite({k: f.get_tensor(k)})]
 
 
 def load_model(

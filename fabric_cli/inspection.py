@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from fabric_cli.checkpoint import check_config, read_info, resolve_checkpoint, tensor_shapes
+from fabric_cli.checkpoint import check_config, nonfinite_in, read_info, resolve_checkpoint, tensor_shapes
 from fabric_cli.config import RunPaths
 from fabric_cli.errors import InputError
 from fabric_cli.metrics import EXPLODING, VANISHING, gradient_flow, read_metrics
@@ -110,6 +110,11 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
     evals = [r for r in upto if r.get("kind") == "eval"]
     last_eval = evals[-1] if evals else None
     flow = gradient_flow(upto)
+    note = None if flow else no_flow_note(path, metrics_path, records is not None, info.step)
+    if flow and len(flow["layers"]) != info.config.n_layer + 1:  # another model's metrics: its layers are not these
+        note = (f"{metrics_path} logs gradient norms of {len(flow['layers']) - 1} layers, and this checkpoint has "
+                f"{info.config.n_layer}: they are another model's; name this run's metrics.jsonl with --metrics")
+        flow = None
     return {
         "checkpoint": str(path),
         "config": info.config.to_dict(),
@@ -125,9 +130,10 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
             "val_loss": last_eval.get("val_loss") if last_eval else info.extra.get("val_loss"),
         },
         "parameters": parameter_counts(shapes),
+        "nonfinite_tensors": nonfinite_in(path),  # what generate and probe refuse to load
         "metrics": str(metrics_path) if records is not None else None,
         "gradient_flow": flow,
-        "gradient_flow_note": None if flow else no_flow_note(path, metrics_path, records is not None, info.step),
+        "gradient_flow_note": note,
     }
 
 
@@ -163,6 +169,9 @@ def format_report(report: dict) -> str:
     for key, n in report["parameters"].items():
         if n or key in COMPONENTS:
             lines.append(f"  {key.replace('_', '-'):<13}{n:>12,}")
+    if bad := report.get("nonfinite_tensors"):
+        lines.append(f"  ! NaN or infinite values in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}: "
+                     f"generate and probe refuse this checkpoint; use a snapshot in checkpoints/, or retrain")
     flow = report["gradient_flow"]
     if flow is None:
         lines.append(f"gradient flow: {report['gradient_flow_note']}")

@@ -8,6 +8,7 @@ has one entry for the embeddings, then one per transformer block (LAYER_LABELS b
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -117,6 +118,8 @@ def gradient_flow(records: list[dict], n_points: int = 3) -> dict | None:
         'vanishing'
         >>> gradient_flow([{**r, "grad_norm_layers": [1.0, 0.0, 1.0]} for r in recs])["flags"][0]["flag"]
         'frozen'
+        >>> gradient_flow([{**r, "grad_norm_layers": [1.0, float("nan"), 1.0]} for r in recs])["flags"][0]["flag"]
+        'not finite'
     """
     train = [r for r in records if r.get("kind") == "train" and r.get("grad_norm_layers")]
     if not train:
@@ -129,9 +132,13 @@ def gradient_flow(records: list[dict], n_points: int = 3) -> dict | None:
         norms = rec["grad_norm_layers"]
         steps.append(rec["step"])
         columns.append(norms)
-        med = statistics.median(norms)
+        finite = [v for v in norms if math.isfinite(v) and v >= 0]
+        med = statistics.median(finite) if finite else 0.0
         for label, value in zip(labels, norms):
-            if value == 0:  # no gradient at all: a frozen block (fine-tuning), not a signal that faded
+            if not math.isfinite(value) or value < 0:  # a NaN or inf gradient (the run diverged), or not a norm at all
+                flags.append({"step": rec["step"], "layer": label, "norm": value,
+                              "flag": "not a norm" if value < 0 else "not finite"})
+            elif value == 0:  # no gradient at all: a frozen block (fine-tuning), not a signal that faded
                 flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "frozen"})
             elif med > 0 and value < VANISHING * med:
                 flags.append({"step": rec["step"], "layer": label, "norm": value, "flag": "vanishing"})

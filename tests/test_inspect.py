@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -70,6 +71,42 @@ def test_vanishing_and_exploding_layers_are_flagged(tmp_path, runner):
     assert flags == {(20, "0", "vanishing"), (30, "3", "exploding")}
     text = runner.invoke(app, ["inspect", str(paths.latest)]).output
     assert "layer 0 at step 20: vanishing" in text and "layer 3 at step 30: exploding" in text
+
+
+def test_nan_inf_and_negative_norms_are_flagged_and_another_models_metrics_are_not_read(tmp_path, runner):
+    """NaN, inf and -1 were listed, then 'no layer below 0.001x or above 100x the median: gradients flow'."""
+    paths = RunPaths(tmp_path / "run")
+    model = GPT(preset("tiny", vocab_size=64))  # 2 layers: 3 entries a record
+    save_weights(paths.latest, model, CheckpointInfo(model.config, step=30))
+
+    def write(rows):
+        paths.metrics.write_text("".join(json.dumps({"kind": "train", "step": 10 * (i + 1), "loss": 1.0})[:-1]
+                                         + f', "grad_norm_layers": [{", ".join(r)}]}}\n' for i, r in enumerate(rows)))
+
+    write([["1.0", "1.0", "1.0"], ["1.0", "NaN", "1e400"], ["-1.0", "1.0", "1.0"]])  # 1e400 reads as inf
+    report = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).output.replace("NaN", "null"))
+    flags = {(f["step"], f["layer"], f["flag"]) for f in report["gradient_flow"]["flags"]}
+    assert flags == {(20, "0", "not finite"), (20, "1", "not finite"), (30, "emb+head", "not a norm")}
+    text = runner.invoke(app, ["inspect", str(paths.latest)]).output
+    assert "layer 0 at step 20: not finite" in text and "gradients flow" not in text
+    write([["1.0"] * 9] * 3)  # 8 layers' norms for a 2-layer model
+    report = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).output)
+    assert report["gradient_flow"] is None and report["gradient_flow_note"] == (
+        f"{paths.metrics} logs gradient norms of 8 layers, and this checkpoint has 2: they are another model's; "
+        f"name this run's metrics.jsonl with --metrics")
+
+
+def test_nan_weights_are_named_as_generate_and_probe_would_refuse_them(tmp_path, runner):
+    model = GPT(preset("tiny", vocab_size=64))
+    with torch.no_grad():
+        model.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
+    path = tmp_path / "w.safetensors"
+    save_weights(path, model, CheckpointInfo(model.config, step=3))
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 0 and ("  ! NaN or infinite values in transformer.h.1.mlp.c_fc.weight: generate and probe "
+                                 "refuse this checkpoint; use a snapshot in checkpoints/, or retrain") in r.stdout
+    assert json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)["nonfinite_tensors"] == [
+        "transformer.h.1.mlp.c_fc.weight"]
 
 
 def test_healthy_norms_raise_no_flag():
