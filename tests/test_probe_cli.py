@@ -239,6 +239,19 @@ def test_over_checkpoints_finds_when_the_head_emerged(world):
     assert "threshold 51.65%)" in text and "stays at or above 51.65% from step 200 on" in text
 
 
+def test_an_unreadable_snapshot_is_named_with_what_to_do(world, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    bad = run / "checkpoints" / "step-000999.safetensors"
+    bad.write_bytes(b"")  # a copy cut short, say
+    r = CliRunner().invoke(app, ["probe", "--run", str(run), "--prompts", world["suite"], "--over-checkpoints"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.output
+    assert str(bad) in r.stderr and r.stderr.rstrip().endswith(
+        f"--over-checkpoints reads every snapshot in {bad.parent}: move this one out of the folder (or delete it) and probe again")
+
+
 def test_a_crossing_at_the_last_snapshot_is_said_to_be_unproven():
     from fabric_cli.config import Head
     from fabric_cli.probe.emergence import emergence_table

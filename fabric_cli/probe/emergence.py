@@ -13,10 +13,13 @@ snapshot since the prompts are), which a threshold alone does not say.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from fabric_cli.checkpoint import read_info
 from fabric_cli.config import Head
+from fabric_cli.errors import CheckpointError
 from fabric_cli.probe.score import HeadScores
 
 UNPROVEN = ", the last snapshot: train longer to see it hold"  # said of a step reached only at the last snapshot
@@ -24,7 +27,21 @@ UNPROVEN = ", the last snapshot: train longer to see it hold"  # said of a step 
 
 def snapshot_steps(paths: list[Path]) -> list[tuple[int, Path]]:
     """(step, path) for each snapshot, the step read from its metadata (not its file name)."""
-    return sorted(((read_info(p).step, p) for p in paths), key=lambda sp: sp[0])
+    steps = []
+    for p in paths:
+        with unreadable_snapshot(p):
+            steps.append((read_info(p).step, p))
+    return sorted(steps, key=lambda sp: sp[0])
+
+
+@contextlib.contextmanager
+def unreadable_snapshot(path: Path) -> Iterator[None]:
+    """A snapshot that cannot be read stops the study: the error says which, and what to do."""
+    try:
+        yield
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; --over-checkpoints reads every snapshot in {path.parent}: move this one out of "
+                              f"the folder (or delete it) and probe again") from None
 
 
 def crossing(steps: list[int], values: list[float | None], threshold: float) -> tuple[int | None, int | None]:

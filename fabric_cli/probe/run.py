@@ -18,7 +18,7 @@ from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_folders
 from fabric_cli.probe.ablate import ablation_study
 from fabric_cli.probe.attribution import attribution_study
-from fabric_cli.probe.emergence import emergence_table, snapshot_steps
+from fabric_cli.probe.emergence import emergence_table, snapshot_steps, unreadable_snapshot
 from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items, encode_twins
 from fabric_cli.probe.report import FORMAT as REPORT_FORMAT, build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores, make_batches, score_items
@@ -191,7 +191,8 @@ def _snapshot_scores(paths, ckpt, current, score, device, tok_sha, config, progr
         if path.resolve() == ckpt.resolve():
             rows.append(current)
             continue
-        model, info = load_model(path, device, tok_sha)
+        with unreadable_snapshot(path):
+            model, info = load_model(path, device, tok_sha)
         shape = (info.config.n_layer, info.config.n_head, info.config.block_size)
         if shape != (config.n_layer, config.n_head, config.block_size):
             raise CheckpointError(f"snapshot {path} has layers, heads, context {shape}; the probed checkpoint "
