@@ -167,6 +167,16 @@ def test_a_suite_named_twice_is_read_once():
     assert load_suites(["showcase", "showcase"]) == load_suites(["showcase"])
 
 
+def test_a_huge_value_is_cut_short_in_the_error(tmp_path):
+    """A 100,000-character continuation was echoed whole, three times, in a 300 KB error line."""
+    bad = tmp_path / "long.jsonl"
+    bad.write_text(_jsonl(continuations=["a" * 100_000, " b"]) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_file(bad)
+    assert len(str(e.value)) < 500 and "... (100,000 characters)" in str(e.value)
+    assert "start it with a space" in str(e.value)  # the advice survives the cut
+
+
 def test_prompts_take_many_files_and_folders_each_read_once(tmp_path):
     """fabric corpus --suites DIR writes a folder of suites: --prompts DIR probes them all."""
     folder = tmp_path / "suites"

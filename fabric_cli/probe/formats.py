@@ -38,6 +38,14 @@ from fabric_cli.probe.item import ProbeItem, Span
 from fabric_cli.text import unicode_error
 
 
+def _shown(value, most: int = 60) -> str:
+    """repr(value) for an error message, cut to `most` characters: a 100,000-character continuation
+    was echoed whole, three times, in one line."""
+    text = repr(value)
+    size = len(value) if isinstance(value, str) else len(text)
+    return text if len(text) <= most else f"{text[:most - 11]}... ({size:,} characters)"
+
+
 class _LineError(ValueError):
     """What is wrong with one line; load_file adds the file and line number."""
 
@@ -85,15 +93,15 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
         # glued: the text puts whitespace after the pronoun, or ends there in a text of spaced words
         spaced = after.isspace() or (not after and " " in text and c[:1].isascii())
         if re.match(r"\w", c) and spaced:
-            raise _LineError(f'continuation {c!r} would follow the pronoun {text[slice(*pronoun)]!r} with no space '
-                             f'between ({text[slice(*pronoun)] + c!r}): start it with a space, {" " + c!r} '
+            raise _LineError(f'continuation {_shown(c)} would follow the pronoun {_shown(text[slice(*pronoun)])} with no space '
+                             f'between ({_shown(text[slice(*pronoun)] + c)}): start it with a space, {_shown(" " + c)} '
                              f'(the markup puts the space in for you)')
     ambiguous = d.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
-        raise _LineError(f'"ambiguous" must be true or false, found {ambiguous!r}')
+        raise _LineError(f'"ambiguous" must be true or false, found {_shown(ambiguous)}')
     swap = d.get("swap") or ""  # null or "": no twin
     if not isinstance(swap, str) or (swap and not _SWAP.fullmatch(swap)):
-        raise _LineError(f'"swap" must be one word, the pronoun that would mean the distractor, found {swap!r}')
+        raise _LineError(f'"swap" must be one word, the pronoun that would mean the distractor, found {_shown(swap)}')
     if problem := unicode_error(swap):
         raise _LineError(f'"swap" is not valid UTF-8 text ({problem})')
     item_id = d.get("id", default_id)
@@ -110,7 +118,7 @@ def parse_jsonl_line(line: str, suite: str = "", default_id: str = "", where: st
 
 def _span(value, name: str, text: str) -> Span:
     if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
-        raise _LineError(f'"{name}" must be a span [start, end) of two integers, found {value!r}')
+        raise _LineError(f'"{name}" must be a span [start, end) of two integers, found {_shown(value)}')
     s, e = value
     if not 0 <= s < e <= len(text):
         raise _LineError(f'"{name}" span [{s}, {e}) is not inside the text (0..{len(text)}) or is empty')
@@ -126,22 +134,22 @@ def _checked(item: ProbeItem) -> ProbeItem:
     for i, (na, a) in enumerate(named):
         for nb, b in named[i + 1 :]:
             if a[0] < b[1] and b[0] < a[1]:
-                raise _LineError(f"the {na} {item.show(a)!r} {list(a)} overlaps the {nb} {item.show(b)!r} {list(b)}")
+                raise _LineError(f"the {na} {_shown(item.show(a))} {list(a)} overlaps the {nb} {_shown(item.show(b))} {list(b)}")
     if item.swap:
         before = item.mentions_before()
         if item.swap.lower() == item.show(item.pronoun).lower():
-            raise _LineError(f"the swap {item.swap!r} is the pronoun itself; give the pronoun that would mean the "
+            raise _LineError(f"the swap {_shown(item.swap)} is the pronoun itself; give the pronoun that would mean the "
                              f"distractor")
         if item.referent[1] > item.pronoun[0]:
-            raise _LineError(f"the swap {item.swap!r} trades the referent with the distractor before the pronoun, and "
-                             f"the referent {item.show(item.referent)!r} comes after it; a causal model cannot look ahead")
+            raise _LineError(f"the swap {_shown(item.swap)} trades the referent with the distractor before the pronoun, and "
+                             f"the referent {_shown(item.show(item.referent))} comes after it; a causal model cannot look ahead")
         if item.ambiguous:
-            raise _LineError(f"the swap {item.swap!r} makes a twin to score, and an ambiguous prompt is not scored; "
+            raise _LineError(f"the swap {_shown(item.swap)} makes a twin to score, and an ambiguous prompt is not scored; "
                              f"drop one of them")
         if before != 1:
             what = (f"its distractor is mentioned {before} times before it" if len(item.candidates) == 2 else
                     f"this prompt has {before}")
-            raise _LineError(f"the swap {item.swap!r} trades the referent with the one distractor before the pronoun, "
+            raise _LineError(f"the swap {_shown(item.swap)} trades the referent with the one distractor before the pronoun, "
                              f"and {what}; the twin needs exactly one mention, or drop the swap")
     return item
 
@@ -170,7 +178,7 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
         body, tail = (part.strip() for part in body.split("||", 1))
         words = [w.strip() for w in tail.split("|")]
         if len(words) != 2 or not all(words):
-            raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {tail!r}")
+            raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {_shown(tail)}")
         conts = tuple(w if re.match(r"[^\w\s]", w) else " " + w for w in words)
     text, spans, open_at, kind = [], {"referent": [], "pronoun": [], "distractor": []}, None, None
     swap: list[str] | None = None  # "{she|he}": the characters after the bar
@@ -204,7 +212,7 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
         raise _LineError("the prompt is empty")
     if swap is not None and not _SWAP.fullmatch(swap := "".join(swap).strip()):
         raise _LineError(f"the swap after '|' in the pronoun's braces must be one word, the pronoun that would mean "
-                         f"the distractor, found {swap!r}")
+                         f"the distractor, found {_shown(swap)}")
     return _checked(
         ProbeItem(
             id=default_id, text=text, pronoun=spans["pronoun"][0], referent=spans["referent"][0],
