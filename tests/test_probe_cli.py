@@ -599,12 +599,11 @@ def test_ablation_says_it_compares_first_tokens_and_names_continuations_that_beg
     same = tmp_path / "same.txt"
     same.write_text("[The queen] greeted <the king> before {she} sang. || sang | sangs\n", encoding="utf-8")
     r = CliRunner().invoke(app, ["probe", "--run", world["run"], "--prompts", str(same), "--ablate"])
-    assert r.exit_code == 0, r.output
-    assert ("Ablation of 1.2: no unambiguous prompt has two continuations that differ in their first token, which "
-            "is all the preference compares") in r.stdout
-    assert (f"  left out: 1 prompt whose two continuations begin with the same token; they must differ in their "
-            f"first token (the first, {same}:1: ' sang' and ' sangs' both begin with the token ' sang')") in r.stdout
-    assert "distinct continuations" not in r.stdout
+    assert r.exit_code == 1 and r.stdout == "", r.output  # refused before the work, as prompts without any are
+    assert r.stderr == ("fabric: error: --ablate: in none of the 1 unambiguous prompts probed do the two continuations "
+                        "differ in their first token, which is all the preference compares (the first, "
+                        f"{same}:1: ' sang' and ' sangs' both begin with the token ' sang'); give them different first "
+                        "words, or leave out --ablate\n")
     # beside the toy suite: its 24 unambiguous prompts are ablated, the one that begins alike is named
     toy = open(world["suite"], encoding="utf-8").read()
     suite = tmp_path / "toy_and_same.jsonl"

@@ -96,6 +96,12 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
                          f"follows the pronoun, and none of the {len(unambiguous):,} unambiguous prompts probed says "
                          f"what does: end each markup line with ' || referent's word | distractor's word' (in a "
                          f".jsonl suite, \"continuations\"), or leave out {wanted}")
+    if wanted and unambiguous and not any(e.continuations for e in unambiguous):  # all begin alike
+        first = next(e for e in unambiguous if e.same_first_token)
+        raise InputError(f"{wanted}: in none of the {len(unambiguous):,} unambiguous prompts probed do the two "
+                         f"continuations differ in their first token, which is all the preference compares (the "
+                         f"first, {first.item.where or first.item.id}: {first.same_first_token}); give them different "
+                         f"first words, or leave out {wanted}")
     twin_rows, twin_encoded, twins_skipped = encode_twins(encoded, tok, meta.config.block_size, bos)
     device = use_device(choose_device(cfg.device).device)
     model, info, tok_sha = load_model_for(ckpt, tok, tok_path, device)
