@@ -167,6 +167,14 @@ def test_a_suite_named_twice_is_read_once():
     assert load_suites(["showcase", "showcase"]) == load_suites(["showcase"])
 
 
+def test_two_prompts_of_one_id_are_refused(tmp_path):
+    """--head rows and --scores name prompts by id: two of one id could not be told apart."""
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(_jsonl(id="a") + "\n\n" + _jsonl(id="a") + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"twice\.jsonl, line 3: id 'a' is line 1's too; give each prompt an id of its own"):
+        load_file(twice)
+
+
 def test_a_huge_value_is_cut_short_in_the_error(tmp_path):
     """A 100,000-character continuation was echoed whole, three times, in a 300 KB error line."""
     bad = tmp_path / "long.jsonl"

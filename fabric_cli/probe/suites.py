@@ -122,7 +122,7 @@ def load_file(path: str | Path) -> list[ProbeItem]:
     else:
         parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
     suite = "stdin" if stdin else "pipe" if stream and str(path).startswith(("/dev/", "/proc/")) else path.stem
-    items = []
+    items, line_of = [], {}  # item id -> its line
     for n, line in enumerate(lines, start=1):
         if not line.strip() or (parse is parse_markup_line and line.lstrip().startswith("#")):
             continue
@@ -133,6 +133,10 @@ def load_file(path: str | Path) -> list[ProbeItem]:
             if parse is parse_markup_line and not stream and _is_json_object(line):
                 hint = "; the line is JSON: a JSONL suite's file name must end in .jsonl"
             raise InputError(f"{'standard input' if stdin else path}, line {n}: {e}{hint}") from None
+        if items[-1].id in line_of:  # --head rows and --scores name prompts by id
+            raise InputError(f"{'standard input' if stdin else path}, line {n}: id {items[-1].id!r} is line "
+                             f"{line_of[items[-1].id]}'s too; give each prompt an id of its own")
+        line_of[items[-1].id] = n
     if not items:
         raise InputError(f"{shown} holds no prompts")
     return items
