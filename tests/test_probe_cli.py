@@ -704,6 +704,19 @@ def test_an_output_folder_that_takes_no_files_is_refused_before_the_report_is_re
     assert not report.exists()  # refused before the work: no report written (nor one replaced)
 
 
+def test_replacing_the_runs_report_says_what_study_went_with_it(world):
+    """The emergence step of the loop (--over-checkpoints --suite gender) replaced the all-suites report
+    and its ablation without a word."""
+    first = probe(world, "--prompts", world["noisy"], "--ablate", "--random-heads", "2")
+    assert first.exit_code == 0, first.output
+    r = probe(world)  # the toy suite alone, no ablation
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines()[-1] == ("note: this replaced the run's earlier report, and with it the suite mine and "
+                                         "the ablation of head 1.2; --report FILE keeps a study apart")
+    again = probe(world)  # nothing more lost
+    assert again.exit_code == 0 and "note: this replaced" not in again.stderr
+
+
 def test_prompts_repeat_and_take_a_folder_of_suites(world, tmp_path):
     """A second --prompts is read too (it once replaced the first without a word), and a folder
     stands for its .jsonl suites, as fabric corpus --suites writes them."""

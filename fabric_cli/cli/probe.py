@@ -81,9 +81,12 @@ def probe(
         err(f"note: {owner.root} is in use by {who}: this probes the checkpoint saved last; probe again when it ends")
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
     pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
+    lost = pr.replaced_study(target, result.report) if report is None else ""  # --report FILE: the user's choice
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
+    if lost:
+        err(f"note: this replaced the run's earlier report, and with it {lost}; --report FILE keeps a study apart")
     if scores is not None:
         err(f"scores: {pr.save_scores(result, scores)}")
     if plot and (a := result.report.get("ablation")) and a["n"] and "grid" not in a:

@@ -244,6 +244,27 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
 SCORES_FORMAT = "fabric-probe-scores"
 
 
+def replaced_study(path: str | os.PathLike, new: dict) -> str:
+    """What the report at `path` holds that `new`, written over it, does not: its other suites, and
+    its ablation, attribution or emergence study ("" when nothing, or no report is there). The run's
+    report.json is replaced by each probe of its latest checkpoint; a study kept is a --report away."""
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(old, dict) or old.get("format") != new.get("format"):
+        return ""
+    def names(r: dict) -> list:
+        return [s.get("suite") for s in r.get("suites") or [] if isinstance(s, dict)]
+
+    lost = [s for s in names(old) if s not in names(new)]
+    parts = [f"{'the suite' if len(lost) == 1 else 'the suites'} {', '.join(lost)}"] if lost else []
+    for key, study in (("ablation", "the ablation"), ("attribution", "the attribution"), ("emergence", "the emergence study")):
+        if old.get(key) and not new.get(key):
+            parts.append(study + (f" of head {old[key]['head']}" if isinstance(old[key], dict) and old[key].get("head") else ""))
+    return "; ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + (parts[-1] if parts else "")
+
+
 def check_report_target(path: str | os.PathLike) -> None:
     """--report replaces only a probe report (or an empty file): a checkpoint, a tokenizer or anything
     else already there is refused, before the work."""
