@@ -446,6 +446,7 @@ def test_a_head_right_on_one_version_of_each_pronoun_swap_is_not_named(world):
         ["swapped,", first.show(first.pronoun), "->", *first.show(first.referent).split()],
         ["✓✗", encoded[1].item.id, encoded[1].item.show(encoded[1].item.pronoun), "->", *encoded[1].item.show(encoded[1].item.referent).split()],
         ["swapped,", second.show(second.pronoun), "->", *second.show(second.referent).split()]]
+    assert len({x.index("looked at") for x in lines[1:5]}) == 1  # in one column, however long the referent
     assert _verdict(r, heads).startswith(
         "No pronoun head found: the best, 0.0 at 100.0% of 24 prompts, clears the baselines (lower bound 79.4% > "
         "50.0% (nearest)), but is right on both versions of only 0.0% of 24 pronoun-swap pairs (lower bound 0.0%, not "

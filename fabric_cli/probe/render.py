@@ -276,14 +276,21 @@ def _detail_lines(d: dict | None) -> list[str]:
     lines = [f"Head {d['head']}, prompt by prompt (first {d['shown']:,} of {d['of']:,}):"]
     marks = {True: "✓", False: "✗", None: "·"}
     paired = any(it.get("twin") for it in d["prompts"])  # absent from reports of earlier versions
-    for it in d["prompts"]:
+    split = [it["twin"] if it.get("twin") and "top" in it["twin"] and it["twin"]["correct"] != it["correct"] else None
+             for it in d["prompts"]]  # where a pair split, a line shows where the swapped pronoun looked
+    # "looked at" in one column: as wide as the longest "pronoun -> referent" shown, up to a point
+    shown = [f"{r['pronoun']} -> {r['referent']}" for r in d["prompts"]]
+    shown += [f"{t['pronoun']} -> {t['referent']}" for t in split if t]
+    width = min(36, max(map(len, shown), default=0))
+    for it, t in zip(d["prompts"], split):
         mark = "?" if it["ambiguous"] else marks[it["correct"]]
         if paired:
             mark += marks[it["twin"]["correct"]] if it.get("twin") else " "
-        lines.append(f"  {mark} {it['id']:<14} {it['pronoun']} -> {it['referent']:<16} looked at: {looked_at(it['top'])}")
-        t = it.get("twin")
-        if t and "top" in t and t["correct"] != it["correct"]:  # the pair split: where the swapped pronoun looked
-            lines.append(f"     {'':<14} swapped, {t['pronoun']} -> {t['referent']:<16} looked at: {looked_at(t['top'])}")
+        who = f"{it['pronoun']} -> {it['referent']}"
+        lines.append(f"  {mark} {it['id']:<14} {who:<{width}} looked at: {looked_at(it['top'])}")
+        if t:
+            who = f"{t['pronoun']} -> {t['referent']}"
+            lines.append(f"     {'swapped,':<14} {who:<{width}} looked at: {looked_at(t['top'])}")
     t = d["totals"]
     lo, hi = t["accuracy_ci95"]
     also = " (the · prompts too)" if t["n_all"] != t["n"] else ""
