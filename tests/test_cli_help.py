@@ -44,7 +44,8 @@ def test_threads_sets_torch_threads(runner, monkeypatch):
     r = runner.invoke(app, ["--threads", "1", "inspect", "--help"])
     assert r.exit_code == 0 and seen == [1]
     r = runner.invoke(app, ["--threads", "0", "inspect", "--help"])
-    assert r.exit_code == 1 and r.stderr.strip() == "fabric: error: --threads must be between 1 and 4096 (one per core is the default), got 0"
+    assert r.exit_code == 1 and r.stderr.strip() == ("fabric: error: --threads (or $FABRIC_THREADS) must be between 1 and 4096 (one "
+                                                  "per core is the default), got 0")
 
 
 def test_an_os_error_is_one_line_naming_the_path(runner, tmp_path):
@@ -137,3 +138,11 @@ def test_an_empty_run_is_refused_not_the_current_folder(runner, tmp_path, monkey
     assert r.exit_code == 1 and r.stderr == ("fabric: error: --run is empty; name the run's folder (default "
                                              "./fabric-run), or leave --run out\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, where", [(["train", "--steps"], "fabric train"), (["probe", "--head"], "fabric probe"),
+                                         (["--threads"], "fabric")])
+def test_an_option_without_its_value_points_to_its_commands_help(runner, args, where):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and r.stderr == (f"fabric: error: Option '{args[-1]}' requires an argument. "
+                                             f"(see {where} --help)\n")

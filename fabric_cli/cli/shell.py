@@ -36,11 +36,13 @@ _USAGE_ERRORS = tuple({click.UsageError, _parsing.UsageError})
 _HELP_ASKED = tuple({getattr(m, "NoArgsIsHelpError", None) for m in (click.exceptions, _parsing)} - {None})
 
 
-def _usage_error(e: click.UsageError) -> None:
+def _usage_error(e: click.UsageError, group: click.Context | None = None) -> None:
     """A mistyped option or value: one line and exit 2, not rich's boxed usage message."""
     if isinstance(e, _HELP_ASKED):
         raise e  # plain `fabric`: the help is what was asked for
     where = e.ctx.command_path if e.ctx is not None else "fabric"
+    if e.ctx is None and group is not None and group.invoked_subcommand:  # failed making the subcommand's context
+        where = f"fabric {group.invoked_subcommand}"
     message = " ".join(e.format_message().split())
     click.echo(f"fabric: error: {message} (see {where} --help)", err=True)
     sys.exit(e.exit_code)
@@ -69,7 +71,7 @@ class _FabricGroup(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except _USAGE_ERRORS as e:  # a subcommand's options
-            _usage_error(e)
+            _usage_error(e, ctx)
         except FabricError as e:
             click.echo(f"fabric: error: {e}", err=True)
             ctx.exit(1)
@@ -152,7 +154,8 @@ def _root(
 ) -> None:
     if threads is not None:
         if not 1 <= threads <= 4096:
-            raise InputError(f"--threads must be between 1 and 4096 (one per core is the default), got {threads}")
+            raise InputError(f"--threads (or $FABRIC_THREADS) must be between 1 and 4096 (one per core is the "
+                             f"default), got {threads}")
         import torch
 
         torch.set_num_threads(threads)
@@ -239,3 +242,4 @@ SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 def main() -> None:
     app()
+
