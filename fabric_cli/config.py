@@ -295,7 +295,7 @@ class Head(NamedTuple):
         return f"{self.layer}.{self.head}"
 
 
-_HEAD_RE = re.compile(r"^\s*(?:(\d+)\.(\d+)|[Ll](\d+)[Hh](\d+))\s*$")
+_HEAD_RE = re.compile(r"^\s*(?:(\d+)\.(\d+)|[Ll](\d+)[Hh](\d+))\s*$", re.ASCII)  # ASCII: "٠.٠" is not 0.0
 
 
 def parse_head(text: str) -> Head:

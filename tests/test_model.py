@@ -164,8 +164,9 @@ def test_config_validation_and_presets():
     assert cfg.n_ff == 256 and cfg.n_layer >= 5 and cfg.n_head >= 8  # head 4.7 exists in the demo model
     assert preset("gpt2").n_layer == 12 and preset("gpt2").head_size == 64
     assert parse_head("4.7") == parse_head("L4H7") == Head(4, 7) and str(Head(4, 7)) == "4.7"
-    with pytest.raises(InputError):
-        parse_head("four.seven")
+    for text in ("four.seven", "\u0664.\u0667"):  # Arabic-Indic digits are digits to \d, not to a user typing 4.7
+        with pytest.raises(InputError):
+            parse_head(text)
 
 
 def test_checkpoint_round_trip_and_checks(model, tmp_path):
