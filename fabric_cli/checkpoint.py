@@ -76,6 +76,10 @@ def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:
     return meta
 
 
+# what a checkpoint's config must name: the model's shape (fields added later have defaults)
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+
+
 def read_info(path: str | os.PathLike) -> CheckpointInfo:
     """Read only the metadata of a weights file (fast: no tensor is loaded)."""
     meta = _metadata(path)
@@ -83,13 +87,21 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
         extra = json.loads(meta.get("extra") or "{}")
         if not isinstance(extra, dict):
             raise TypeError(f"extra is {type(extra).__name__}, not an object")
-        return CheckpointInfo(
-            config=ModelConfig.from_dict(json.loads(meta["config"])),
+        config = json.loads(meta["config"])
+        if not isinstance(config, dict):
+            raise TypeError(f"config is {type(config).__name__}, not an object")
+        if missing := [k for k in SHAPE_KEYS if k not in config]:  # defaults would stand in for the model's shape
+            raise KeyError(f"config lacks {', '.join(missing)}")
+        info = CheckpointInfo(
+            config=ModelConfig.from_dict(config),
             step=int(meta.get("step", 0)),
             tokens_seen=int(meta.get("tokens_seen", 0)),
             tokenizer_sha256=meta.get("tokenizer_sha256") or None,
             extra=extra,
         )
+        if info.step < 0 or info.tokens_seen < 0:
+            raise ValueError(f"step {info.step:,} and tokens_seen {info.tokens_seen:,} must be 0 or more")
+        return info
     except (KeyError, ValueError, TypeError, InputError) as e:  # InputError: ModelConfig's own checks
         raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
 
