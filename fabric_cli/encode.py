@@ -88,7 +88,7 @@ class TokenizeSummary:
         ] + [f"warning      {w}" for w in self.warnings()] + [
             f"documents    {self.documents:,} from {len(self.sources)} file{'' if len(self.sources) == 1 else 's'}, "
             f"{self.bytes / 1e6:,.2f} MB",
-            f"characters   {self.characters:,}",
+            f"characters   {self.characters:,} in the documents (the blank lines between them not counted)",
             f"per token    {self.chars_per_token:.2f} characters, {self.tokens_per_word:.2f} tokens per word",
             f"time         {self.seconds:.2f} s ({self.mb_per_s:.2f} MB/s; training {self.train_seconds:.2f} s)",
         ] + ([f"started over {Path(self.tokenizer).parent}: its checkpoints, snapshots and metrics.jsonl, "

@@ -421,6 +421,9 @@ def test_the_summary_says_what_val_holds(tmp_path, runner, corpus_file):
     assert len(val) >= encode.SMALL_SPLIT_TOKENS and not any(line.startswith("warning") for line in lines)
     assert lines[1].endswith(f"(uint16; val: {val.count(meta['eot_id'])} of the 300 documents, spread evenly)")
     assert lines[2] == f"documents    300 from 1 file, {corpus_file.stat().st_size / 1e6:.2f} MB"
+    # the file's blank lines are not the documents' characters: corpus counts the file, this the documents
+    assert lines[3] == f"characters   {meta['characters']:,} in the documents (the blank lines between them not counted)"
+    assert meta["characters"] < len(corpus_file.read_text())
     one = tmp_path / "one.txt"
     one.write_text(" ".join(stories(20, seed=2)) + "\n")  # a single document: val is the tail
     lines = summary_of(runner, one, "--run", tmp_path / "b", "--val-fraction", 0.1)
