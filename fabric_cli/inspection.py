@@ -144,6 +144,9 @@ def no_flow_note(checkpoint: Path, metrics_path: Path | None, found: bool, step:
                 f"name its metrics.jsonl with --metrics")
     if not found:
         return f"no gradient norms: {metrics_path} does not exist (name the run's metrics.jsonl with --metrics)"
+    if metrics_path.is_file() and metrics_path.stat().st_size and not read_metrics(metrics_path):
+        return (f"no gradient norms: {metrics_path} holds no readable record (not fabric's JSON lines: damaged, or "
+                f"another file); name the run's metrics.jsonl with --metrics")
     return f"no gradient norms logged at or before step {step:,} in {metrics_path}"
 
 

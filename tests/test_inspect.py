@@ -109,6 +109,17 @@ def test_nan_weights_are_named_as_generate_and_probe_would_refuse_them(tmp_path,
         "transformer.h.1.mlp.c_fc.weight"]
 
 
+def test_a_runs_metrics_of_garbage_is_said_to_be_unreadable(tmp_path, runner):
+    """Random bytes as the run's metrics.jsonl read as 'no gradient norms logged at or before step 30'."""
+    paths = RunPaths(tmp_path / "run")
+    model = GPT(preset("tiny", vocab_size=64))
+    save_weights(paths.latest, model, CheckpointInfo(model.config, step=30))
+    paths.metrics.write_bytes(bytes(range(256)) * 4)
+    report = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).stdout)
+    assert report["gradient_flow_note"] == (f"no gradient norms: {paths.metrics} holds no readable record (not fabric's "
+                                            f"JSON lines: damaged, or another file); name the run's metrics.jsonl with --metrics")
+
+
 def test_healthy_norms_raise_no_flag():
     recs = [{"kind": "train", "step": s, "grad_norm_layers": [0.5, 0.2, 0.3]} for s in range(1, 6)]
     assert gradient_flow(recs)["flags"] == [] and gradient_flow([]) is None
