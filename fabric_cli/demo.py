@@ -35,6 +35,7 @@ from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split
 from fabric_cli.runplan import budget, resume_config
 from fabric_cli.train import train
+from fabric_cli.trainstep import check_memory
 
 SHOW_TEXT = "The queen thanked the xylophonist"  # the Tokenizer's dilemma: a common word whole, a rare one in pieces
 HELD_OUT_SUITES = ("gender", "number", "long_distance", "referent_first", "referent_second")
@@ -145,8 +146,9 @@ def plan_training(paths: RunPaths, cfg: DemoConfig, given: frozenset[str], resta
     config = cfg.train_config()
     if restart or not paths.latest.exists():
         config.check_schedule()
-        return TrainPlan(config, explicit, resume=False, step=0, steps=config.steps,
-                         model=_model_line(config.preset, config.model_config(PRESETS[config.preset].vocab_size)))
+        model = config.model_config(PRESETS[config.preset].vocab_size)  # the vocabulary asked, at most what is made
+        check_memory(model, config.batch_size, config.grad_accum, choose_device(config.device).device)  # before stage 1
+        return TrainPlan(config, explicit, resume=False, step=0, steps=config.steps, model=_model_line(config.preset, model))
     info = read_info(paths.latest)
     saved = read_train_config(paths.latest_state)
     if saved is None:  # weights without the state to resume from: usable as they are, not trainable further

@@ -113,6 +113,10 @@ def test_bad_demo_options_are_one_line_errors(tmp_path):
     assert not (tmp_path / "x").exists()
     r = CliRunner().invoke(app, ["demo", "--run", str(tmp_path / "y"), "--preset", "huge"])
     assert r.exit_code != 0 and "unknown preset" in r.stderr and not (tmp_path / "y").exists()
+    # a model no memory holds: refused before stage 1 tokenizes (it wrote tokenizer.json and tokens/ first)
+    r = CliRunner().invoke(app, ["demo", "--run", str(tmp_path / "z"), "--context", str(10**11)])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "needs 190,734.9 GiB for its weights" in r.stderr
+    assert not (tmp_path / "z").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
