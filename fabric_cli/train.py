@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Collection
 
 import torch
@@ -190,6 +191,14 @@ class Loop:
     @classmethod
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
               progress, auto_threads: bool = True) -> "Loop":
+        remembered = None
+        if resume and data_dir is None and not paths.meta.exists() and paths.latest.exists():
+            # a run trained on another folder's tokens (--data) resumes on them without being told again
+            remembered = ckpt.read_info(paths.latest).extra.get("data")
+            if isinstance(remembered, str) and not Path(remembered, "meta.json").is_file():
+                raise InputError(f"--resume: this run trained on the tokens in {remembered}, and they are not there "
+                                 f"now; pass --data with the folder they moved to")
+            data_dir = remembered if isinstance(remembered, str) else None
         data = load_tokens(data_dir or paths.tokens)
         tokenizer_source = tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
@@ -272,6 +281,8 @@ class Loop:
                      f"{planned:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
+        if data_dir is not None and data_dir == remembered:
+            loop.say(f"note: training on {data_dir}, the tokens this run was trained on (--data names others)")
         if resume and (was := precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
             loop.say(f"note: the run trained in {PRECISION[was]} until step {step:,}; this session runs "
                      f"{PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")
@@ -444,6 +455,8 @@ class Loop:
     def info(self) -> ckpt.CheckpointInfo:
         extra = {"train_loss": self.train_loss, "val_loss": self.val_loss, "preset": self.cfg.preset,
                  "tokens": self.data.identity}
+        if Path(self.data.folder).resolve() != self.paths.tokens.resolve():  # --data: --resume finds them again
+            extra["data"] = str(Path(self.data.folder).resolve())
         return ckpt.CheckpointInfo(self.mc, self.step, self.tokens_seen, self.data.tokenizer_sha256, extra)
 
     def save(self) -> None:

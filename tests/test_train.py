@@ -821,6 +821,22 @@ def test_batches_are_a_function_of_the_step_and_ranks_split_the_global_batch(run
     assert torch.equal(torch.cat(halves), x1)
 
 
+def test_resume_finds_the_tokens_a_run_was_given_with_data(tmp_path, runner):
+    """--resume without --data looked in the run's own tokens/, which a --data run does not have."""
+    tokens = write_tokens(tmp_path / "elsewhere" / "tokens")
+    run = RunPaths(tmp_path / "run")
+    r = runner.invoke(app, ["train", "--run", str(run.root), "--data", str(tokens), "--steps", "8", "--stop-at", "4", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "--run", str(run.root), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert f"note: training on {tokens.resolve()}, the tokens this run was trained on (--data names others)" in r.stderr
+    assert read_info(run.latest).step == 8
+    tokens.rename(tmp_path / "moved")
+    r = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "12"])
+    assert r.exit_code == 1 and r.stderr == (f"fabric: error: --resume: this run trained on the tokens in {tokens.resolve()}, "
+                                             f"and they are not there now; pass --data with the folder they moved to\n")
+
+
 def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_along(tmp_path, runner):
     """Generate and probe read a run's checkpoints with its tokenizer.json: training must not make them disagree."""
     other = RunPaths(tmp_path / "other")
