@@ -181,6 +181,7 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
             raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {_shown(tail)}")
         conts = tuple(w if re.match(r"[^\w\s]", w) else " " + w for w in words)
     text, spans, open_at, kind = [], {"referent": [], "pronoun": [], "distractor": []}, None, None
+    opened = {"referent": [], "pronoun": [], "distractor": []}  # the line's column of each mention's bracket
     swap: list[str] | None = None  # "{she|he}": the characters after the bar
     for col, ch in enumerate(body, start=1):
         if kind == "pronoun" and ch == "|" and swap is None:
@@ -191,6 +192,7 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
             if kind is not None:
                 raise _LineError(f"column {col}: {ch!r} opens a mention inside another {kind}; close it first")
             open_at, kind = len(text), _MARKS[ch][1]
+            opened[kind].append(col)
         elif ch in _CLOSERS:
             if kind != _MARKS[_CLOSERS[ch]][1]:
                 raise _LineError(f"column {col}: {ch!r} closes nothing (or the wrong kind of bracket)")
@@ -205,9 +207,9 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
         if len(spans[name]) != 1:
             raise _LineError(f"expected exactly one {name} marked {mark}, found {len(spans[name])}")
     for name, found in spans.items():
-        for s, e in found:
+        for (s, e), col in zip(found, opened[name]):
             if not text[s:e].strip():
-                raise _LineError(f"the {name} at character {s} is empty")
+                raise _LineError(f"column {col}: the {name} is empty")
     if not text.strip():
         raise _LineError("the prompt is empty")
     if swap is not None and not _SWAP.fullmatch(swap := "".join(swap).strip()):
