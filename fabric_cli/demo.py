@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from fabric_cli.checkpoint import load_train_state, read_info, read_train_config
+from fabric_cli.checkpoint import read_info
 from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, RunPaths, SampleConfig,
                                TokenizeConfig, TrainConfig, bundled_corpus)
 from fabric_cli.device import choose_device
@@ -33,6 +33,7 @@ from fabric_cli.probe.emergence import UNPROVEN
 from fabric_cli.text import bar, signed
 from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split
+from fabric_cli.trainstate import load_train_state, read_train_config
 from fabric_cli.runplan import budget, resume_config
 from fabric_cli.train import train
 from fabric_cli.trainstep import check_memory

@@ -24,6 +24,7 @@ from typing import Collection
 import torch
 
 from fabric_cli import checkpoint as ckpt
+from fabric_cli import trainstate
 from fabric_cli.config import RunPaths, TrainConfig
 from fabric_cli.data import load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation, usable_cpus, use_device
@@ -224,8 +225,8 @@ class Loop:
             keep_freed_memory()
         if resume:
             info = ckpt.read_info(paths.latest)
-            state, meta = ckpt.load_train_state(paths.latest_state, paths.latest)
-            saved_cfg = ckpt.saved_train_config(paths.latest_state, meta)
+            state, meta = trainstate.load_train_state(paths.latest_state, paths.latest)
+            saved_cfg = trainstate.saved_train_config(paths.latest_state, meta)
             cfg = resume_config(saved_cfg, config, explicit, info.config)
             check_same_data(paths, info, data)
             other_tokens = other_tokens_note(paths, info, data)
@@ -257,8 +258,8 @@ class Loop:
         dist.barrier()
         later = [p for p in paths.snapshots() if snapshot_step(p) > step] if resume else []
         if resume:
-            ckpt.restore_optimizer(model, optimizer, state)
-            ckpt.restore_rng(state)
+            trainstate.restore_optimizer(model, optimizer, state)
+            trainstate.restore_rng(state)
             MetricsLog(paths.metrics, enabled=dist.is_main).keep_until(step)
         loop = cls(paths, cfg, dist, data, model, optimizer, step, tokens_seen, device, choice.dtype, progress)
         if dist.is_main:  # the unsaved stretch after the checkpoint is replaced: its snapshots go, as its metrics did
@@ -462,7 +463,7 @@ class Loop:
     def save(self) -> None:
         t = time.perf_counter()
         if self.dist.is_main:
-            state = {**ckpt.optimizer_tensors(self.model, self.optimizer), **ckpt.rng_tensors()}
+            state = {**trainstate.optimizer_tensors(self.model, self.optimizer), **trainstate.rng_tensors()}
             meta = {
                 "train_config": self.cfg.to_json(),
                 "tokens_seen": str(self.tokens_seen),
@@ -472,7 +473,7 @@ class Loop:
                 # the sampler is stateless: a step's batches are a function of (seed, step)
                 "data": json.dumps({"folder": str(self.data.folder), "sampler": "seeded-per-step", "cursor": self.step}),
             }
-            ckpt.save_checkpoint_pair(self.paths.latest, self.paths.latest_state, self.model, self.info(), state, meta)
+            trainstate.save_checkpoint_pair(self.paths.latest, self.paths.latest_state, self.model, self.info(), state, meta)
         self.saved_step = self.step
         self.paused += time.perf_counter() - t
 

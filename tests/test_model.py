@@ -217,6 +217,7 @@ LAYER = {
     "sources": 2,
     "tokenizer": 3, "model": 3, "story": 3, "data": 3, "metrics": 3,
     "checkpoint": 4, "corpus": 4, "trainstep": 4, "encode": 4,
+    "trainstate": 4.2,  # the training state beside a checkpoint's weights: above checkpoint
     "runplan": 4.5,  # below train (which it plans), above trainstep (whose schedule it reads)
     "train": 5, "probe": 5, "generate": 5, "inspection": 5,
     "demo": 6,

@@ -242,4 +242,3 @@ SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 def main() -> None:
     app()
-
