@@ -87,28 +87,29 @@ def schedule_jump(saved: TrainConfig, now: TrainConfig, step: int, tokens_seen: 
     starts it climbing again. The note names what changed. "" otherwise."""
     was_max = budget(saved, block_size, ranks, step, tokens_seen)[1]
     last, following = lr_at(step - 1, saved, was_max), lr_at(step, now, max_steps)
-    if following <= 1.5 * last:
+    planned = lr_at(step, saved, was_max)  # what the schedule unchanged gives: in the warm-up, it climbs anyway
+    why = _schedule_changes(saved, now, step, was_max, max_steps)
+    if following <= 1.5 * max(last, planned) or not why:
         return ""
     return (f"note: the learning rate rises from {last:.2e} (step {step:,}, the last trained) to {following:.2e} "
-            f"(step {step + 1:,}): {'; '.join(_schedule_changes(saved, now, step, was_max, max_steps))}, so the loss "
-            f"may rise for a while; a lower --lr keeps it down")
+            f"(step {step + 1:,}): {'; '.join(why)}. The loss may rise for a while; a lower --lr keeps it down")
 
 
 def _schedule_changes(saved: TrainConfig, now: TrainConfig, step: int, was_max: int, max_steps: int) -> list[str]:
     """What in the schedule moved the next step's learning rate: the warm-up, the peak, the floor,
     the cosine's length, each as it was and as it is."""
-    why = []
+    why = []  # only what raises it: a lower --lr, say, is not why it rose
     if now.warmup != saved.warmup:
-        back = f", so step {step + 1:,} is back in the warm-up" if step < now.warmup else ""
+        back = f" (step {step + 1:,} is back in the warm-up)" if step < now.warmup else ""
         why.append(f"--warmup is now {now.warmup:,} steps where it was {saved.warmup:,}{back}")
-    if now.lr != saved.lr:
+    if now.lr > saved.lr:
         why.append(f"--lr is now {now.lr:.2e} where it was {saved.lr:.2e}")
-    if now.min_lr != saved.min_lr:
+    if now.min_lr > saved.min_lr:
         why.append(f"--min-lr is now {now.min_lr:.2e} where it was {saved.min_lr:.2e}")
-    if max_steps != was_max and step >= now.warmup:
+    if max_steps > was_max and step >= now.warmup:
         why.append(f"the cosine now spans {max_steps:,} steps where it spanned {was_max:,}, and the run takes up "
                    f"partway back up it")
-    return why or [f"the schedule now spans {max_steps:,} steps where it spanned {was_max:,}"]
+    return why
 
 
 def check_budget(step: int, max_steps: int, stop_at: int | None) -> None:

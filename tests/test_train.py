@@ -236,13 +236,15 @@ def test_the_learning_rate_note_names_what_changed():
 
     saved = TrainConfig(**FAST, steps=60)  # warm-up 2, then the cosine down to --min-lr at step 60
     warm = schedule_jump(saved, TrainConfig(**{**FAST, "warmup": 80}, steps=90), 60, 0, 90, 16, 1)
-    assert "--warmup is now 80 steps where it was 2, so step 61 is back in the warm-up" in warm
+    assert "--warmup is now 80 steps where it was 2 (step 61 is back in the warm-up). The loss may rise" in warm
     assert "cosine" not in warm  # the warm-up, not the cosine, sets step 61's rate
     longer = schedule_jump(saved, TrainConfig(**FAST, steps=120), 60, 0, 120, 16, 1)
     assert "the cosine now spans 120 steps where it spanned 60" in longer and "--warmup" not in longer
     peak = schedule_jump(saved, TrainConfig(**{**FAST, "lr": 3e-2}, steps=60), 30, 0, 60, 16, 1)
     assert "--lr is now 3.00e-02 where it was 3.00e-03" in peak and "cosine" not in peak
     assert schedule_jump(saved, TrainConfig(**FAST, steps=60), 30, 0, 60, 16, 1) == ""  # the same schedule
+    early = TrainConfig(**{**FAST, "warmup": 100}, steps=200)  # step 2 of a warm-up doubles the rate by itself
+    assert schedule_jump(early, TrainConfig(**{**FAST, "warmup": 100}, steps=200), 1, 0, 200, 16, 1) == ""
 
 
 def test_stretching_a_finished_run_says_the_learning_rate_rises_again(run, runner):
