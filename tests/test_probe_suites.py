@@ -204,6 +204,27 @@ def test_prompts_take_many_files_and_folders_each_read_once(tmp_path):
     assert [s for s in dict.fromkeys(it.suite for it in both)] == ["showcase", "mine", "gender"]
 
 
+def test_a_bundled_suite_named_twice_by_name_and_by_file_is_read_once():
+    assert load_suites(["gender"], [str(probes_dir() / "gender.jsonl")]) == load_suites(["gender"])
+
+
+def test_two_pipes_are_two_suites(tmp_path):
+    import os
+
+    suites = []
+    for text in ("[Ann] met <Bo> before {she} left.\n", "[Bo] met <Ann> before {he} left.\n"):
+        r, w = os.pipe()
+        os.write(w, text.encode())
+        os.close(w)
+        suites.append(f"/dev/fd/{r}")
+    try:
+        items = load_suites((), suites)
+    finally:
+        for path in suites:
+            os.close(int(path.rsplit("/", 1)[1]))
+    assert [it.suite for it in items] == [f"pipe{p.rsplit('/', 1)[1]}" for p in suites]
+
+
 def test_two_suites_of_one_name_are_refused_not_pooled(tmp_path):
     other = tmp_path / "gender.jsonl"
     other.write_text(_jsonl() + "\n", encoding="utf-8")

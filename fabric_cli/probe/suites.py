@@ -50,7 +50,7 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: tuple | list |
             have = ", ".join(bundled) or "none"
             raise InputError(f"--suite {name!r}: no such suite in {probes_dir()} (there are: {have}); "
                              f"pass a file of your own with --prompts")
-    files = [bundled[name] for name in names] + prompt_files(prompts)
+    files = _once([bundled[name] for name in names] + prompt_files(prompts))  # --suite gender and its file: once
     items: list[ProbeItem] = []
     came_from: dict[str, str] = {}  # suite name -> the file it was read from
     for path in files:
@@ -81,6 +81,11 @@ def prompt_files(given: list) -> list[Path]:
             files += suites
         else:
             files.append(p)
+    return _once(files)
+
+
+def _once(files: list[Path]) -> list[Path]:
+    """`files` in order, each file once, however it was named."""
     seen, unique = set(), []
     for p in files:
         key = str(p) if str(p) == "-" else os.path.realpath(p)
@@ -121,7 +126,8 @@ def load_file(path: str | Path) -> list[ProbeItem]:
         parse = parse_jsonl_line if next((ln for ln in lines if ln.strip()), "").lstrip().startswith("{") else parse_markup_line
     else:
         parse = parse_jsonl_line if path.suffix.lower() == ".jsonl" else parse_markup_line
-    suite = "stdin" if stdin else "pipe" if stream and str(path).startswith(("/dev/", "/proc/")) else path.stem
+    # a pipe's name is its descriptor's: two <(...) are two suites, pipe63 and pipe62
+    suite = "stdin" if stdin else f"pipe{path.name}" if stream and str(path).startswith(("/dev/", "/proc/")) else path.stem
     items, line_of = [], {}  # item id -> its line
     for n, line in enumerate(lines, start=1):
         if not line.strip() or (parse is parse_markup_line and line.lstrip().startswith("#")):
