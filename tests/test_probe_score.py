@@ -62,6 +62,8 @@ def test_two_heads_a_point_apart_are_said_not_to_be_told_apart():
     r["runner_up"] = {"head": "0.4", "only_top": 40, "only_other": 5, "p": 1e-7}
     assert _against_next(r, heads) == ("; ahead of the next, 0.4, on the prompts only one of them gets right, "
                                        "40 against 5 (exact McNemar p = 1e-07)")
+    r["runner_up"] = {"head": "0.4", "only_top": 1200, "only_other": 0, "p": 0.0}  # 2 * 0.5**1200 underflows
+    assert _against_next(r, heads).endswith("1200 against 0 (exact McNemar p < 1e-300)")
 
 
 def test_a_clear_winners_p_value_is_not_rounded_to_zero():

@@ -221,7 +221,8 @@ def _against_next(r: dict, heads: dict) -> str:
     if u["p"] >= 0.05:
         return (f"; but not told apart from the next, {u['head']} at {pct(other['accuracy']).strip()}: on the prompts "
                 f"only one of them gets right, {split} ({test} p = {u['p']:.2f}), so they may share the task")
-    return f"; ahead of the next, {u['head']}, on the prompts only one of them gets right, {split} ({test} p = {u['p']:.2g})"
+    p = "p < 1e-300" if u["p"] == 0 else f"p = {u['p']:.3g}"  # past ~1,075 split prompts the tail underflows a float
+    return f"; ahead of the next, {u['head']}, on the prompts only one of them gets right, {split} ({test} {p})"
 
 
 def _verdict(r: dict, heads: dict) -> str:
