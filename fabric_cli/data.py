@@ -104,8 +104,9 @@ def load_tokens(folder: str | os.PathLike) -> TokenData:
     if missing:
         raise InputError(
             f"no tokens to train on: {folder} {'lacks ' + ', '.join(missing) if folder.exists() else 'does not exist'}; "
-            f"run `{_tokenize_command(folder)}` first (no files: the bundled corpus), or pass --data DIR with "
-            f"train.bin, val.bin, meta.json"
+            + (f"run `{_tokenize_command(folder)}` first (no files: the bundled corpus), or pass --data DIR with "
+               f"train.bin, val.bin, meta.json" if folder.name == "tokens" else
+               "--data takes the tokens folder `fabric tokenize` writes (RUN/tokens, with train.bin, val.bin, meta.json)")
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -143,7 +144,6 @@ def _max_token(arr: np.ndarray, chunk: int = 1 << 24) -> int:
 
 
 def _tokenize_command(tokens: Path) -> str:
-    """The command that writes the tokens folder `tokens`: RUN/tokens is `fabric --run RUN tokenize`."""
-    run = tokens.parent if tokens.name == "tokens" else None
-    named = "" if run is None or run == Path(DEFAULT_RUN) else f" --run {shlex.quote(str(run))}"
+    """The command that writes the tokens folder RUN/tokens: `fabric --run RUN tokenize`."""
+    named = "" if tokens.parent == Path(DEFAULT_RUN) else f" --run {shlex.quote(str(tokens.parent))}"
     return f"fabric{named} tokenize [FILES]"

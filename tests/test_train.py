@@ -620,6 +620,9 @@ def test_missing_tokens_say_run_tokenize(tmp_path, runner):
     (tmp_path / "half" / "train.bin").write_bytes(b"")
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "half"), "--run", str(tmp_path / "r"), "--preset", "tiny"])
     assert result.exit_code == 1 and f"{tmp_path / 'half'} lacks meta.json, val.bin" in result.stderr
+    # a --data folder not named tokens: `fabric tokenize` would write fabric-run/tokens, not it
+    assert result.stderr.rstrip().endswith("; --data takes the tokens folder `fabric tokenize` writes (RUN/tokens, "
+                                           "with train.bin, val.bin, meta.json)")
 
 
 def test_bad_token_files_are_refused(tmp_path):
