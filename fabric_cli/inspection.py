@@ -1,7 +1,8 @@
 """`fabric inspect`: what a checkpoint holds, and how the gradient flowed while it was trained.
 
-Reads only the safetensors header (config, step, tensor shapes), never the tensors, so it is
-instant even for a large model; the gradient-flow table comes from the run's metrics.jsonl.
+Reads the safetensors header (config, step, tensor shapes), then each tensor once, one at a time,
+for NaN or infinite values (what generate and probe refuse to load): a fraction of a second for
+GPT-2's 124M parameters. The gradient-flow table comes from the run's metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def inspect_checkpoint(path: str | os.PathLike, metrics: str | os.PathLike | Non
             -> `RUN/metrics.jsonl`); a missing one, or a checkpoint outside any run's checkpoints/
             folder, is a note, and no metrics are read.
     Returns:
-        a dict with config, step, tokens_seen, losses, parameters, metrics (the file read, None
-        when none was read), gradient_flow (None when no gradient norms were logged up to the
-        checkpoint's step) and gradient_flow_note (why not, else None).
+        a dict with config, step, tokens_seen, losses, parameters, nonfinite_tensors (the names of
+        those holding a NaN or an infinity), metrics (the file read, None when none was read),
+        gradient_flow (None when no gradient norms were logged up to the checkpoint's step, or they
+        are another model's) and gradient_flow_note (why not, else None).
     """
     path = resolve_checkpoint(path)
     info = read_info(path)
