@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -216,8 +217,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def json_text(obj) -> str:
-    """How fabric writes a JSON file: indented, keys in their order, a final newline."""
-    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """How fabric writes JSON, a file or --json: indented, keys in their order, a final newline, and
+    strict: a NaN or an infinity (a diverged run's gradient norm) is null, as JSON has no such number.
+
+    Example:
+        >>> json.loads(json_text({"norm": float("nan"), "ok": [1.5, float("inf")]}))
+        {'norm': None, 'ok': [1.5, None]}
+    """
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _finite(obj):
+    """`obj` with every float that is not finite replaced by None (tuples become lists, as JSON has them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -84,7 +84,8 @@ def test_nan_inf_and_negative_norms_are_flagged_and_another_models_metrics_are_n
                                          + f', "grad_norm_layers": [{", ".join(r)}]}}\n' for i, r in enumerate(rows)))
 
     write([["1.0", "1.0", "1.0"], ["1.0", "NaN", "1e400"], ["-1.0", "1.0", "1.0"]])  # 1e400 reads as inf
-    report = json.loads(runner.invoke(app, ["inspect", str(paths.latest), "--json"]).output.replace("NaN", "null"))
+    strict = runner.invoke(app, ["inspect", str(paths.latest), "--json"]).stdout  # JSON has no NaN: null stands in
+    report = json.loads(strict, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
     flags = {(f["step"], f["layer"], f["flag"]) for f in report["gradient_flow"]["flags"]}
     assert flags == {(20, "0", "not finite"), (20, "1", "not finite"), (30, "emb+head", "not a norm")}
     text = runner.invoke(app, ["inspect", str(paths.latest)]).output

@@ -3,7 +3,6 @@ global options (--run, --threads, --version), and the small helpers the commands
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import typer.core
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS, RunPaths
 from fabric_cli.errors import FabricError, InputError
+from fabric_cli.files import json_text
 
 
 class Terminated(KeyboardInterrupt):
@@ -213,7 +213,7 @@ def interrupted(e: KeyboardInterrupt, paths: RunPaths, before: int | None, resta
 
 
 def echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2))
+    typer.echo(json_text(obj), nl=False)  # strict JSON, as the files fabric writes
 
 
 def err(msg: str = "") -> None:
