@@ -42,7 +42,8 @@ def test_markup_marks_referent_pronoun_distractors_and_continuations():
     ("[The professor] finished her} lecture.", "closes nothing"),
     ("[The professor] finished {her} lecture. || lecture", "two continuations"),
     ("[ ] finished {her} lecture.", "column 1: the referent is empty"),
-    ("[Ann] met <  > before {she} left.", "column 11: the distractor is empty"),  # the line's column, counted from 1
+    ("[Ann] met <  > before {she} left.", "column 11: the distractor is empty"),
+    ("?  [Ann] met <Bo> before { } left.", "column 26: the pronoun is empty"),  # the "? " and the spaces count  # the line's column, counted from 1
 ])
 def test_markup_rejects_malformed_lines_with_the_line_number(tmp_path, line, words):
     f = tmp_path / "mine.txt"

@@ -180,10 +180,11 @@ def parse_markup_line(line: str, suite: str = "", default_id: str = "", where: s
         if len(words) != 2 or not all(words):
             raise _LineError(f"after '||' expected two continuations 'referent's | distractor's', found {_shown(tail)}")
         conts = tuple(w if re.match(r"[^\w\s]", w) else " " + w for w in words)
+    skipped = line.find(body)  # the line's columns: indentation and a leading "? " count
     text, spans, open_at, kind = [], {"referent": [], "pronoun": [], "distractor": []}, None, None
     opened = {"referent": [], "pronoun": [], "distractor": []}  # the line's column of each mention's bracket
     swap: list[str] | None = None  # "{she|he}": the characters after the bar
-    for col, ch in enumerate(body, start=1):
+    for col, ch in enumerate(body, start=1 + skipped):
         if kind == "pronoun" and ch == "|" and swap is None:
             swap = []
         elif swap is not None and kind == "pronoun" and ch not in _CLOSERS:
