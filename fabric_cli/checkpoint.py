@@ -104,7 +104,8 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
             raise ValueError(f"step {info.step:,} and tokens_seen {info.tokens_seen:,} must be 0 or more")
         return info
     except (KeyError, ValueError, TypeError, InputError) as e:  # InputError: ModelConfig's own checks
-        raise CheckpointError(f"checkpoint {path}: metadata is malformed ({e}); it was not written by fabric") from None
+        why = (e.args[0] if " " in str(e.args[0]) else f"no {e.args[0]!r} entry") if isinstance(e, KeyError) else e
+        raise CheckpointError(f"checkpoint {path}: metadata is malformed ({why}); it was not written by fabric") from None
 
 
 def _header(path: Path) -> dict[str, str]:

@@ -223,7 +223,7 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(trained, tmp_path,
     ("config", '{"n_layer": 99999999999}', "its config says 99,999,999,999 layers but its tensors hold 2"),
     ("config", '{"block_size": 10000000000}', "tensor transformer.wpe.weight has shape (16, 16), the model expects (10000000000, 16)"),
     # a config cut down to one key: the defaults (4096 x 128) stood in for the rest, and the error blamed the tensors
-    ("config", '={"n_layer": 2}', "metadata is malformed ('config lacks n_head, n_embd, block_size, vocab_size')"),
+    ("config", '={"n_layer": 2}', "metadata is malformed (config lacks n_head, n_embd, block_size, vocab_size)"),
     ("step", "-5", "metadata is malformed (step -5 and tokens_seen 1,536 must be 0 or more)"),
 ])
 def test_malformed_metadata_is_one_line_not_a_traceback(trained, tmp_path, runner, field, value, says):

@@ -711,10 +711,13 @@ def test_replacing_the_runs_report_says_what_study_went_with_it(world):
     assert first.exit_code == 0, first.output
     r = probe(world)  # the toy suite alone, no ablation
     assert r.exit_code == 0, r.output
-    assert r.stderr.splitlines()[-1] == ("note: this replaced the run's earlier report, and with it the suite mine and "
-                                         "the ablation of head 1.2; --report FILE keeps a study apart")
+    assert r.stderr.splitlines()[-1] == (f"note: this replaced the earlier {world['run']}/probe/report.json, and with it "
+                                         f"the suite mine and the ablation of head 1.2; --report FILE keeps a study apart")
     again = probe(world)  # nothing more lost
     assert again.exit_code == 0 and "note: this replaced" not in again.stderr
+    assert probe(world, "--ablate", "--random-heads", "2").exit_code == 0
+    other = probe(world, "--head", "0.1", "--ablate", "--random-heads", "2")  # another head's ablation
+    assert other.stderr.splitlines()[-1].endswith("and with it the ablation of head 1.2; --report FILE keeps a study apart")
 
 
 def test_prompts_repeat_and_take_a_folder_of_suites(world, tmp_path):

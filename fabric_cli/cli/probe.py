@@ -86,7 +86,7 @@ def probe(
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
     if lost:
-        err(f"note: this replaced the run's earlier report, and with it {lost}; --report FILE keeps a study apart")
+        err(f"note: this replaced the earlier {target}, and with it {lost}; --report FILE keeps a study apart")
     if scores is not None:
         err(f"scores: {pr.save_scores(result, scores)}")
     if plot and (a := result.report.get("ablation")) and a["n"] and "grid" not in a:

@@ -20,7 +20,7 @@ def _resume_command(paths: RunPaths, data: Optional[Path]) -> str:
     """The command that resumes this run, as typed: the run named unless it is ./fabric-run (a
     FABRIC_RUN set for one command is gone by the next), the tokens it trains on, and under torchrun
     the same launch (its own parser takes --run, so the run goes in FABRIC_RUN there)."""
-    data_words = ["--data", str(data)] if data else []  # or --resume looks in the run's own tokens/
+    data_words = ["--data", str(data)] if data else []  # the checkpoint remembers them too; the command says so
     ranks = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if ranks > 1:
         return f"FABRIC_RUN={shlex.quote(str(paths.root))} " + shlex.join(

@@ -246,8 +246,9 @@ SCORES_FORMAT = "fabric-probe-scores"
 
 def replaced_study(path: str | os.PathLike, new: dict) -> str:
     """What the report at `path` holds that `new`, written over it, does not: its other suites, and
-    its ablation, attribution or emergence study ("" when nothing, or no report is there). The run's
-    report.json is replaced by each probe of its latest checkpoint; a study kept is a --report away."""
+    its ablation, attribution or emergence study, or one of another head ("" when nothing, or no
+    report is there). The run's report.json is replaced by each probe of its latest checkpoint, a
+    snapshot's report by each probe of that snapshot; a study kept is a --report away."""
     try:
         old = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -260,9 +261,11 @@ def replaced_study(path: str | os.PathLike, new: dict) -> str:
     lost = [s for s in names(old) if s not in names(new)]
     parts = [f"{'the suite' if len(lost) == 1 else 'the suites'} {', '.join(lost)}"] if lost else []
     for key, study in (("ablation", "the ablation"), ("attribution", "the attribution"), ("emergence", "the emergence study")):
-        if old.get(key) and not new.get(key):
-            parts.append(study + (f" of head {old[key]['head']}" if isinstance(old[key], dict) and old[key].get("head") else ""))
-    return "; ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + (parts[-1] if parts else "")
+        was, now = old.get(key), new.get(key)
+        head = lambda r: r.get("head") if isinstance(r, dict) else None  # noqa: E731
+        if was and (not now or head(was) != head(now)):  # gone, or of another head now
+            parts.append(study + (f" of head {head(was)}" if head(was) else ""))
+    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + (parts[-1] if parts else "")
 
 
 def check_report_target(path: str | os.PathLike) -> None:
