@@ -51,6 +51,25 @@ def resume_config(saved: TrainConfig, given: TrainConfig, explicit: Collection[s
     return dataclasses.replace(saved, **changes)
 
 
+def resumed_data(paths: RunPaths) -> tuple[str | None, str | None]:
+    """For --resume without --data: (the tokens folder to train on, None for the run's own; a note).
+
+    A run trained on another folder's tokens (--data) records it in its checkpoint and goes on with
+    them. Where the run has tokens of its own as well, they win, and the note says which it was
+    trained on; where the folder is gone, it is an InputError naming it.
+    """
+    remembered = ckpt.read_info(paths.latest).extra.get("data")
+    if not isinstance(remembered, str):
+        return None, None
+    if paths.meta.exists():
+        return None, (f"note: training on {paths.tokens}, the run's own tokens; it was trained on {remembered} "
+                      f"(--data {remembered} goes on with those)")
+    if not Path(remembered, "meta.json").is_file():
+        raise InputError(f"--resume: this run trained on the tokens in {remembered}, and they are not there now; "
+                         f"pass --data with the folder they moved to")
+    return remembered, f"note: training on {remembered}, the tokens this run was trained on (--data names others)"
+
+
 def snapshot_step(path: Path) -> int:
     """The step in a snapshot's name, step-000200.safetensors -> 200 (-1 for a name not of that form)."""
     digits = path.stem.removeprefix("step-")

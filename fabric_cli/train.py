@@ -31,7 +31,7 @@ from fabric_cli.device import choose_device, model_flops_utilisation, usable_cpu
 from fabric_cli.errors import InputError, TrainingError
 from fabric_cli.runlock import holding
 from fabric_cli.runplan import (
-    PRECISION, budget, check_budget, check_same_data, other_tokens_note, precision, resume_config, schedule_jump,
+    PRECISION, budget, check_budget, check_same_data, other_tokens_note, precision, resume_config, resumed_data, schedule_jump,
     setting_changes, snapshot_step, tokenizer_to_copy,
 )
 from fabric_cli.text import plural
@@ -192,14 +192,9 @@ class Loop:
     @classmethod
     def setup(cls, paths: RunPaths, config: TrainConfig, dist: Dist, *, data_dir, resume, restart, explicit, stop_at,
               progress, auto_threads: bool = True) -> "Loop":
-        remembered = None
-        if resume and data_dir is None and not paths.meta.exists() and paths.latest.exists():
-            # a run trained on another folder's tokens (--data) resumes on them without being told again
-            remembered = ckpt.read_info(paths.latest).extra.get("data")
-            if isinstance(remembered, str) and not Path(remembered, "meta.json").is_file():
-                raise InputError(f"--resume: this run trained on the tokens in {remembered}, and they are not there "
-                                 f"now; pass --data with the folder they moved to")
-            data_dir = remembered if isinstance(remembered, str) else None
+        data_note = None
+        if resume and data_dir is None and paths.latest.exists():  # a --data run goes on with its tokens
+            data_dir, data_note = resumed_data(paths)
         data = load_tokens(data_dir or paths.tokens)
         tokenizer_source = tokenizer_to_copy(paths, data)
         has_checkpoint = paths.latest.exists() or paths.latest_state.exists() or bool(paths.snapshots())
@@ -282,8 +277,8 @@ class Loop:
                      f"{planned:,} tokens")
         if other_tokens:
             loop.say(other_tokens)
-        if data_dir is not None and data_dir == remembered:
-            loop.say(f"note: training on {data_dir}, the tokens this run was trained on (--data names others)")
+        if data_note:
+            loop.say(data_note)
         if resume and (was := precision(config.device, saved_cfg.dtype)) and was != choice.dtype:
             loop.say(f"note: the run trained in {PRECISION[was]} until step {step:,}; this session runs "
                      f"{PRECISION[choice.dtype]} (--dtype {saved_cfg.dtype} then, {config.dtype} now)")

@@ -840,6 +840,12 @@ def test_resume_finds_the_tokens_a_run_was_given_with_data(tmp_path, runner):
     r = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "12"])
     assert r.exit_code == 1 and r.stderr == (f"fabric: error: --resume: this run trained on the tokens in {tokens.resolve()}, "
                                              f"and they are not there now; pass --data with the folder they moved to\n")
+    (tmp_path / "moved").rename(tokens)
+    write_tokens(run.tokens)  # the run gains tokens of its own: they win, and the note says which it trained on
+    r = runner.invoke(app, ["train", "--run", str(run.root), "--resume", "--steps", "10"])
+    assert r.exit_code == 0, r.output
+    assert (f"note: training on {run.tokens}, the run's own tokens; it was trained on {tokens.resolve()} "
+            f"(--data {tokens.resolve()} goes on with those)") in r.stderr
 
 
 def test_tokens_of_another_tokenizer_are_refused_and_a_runs_own_tokenizer_comes_along(tmp_path, runner):
