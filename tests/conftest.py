@@ -1,8 +1,10 @@
-"""Shared test fixtures: a CLI runner and a small generated corpus (no downloads)."""
+"""Shared test fixtures: a CLI runner, a small generated corpus (no downloads), a folder that takes no files."""
 
 from __future__ import annotations
 
+import errno
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,19 @@ def corpus_file(tmp_path: Path) -> Path:
     path = tmp_path / "stories.txt"
     path.write_text("\n\n".join(stories(300)) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path, monkeypatch) -> Path:
+    """A folder in which no file can be made, as on a read-only mount or /proc, though access() says
+    yes (as it does to root): making a temporary file there fails with EROFS."""
+    folder, real = tmp_path / "ro", tempfile.TemporaryFile
+    folder.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    return folder

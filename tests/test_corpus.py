@@ -299,20 +299,9 @@ def _fails(runner, args, expect: str) -> str:
     return r.stderr
 
 
-def test_a_folder_that_takes_no_files_is_named_not_its_free_space(runner, tmp_path, monkeypatch):
+def test_a_folder_that_takes_no_files_is_named_not_its_free_space(runner, read_only_folder):
     """/proc took the blame of a full disk ("has 0.0 GB free; ask for less")."""
-    import errno
-    import tempfile
-
-    ro, real = tmp_path / "ro", tempfile.TemporaryFile
-    ro.mkdir()
-
-    def refuse(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    ro = read_only_folder
     _fails(runner, [ro / "c.txt", "--size", "1KB"], r"cannot write the corpus to .*c\.txt: the folder .*ro is not writable "
                                                      r"\(Read-only file system\); give a path you can write to")
     _fails(runner, ["--suites", ro / "suites"], r"cannot write the probe suites to .*suites: the folder .*ro is not writable")

@@ -680,23 +680,10 @@ def test_prompts_dash_reads_them_from_standard_input(world):
     assert json.loads(r.stdout)["named_head"] == "1.2"
 
 
-def test_an_output_folder_that_takes_no_files_is_refused_before_the_report_is_replaced(world, tmp_path, monkeypatch):
+def test_an_output_folder_that_takes_no_files_is_refused_before_the_report_is_replaced(world, tmp_path, read_only_folder):
     """access() says yes to root on /proc or a read-only mount: the probe wrote its report, then
     failed on --scores. The folder is tried with a temporary file first."""
-    import errno
-    import tempfile
-
-    report = tmp_path / "new.json"
-    real = tempfile.TemporaryFile
-    ro = tmp_path / "ro"
-    ro.mkdir()
-
-    def refuse(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == ro:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    report, ro = tmp_path / "new.json", read_only_folder
     r = probe(world, "--report", str(report), "--scores", str(ro / "s.safetensors"))
     assert r.exit_code == 1 and r.stdout == ""
     assert r.stderr.strip() == (f"fabric: error: cannot write the scores {ro / 's.safetensors'}: {ro} takes no new files "
