@@ -383,21 +383,15 @@ def test_plot_writes_pictures_when_matplotlib_is_there(world):
     assert sorted(p.name for p in Path(world["run"], "probe").glob("*.png")) == ["head-1.2.png", "heads.png"]
 
 
-def test_the_emergence_picture_marks_both_steps_the_text_gives(tmp_path, monkeypatch):
-    """The text leads with the step from which the head beats every baseline; the picture shows it
-    beside the threshold's step."""
-    pytest.importorskip("matplotlib")  # the [plot] extra: CI installs only [dev]
-    from matplotlib.figure import Figure
+def test_the_emergence_picture_marks_both_steps_the_text_gives():
+    """The text leads with the step from which the head beats every baseline; the picture marks it
+    beside the threshold's step (the marks are computed without matplotlib, which CI leaves out)."""
+    from fabric_cli.probe.plots import emergence_marks
 
-    from fabric_cli.probe import plots
-
-    drawn = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
-    rows = [{"step": s, "accuracy": a, "best_accuracy": a} for s, a in ((100, 0.5), (200, 0.7), (300, 0.9))]
-    em = {"head": "1.2", "rows": rows, "threshold": 0.8, "emerged_at": 300, "significant_from": 200}
-    plots._emergence(Figure, em, tmp_path / "e.png")
-    labels = drawn[0].axes[0].get_legend_handles_labels()[1]
-    assert "emerged at step 300" in labels and "above every baseline from step 200" in labels
+    marks = emergence_marks({"head": "1.2", "threshold": 0.8, "emerged_at": 300, "significant_from": 200})
+    assert [(step, label) for step, label, _ in marks] == [(300, "emerged at step 300"),
+                                                          (200, "above every baseline from step 200")]
+    assert emergence_marks({"emerged_at": None, "significant_from": None}) == []  # never emerged: nothing marked
 
 
 def test_the_report_and_its_pictures_are_replaced_together(tmp_path):

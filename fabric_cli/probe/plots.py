@@ -167,6 +167,23 @@ def _attention(Figure, result, path: Path, examples: int) -> Path:
     return _save(fig, path)
 
 
+def emergence_marks(em: dict) -> list[tuple[int, str, dict]]:
+    """The steps emergence.png marks, each (step, legend label, line style): where the head emerged
+    (the threshold's step), and the step from which it beats every baseline, which the text leads with.
+
+    Example:
+        >>> [label for _, label, _ in emergence_marks({"emerged_at": 1200, "significant_from": 1100})]
+        ['emerged at step 1200', 'above every baseline from step 1100']
+    """
+    marks = []
+    if em.get("emerged_at") is not None:
+        marks.append((em["emerged_at"], f"emerged at step {em['emerged_at']}", {"color": "red", "alpha": 0.5}))
+    if em.get("significant_from") is not None:
+        marks.append((em["significant_from"], f"above every baseline from step {em['significant_from']}",
+                      {"color": "purple", "linestyle": "-.", "alpha": 0.6}))
+    return marks
+
+
 def _emergence(Figure, em: dict, path: Path) -> Path:
     steps = [row["step"] for row in em["rows"]]
     fig = Figure(figsize=(6, 3))
@@ -174,11 +191,8 @@ def _emergence(Figure, em: dict, path: Path) -> Path:
     ax.plot(steps, [row["accuracy"] for row in em["rows"]], marker="o", label=f"head {em['head']}")
     ax.plot(steps, [row["best_accuracy"] for row in em["rows"]], linestyle=":", label="best head at that step")
     ax.axhline(em["threshold"], color="gray", linestyle="--", label=f"threshold {100 * em['threshold']:g}%")
-    if em["emerged_at"] is not None:
-        ax.axvline(em["emerged_at"], color="red", alpha=0.5, label=f"emerged at step {em['emerged_at']}")
-    if em.get("significant_from") is not None:  # the evidence's step, which the text puts first
-        ax.axvline(em["significant_from"], color="purple", linestyle="-.", alpha=0.6,
-                   label=f"above every baseline from step {em['significant_from']}")
+    for step, label, style in emergence_marks(em):
+        ax.axvline(step, label=label, **style)
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
