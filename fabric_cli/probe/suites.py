@@ -16,8 +16,8 @@ from fabric_cli.errors import InputError
 from fabric_cli.probe.formats import _LineError, parse_jsonl_line, parse_markup_line, to_json
 from fabric_cli.probe.item import ProbeItem, Span
 
-__all__ = ["ProbeItem", "Span", "available_suites", "load_suites", "load_file", "prompt_files", "parse_jsonl_line", "parse_markup_line",
-           "to_json"]
+__all__ = ["ProbeItem", "Span", "available_suites", "load_suites", "load_file", "prompt_files", "parse_jsonl_line",
+           "parse_markup_line", "to_json"]
 
 
 # --------------------------------------------------------------------------- finding suites
