@@ -115,8 +115,8 @@ def test_prompts_in_words_the_tokenizer_splits_are_named_as_the_likely_cause(wor
     assert report["prompts"]["tokens_per_word"] > 1.6
     text = probe_text(world["random"], tmp_path / "odd.txt", lines).stdout
     assert (f"; this model's tokenizer splits these prompts' words into {report['prompts']['tokens_per_word']:.1f} "
-            f"tokens each, so it rarely saw them in training: probe it with prompts in its own corpus's words "
-            f"(--prompts).") in _words(text)  # the verdict, wrapped to the terminal's 100 columns
+            f"tokens each: words outside its corpus (probe it with prompts in its own corpus's words, --prompts), "
+            f"or a vocabulary too small to hold them whole (tokenize with a larger --vocab-size).") in _words(text)
 
 
 def test_head_out_of_range_states_the_models_shape(world):

@@ -575,3 +575,12 @@ def test_head_totals_say_why_argmax_counts_more_prompts():
     text = " ".join(" ".join(_detail_lines({"head": "0.1", "shown": 0, "of": 2029, "prompts": [], "totals": totals})).split())
     assert "prompt by prompt (first 0 of 2,029)" in text
     assert "accuracy 86.7% of 2,023 (95% CI 85.0%-88.0%), argmax 84.4% of 2,025 (the · prompts too), mass 0.55" in text
+
+
+def test_skipped_prompts_past_the_shown_ten_point_to_the_report_whatever_its_name():
+    """It said 'every one in report.json' when --report had named another file."""
+    from fabric_cli.probe.render import SHOWN_SKIPS, _skipped_lines
+
+    skipped = [{"where": f"mine.txt:{i}", "id": str(i), "kind": "too long", "reason": "x"} for i in range(SHOWN_SKIPS + 3)]
+    lines = _skipped_lines(skipped)
+    assert len(lines) == SHOWN_SKIPS + 1 and lines[-1] == '  ... and 3 more, every one under "skipped" in the JSON report'

@@ -104,8 +104,9 @@ def _unseen_words(r: dict) -> str:
     tpw = r.get("prompts", {}).get("tokens_per_word")  # absent from reports of earlier versions
     if tpw is None or tpw <= WHOLE_WORDS:  # over it: a weak or missing head says more about the prompts
         return ""
-    return (f"this model's tokenizer splits these prompts' words into {tpw:.1f} tokens each, so it rarely saw them in "
-            f"training: probe it with prompts in its own corpus's words (--prompts)")
+    return (f"this model's tokenizer splits these prompts' words into {tpw:.1f} tokens each: words outside its "
+            f"corpus (probe it with prompts in its own corpus's words, --prompts), or a vocabulary too small to "
+            f"hold them whole (tokenize with a larger --vocab-size)")
 
 
 def render_text(r: dict, top: int = 10) -> str:
@@ -181,7 +182,7 @@ def _skipped_lines(skipped: list[dict]) -> list[str]:
     """One line per skipped prompt (where it is, and why), so none is dropped silently."""
     lines = [f"  skipped {s['where'] or s['id']} ({s['kind']}): {s['reason']}" for s in skipped[:SHOWN_SKIPS]]
     if len(skipped) > SHOWN_SKIPS:
-        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPS} more, every one in report.json")
+        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPS} more, every one under \"skipped\" in the JSON report")
     return lines
 
 
