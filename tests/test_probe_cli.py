@@ -88,7 +88,7 @@ def test_head_prompt_by_prompt(world):
     assert len(shown) == 3 and all("█" in x for x in shown)
     assert "totals: accuracy 100.0% of 24 (95% CI " in r.stdout
     assert "argmax 100.0% of 24, mass" in _words(r.stdout)  # "(the · prompts too)" only where they add some
-    assert "mass 1.0, right on both versions of 100.0% of 24 pronoun-swap pairs" in _words(r.stdout)
+    assert "mass 1.00, right on both versions of 100.0% of 24 pronoun-swap pairs" in _words(r.stdout)  # as the table: 2 places
     assert "; the second mark: on the prompt with its pronoun swapped, where the distractor is the referent)" in _words(r.stdout)
     report = json.loads(probe(world, "--head", "0.0", "--limit", "27", "--json").stdout)
     rows = report["head_detail"]["prompts"]

@@ -298,7 +298,7 @@ def _detail_lines(d: dict | None) -> list[str]:
     also = " (the · prompts too)" if t["n_all"] != t["n"] else ""
     lines += wrapped(f"  totals: accuracy {pct(t['accuracy']).strip()} of {t['n']:,} (95% CI {pct(lo).strip()}-"
                      f"{pct(hi).strip()}), argmax {pct(t['argmax_accuracy']).strip()} of {t['n_all']:,}{also}, "
-                     f"mass {t['mass'] if t['mass'] is None else round(t['mass'], 2)}"
+                     f"mass {'-' if t['mass'] is None else format(t['mass'], '.2f')}"
                      + (f", right on both versions of {pct(t['both']).strip()} of {t['pairs']:,} pronoun-swap pairs"
                         if t.get("pairs") else ""), "    ")
     lines += wrapped("  (✓ right, ✗ wrong, · only the referent came before the pronoun, ? ambiguous: not scored"
