@@ -226,6 +226,14 @@ def test_two_pipes_are_two_suites(tmp_path):
     assert [it.suite for it in items] == [f"pipe{p.rsplit('/', 1)[1]}" for p in suites]
 
 
+def test_a_suite_copied_under_another_name_is_refused_not_counted_twice(tmp_path):
+    copy = tmp_path / "mygender.jsonl"
+    copy.write_text((probes_dir() / "gender.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(InputError, match=r"--suite gender and .*mygender\.jsonl both hold a prompt of id 'gender-0001': "
+                                         r"the same prompts counted twice"):
+        load_suites(["gender"], [str(copy)])
+
+
 def test_two_suites_of_one_name_are_refused_not_pooled(tmp_path):
     other = tmp_path / "gender.jsonl"
     other.write_text(_jsonl() + "\n", encoding="utf-8")

@@ -53,13 +53,18 @@ def load_suites(names: tuple[str, ...] | list[str] = (), prompts: tuple | list |
     files = _once([bundled[name] for name in names] + prompt_files(prompts))  # --suite gender and its file: once
     items: list[ProbeItem] = []
     came_from: dict[str, str] = {}  # suite name -> the file it was read from
+    id_from: dict[str, str] = {}  # prompt id -> the file it was read from
     for path in files:
         read = load_file(path)
         suite, shown = read[0].suite, "--suite " + path.stem if path in bundled.values() else str(path)
         if suite in came_from:
             raise InputError(f"{came_from[suite]} and {shown} are both suite {suite!r}, which the report would "
                              f"pool into one; rename one of the files")
+        if again := next((it.id for it in read if it.id in id_from), None):  # a copy under another name, say
+            raise InputError(f"{id_from[again]} and {shown} both hold a prompt of id {again!r}: the same prompts "
+                             f"counted twice would narrow every interval; give each prompt an id of its own")
         came_from[suite] = shown
+        id_from.update((it.id, shown) for it in read)
         items += read
     return items
 
