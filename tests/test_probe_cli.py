@@ -699,6 +699,12 @@ def test_replacing_the_runs_report_says_what_study_went_with_it(world):
     assert probe(world, "--ablate", "--random-heads", "2").exit_code == 0
     other = probe(world, "--head", "0.1", "--ablate", "--random-heads", "2")  # another head's ablation
     assert other.stderr.splitlines()[-1].endswith("and with it the ablation of head 1.2; --report FILE keeps a study apart")
+    if importlib.util.find_spec("matplotlib") is not None:  # pictures drawn, then a probe without --plot
+        assert probe(world, "--plot").exit_code == 0
+        plain = probe(world)
+        assert plain.stderr.splitlines()[-1] == (f"note: this replaced the earlier {world['run']}/probe/report.json; its "
+                                                 f"pictures heads.png, head-1.2.png went with it; --report FILE keeps a "
+                                                 f"study apart")
 
 
 def test_prompts_repeat_and_take_a_folder_of_suites(world, tmp_path):

@@ -82,11 +82,15 @@ def probe(
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
     pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
     lost = pr.replaced_study(target, result.report) if report is None else ""  # --report FILE: the user's choice
+    drawn = pr.listed_plots(target)  # the earlier report's pictures, which go with it unless drawn again
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
-    if lost:
-        err(f"note: this replaced the earlier {target}, and with it {lost}; --report FILE keeps a study apart")
+    gone = [Path(p).name for p in drawn if not os.path.exists(p)]
+    if lost or gone:
+        err(f"note: this replaced the earlier {target}" + (f", and with it {lost}" if lost else "")
+            + (f"; its {'picture' if len(gone) == 1 else 'pictures'} {', '.join(gone)} went with it" if gone else "")
+            + ("; --report FILE keeps a study apart" if report is None else ""))
     if scores is not None:
         err(f"scores: {pr.save_scores(result, scores)}")
     if plot and (a := result.report.get("ablation")) and a["n"] and "grid" not in a:

@@ -223,7 +223,7 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     does not make (another head's, an emergence plot) go with it; no other file is touched. A folder
     that cannot take them is an InputError."""
     path, pictures = Path(path), pictures or {}
-    before = _listed_plots(path)
+    before = listed_plots(path)
     try:
         with undo_new_folders(path.parent, *(p.parent for p in pictures.values())), \
                 atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
@@ -339,7 +339,7 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     return path
 
 
-def _listed_plots(path: Path) -> list[str]:
+def listed_plots(path: Path) -> list[str]:
     """The pictures a report at `path` lists as its own (none if it is missing or unreadable)."""
     try:
         plots = json.loads(path.read_text(encoding="utf-8")).get("plots", [])
