@@ -203,6 +203,10 @@ def _emergence(Figure, em: dict, path: Path) -> Path:
         ax2.plot(steps, [float("nan") if p is None else p for p in prefs], color="tab:green", marker=".",
                  label="preference (nats, right axis)")
         ax2.set_ylabel("preference (nats)")
+        shown = [p for p in prefs if p is not None]
+        lo, hi = min(0.0, *shown), max(0.0, *shown)  # zero on the axis: noise near it is not drawn as a plunge
+        ax2.set_ylim(lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1))
+        ax2.axhline(0.0, color="tab:green", linewidth=0.6, alpha=0.5)
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, fontsize=7, loc="upper left", framealpha=0.9)
