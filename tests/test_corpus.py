@@ -282,6 +282,14 @@ def test_cli_writes_a_corpus_and_suites(runner, tmp_path):
         assert [json.loads(x) for x in lines] == generate_suite(kind, 12, 1)
     r = runner.invoke(app, ["corpus", str(tmp_path / "few.txt"), "--stories", "3"])
     assert r.exit_code == 0 and "3 stories" in r.stdout
+    # a researcher's own --seed gives the bundled suites: said, so they are not taken for suites of their own
+    r = runner.invoke(app, ["corpus", "--suites", str(tmp_path / "own")])
+    assert r.exit_code == 0 and r.stdout.splitlines()[-1] == (
+        "suites from --suite-seed 1, as the bundled data/probes are: the corpus's --seed does not change them, and no "
+        "story pairs their nouns")
+    assert (tmp_path / "own" / "gender.jsonl").read_bytes() == (probes_dir() / "gender.jsonl").read_bytes()
+    r = runner.invoke(app, ["corpus", "--suites", str(tmp_path / "other"), "--suite-seed", "5"])
+    assert r.stdout.splitlines()[-1].startswith("suites from --suite-seed 5: the corpus's --seed does not change them")
 
 
 def test_cli_errors_are_one_line(runner, tmp_path):

@@ -85,7 +85,7 @@ def corpus(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same corpus.")] = _CORPUS.seed,
     suites: Annotated[Optional[Path], typer.Option("--suites", help="Also write the probe suites (gender, number, long_distance, referent_first, referent_second) as DIR/<suite>.jsonl.", show_default=False)] = None,
     suite_size: Annotated[int, typer.Option("--suite-size", help="Items per probe suite.")] = _CORPUS.suite_size,
-    suite_seed: Annotated[int, typer.Option("--suite-seed", help="Random seed of the probe suites.")] = _CORPUS.suite_seed,
+    suite_seed: Annotated[int, typer.Option("--suite-seed", help="Random seed of the probe suites (1: the bundled data/probes'); the corpus's --seed does not change them.")] = _CORPUS.suite_seed,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing corpus file or suite files.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -112,3 +112,7 @@ def corpus(
     for s in suite_rows or []:
         typer.echo(f"wrote {s['path']}: {plural(s['items'], 'item')} (referent is the nearest candidate in "
                    f"{s['nearest']:.0%}, the first in {s['first']:.0%}; {s['swaps']:,} with a pronoun-swap twin)")
+    if suite_rows:  # a researcher's own --seed does not make other suites: its held-out pairs are the same
+        same = ", as the bundled data/probes are" if suite_seed == _CORPUS.suite_seed and suite_size == _CORPUS.suite_size else ""
+        typer.echo(f"suites from --suite-seed {suite_seed}{same}: the corpus's --seed does not change them, and no "
+                   f"story pairs their nouns")
