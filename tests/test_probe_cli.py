@@ -78,6 +78,8 @@ def test_random_weights_say_plainly_that_no_head_was_found(world):
     r = probe(world, run=world["random"])
     assert r.exit_code == 0, r.output
     assert "No pronoun head found" in r.stdout and "Pronoun head:" not in r.stdout
+    assert ("; a model trained longer may grow one (--head with --over-checkpoints follows a head through the "
+            "snapshots).") in _words(r.stdout)  # a next step, not a dead end
 
 
 def test_head_prompt_by_prompt(world):

@@ -257,7 +257,9 @@ def _verdict(r: dict, heads: dict) -> str:
                 f"pronoun to its referent, and no head passes both tests.")
     return (f"No pronoun head found: the best, {top['head']} at {pct(top['accuracy']).strip()} of {plural(top['n'], 'prompt')}, "
             f"has a lower bound of {pct(top['lower_bound']).strip()}, not above the best baseline {base}"
-            + (f"; {unseen}" if (unseen := _unseen_words(r)) else "") + ".")
+            + (f"; {unseen}" if (unseen := _unseen_words(r)) else
+               "; a model trained longer may grow one (--head with --over-checkpoints follows a head through the "
+               "snapshots)") + ".")
 
 
 def _on_both(r: dict, h: dict) -> str:
