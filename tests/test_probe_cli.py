@@ -13,7 +13,7 @@ from test_probe_world import make_tokenizer, planted_model, random_model, write_
 from typer.testing import CliRunner
 
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths, probes_dir
+from fabric_cli.config import ProbeConfig, RunPaths, probes_dir
 
 
 @pytest.fixture(scope="module")
@@ -685,6 +685,24 @@ def test_an_output_folder_that_takes_no_files_is_refused_before_the_report_is_re
     assert r.stderr.strip() == (f"fabric: error: cannot write the scores {ro / 's.safetensors'}: {ro} takes no new files "
                                 f"(Read-only file system); give --scores another path")
     assert not report.exists()  # refused before the work: no report written (nor one replaced)
+
+
+def test_the_ranking_is_printed_before_the_studies_run(world, tmp_path, monkeypatch):
+    """A minute of --ablate --random-heads 40 printed nothing until its end: the scores' part of the
+    report now goes out first, and the two parts together are the report as render_text shows it."""
+    import fabric_cli.probe.run as run_mod
+    from fabric_cli.probe import render_text
+
+    seen, real = [], run_mod._ablation
+    monkeypatch.setattr(run_mod, "_ablation", lambda *a, **k: seen.append(len(printed)) or real(*a, **k))
+    printed = []
+    result = run_mod.run_probe(ProbeConfig(prompts=world["suite"], ablate=True, random_heads=2), RunPaths(Path(world["run"])),
+                               on_scored=printed.append)
+    assert seen == [1]  # the scored report was handed out once, before the ablation began
+    text = probe(world, "--ablate", "--random-heads", "2", "--report", str(tmp_path / "r.json")).stdout
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert text == render_text(report) + "\n" and "Ablation of head 1.2" in text
+    assert result.report["named_head"] == report["named_head"] == "1.2"
 
 
 def test_replacing_the_runs_report_says_what_study_went_with_it(world):

@@ -79,12 +79,17 @@ def probe(
         check_writable(scores, "the scores", "give --scores another path")
     if (checkpoint is None or os.path.abspath(checkpoint) == os.path.abspath(owner.latest)) and (who := holder(owner.root)):
         err(f"note: {owner.root} is in use by {who}: this probes the checkpoint saved last; probe again when it ends")
-    result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer))
+    # the ranking is printed as soon as the scoring ends, before the studies' minutes (--json: all at the end)
+    shown = None if json_out else lambda rep: typer.echo("\n".join(pr.scored_lines(rep, top=top)))
+    result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer), on_scored=shown)
     pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
     lost = pr.replaced_study(target, result.report) if report is None else ""  # --report FILE: the user's choice
     drawn = pr.listed_plots(target)  # the earlier report's pictures, which go with it unless drawn again
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
-    echo_json(result.report) if json_out else typer.echo(pr.render_text(result.report, top=top))
+    if json_out:
+        echo_json(result.report)
+    elif studies := pr.study_lines(result.report):
+        typer.echo("\n".join(studies))
     err(f"report: {saved}" + "".join(f"\nplot: {p}" for p in result.report.get("plots", [])))
     gone = [Path(p).name for p in drawn if not os.path.exists(p)]
     if lost or gone:

@@ -110,7 +110,13 @@ def _unseen_words(r: dict) -> str:
 
 
 def render_text(r: dict, top: int = 10) -> str:
-    """The report as the terminal shows it."""
+    """The report as the terminal shows it: the scores, then the studies that ran on them."""
+    return "\n".join(scored_lines(r, top) + study_lines(r))
+
+
+def scored_lines(r: dict, top: int = 10) -> list[str]:
+    """The report's first part, which the scoring alone makes: prompts, ranking, grids, verdict, the
+    chosen head by suite and prompt by prompt. `fabric probe` prints it before the studies run."""
     c, p, out = r["checkpoint"], r["prompts"], []
     shape = r["shape"]
     out.append(f"checkpoint {c['path']} (step {c['step']}; {shape['n_layer']} layers x {shape['n_head']} heads)")
@@ -163,16 +169,24 @@ def render_text(r: dict, top: int = 10) -> str:
         a = r["ambiguous"]
         out += wrapped(f"Ambiguous prompts ({a['n']}, not scored), head {a['head']}, of their candidates: "
                        + "; ".join(f"{it['pronoun']} looked most at {it['picked']}" for it in a["items"][:5]))
-    ablation = _ablation_lines(r["ablation"], r["settings"]["limit"])
+    if detail := _detail_lines(r["head_detail"]):
+        out += ["", *detail]
+    return out
+
+
+def study_lines(r: dict) -> list[str]:
+    """The report's second part: the attribution, ablation and emergence studies that ran, each after
+    a blank line ([] when none did)."""
+    out = []
+    ablation = _ablation_lines(r.get("ablation"), r["settings"]["limit"])
     if ablation and r["settings"]["head"] is None and r["named_head"] is None:
         every = r["shape"]["n_layer"] * r["shape"]["n_head"]
         ablation.insert(0, f"No head was named, so this removes the top-ranked head, {r['chosen_head']}; a model can resolve "
                            f"pronouns with no single head: --random-heads {every} removes each head in turn and maps the drops.")
-    for section in (_detail_lines(r["head_detail"]), _attribution_lines(r.get("attribution")), ablation,
-                    _emergence_lines(r["emergence"])):
+    for section in (_attribution_lines(r.get("attribution")), ablation, _emergence_lines(r.get("emergence"))):
         if section:
             out += ["", *section]
-    return "\n".join(out)
+    return out
 
 
 SHOWN_SKIPS = 10  # skipped prompts listed on the terminal; report.json lists them all

@@ -69,8 +69,12 @@ def probe_run(paths: RunPaths, checkpoint: Path | None) -> RunPaths:
 
 
 def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
-              tokenizer: Path | None = None, progress: bool | None = None) -> ProbeResult:
+              tokenizer: Path | None = None, progress: bool | None = None,
+              on_scored: Callable[[dict], None] | None = None) -> ProbeResult:
     """Score every head of a checkpoint on the suites; see fabric_cli/probe/__init__.py.
+
+    `on_scored` is given the report as the scoring leaves it, before the attribution, ablation and
+    emergence studies (minutes, some of them) run: the CLI prints the ranking then.
 
     `checkpoint` defaults to the latest of `paths`; --over-checkpoints scans the snapshots of the
     checkpoint's own run (`probe_run`), never those of another, and `result.run` names that run.
@@ -84,6 +88,8 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
     tok = load_tokenizer_for(tok_path, ckpt, meta.tokenizer_sha256)
     chosen = check_head(cfg.head, meta.config) if cfg.head is not None else None  # --head '' is refused, not ignored
     together = [check_head(h, meta.config) for h in cfg.with_heads]  # checked now, used by the ablation
+    if chosen is not None and together and all(h == chosen for h in together):  # else found once the top is known
+        raise InputError(f"--with-heads names only the studied head {chosen}; name other heads to remove with it")
     if cfg.over_checkpoints and not owner.snapshots():
         raise _no_snapshots(owner)
     bos = eot_id(tok)
@@ -123,6 +129,8 @@ def run_probe(cfg: ProbeConfig, paths: RunPaths, checkpoint: Path | None = None,
               "config": info.config.to_dict(), "tokenizer": str(tok_path), "tokenizer_sha256": tok_sha}
     report = build_report(cfg, source, items, encoded, skipped, scores, heads, chosen, bos is not None, twins)
     report["settings"]["device_used"] = device  # settings.device is as asked: "auto" says nothing of where it ran
+    if on_scored is not None:
+        on_scored(report)
     if cfg.attribution:
         usable, left_out = _with_continuations(encoded)
         report["attribution"] = {**attribution_study(model, make_batches(usable, cfg.batch_size, device)), **left_out}
