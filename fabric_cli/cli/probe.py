@@ -83,8 +83,9 @@ def probe(
     shown = None if json_out else lambda rep: typer.echo("\n".join(pr.scored_lines(rep, top=top)))
     result = pr.run_probe(cfg, paths, checkpoint=checkpoint, tokenizer=tokenizer_file(tokenizer), on_scored=shown)
     pictures = pr.picture_paths(result, target.parent, pr.picture_prefix(target, result.run)) if plot else None
-    lost = pr.replaced_study(target, result.report) if report is None else ""  # --report FILE: the user's choice
-    drawn = pr.listed_plots(target)  # the earlier report's pictures, which go with it unless drawn again
+    earlier = pr.read_report(target)  # what the save replaces: its studies, and pictures that go with it
+    lost = pr.replaced_study(earlier, result.report) if report is None else ""  # --report FILE: the user's choice
+    drawn = pr.listed_plots(earlier)
     saved = pr.save_report(result.report, target, pictures, lambda tmps: pr.write_plots(result, tmps))
     if json_out:
         echo_json(result.report)

@@ -23,12 +23,12 @@ from fabric_cli.probe.emergence import crossing
 from fabric_cli.probe.encode import Encoded, encode_items, span_tokens
 from fabric_cli.probe.plots import picture_paths, require_matplotlib, write_plots
 from fabric_cli.probe.render import render_text, scored_lines, study_lines
-from fabric_cli.probe.run import ProbeResult, check_head, listed_plots, picture_prefix, probe_run, run_probe, replaced_study, save_report, save_scores, check_report_target, check_scores_target
+from fabric_cli.probe.run import ProbeResult, check_head, listed_plots, picture_prefix, read_report, probe_run, run_probe, replaced_study, save_report, save_scores, check_report_target, check_scores_target
 from fabric_cli.probe.score import head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line
 
 __all__ = [
     "ProbeItem", "Encoded", "ProbeResult", "load_suites", "load_file", "parse_jsonl_line", "parse_markup_line",
     "span_tokens", "encode_items", "make_batches", "score_items", "head_scores", "ablation_study", "attribution_study", "crossing",
-    "run_probe", "probe_run", "check_head", "listed_plots", "replaced_study", "save_report", "save_scores", "check_report_target", "check_scores_target", "render_text", "scored_lines", "study_lines", "write_plots", "picture_paths", "picture_prefix", "require_matplotlib",
+    "run_probe", "probe_run", "check_head", "listed_plots", "read_report", "replaced_study", "save_report", "save_scores", "check_report_target", "check_scores_target", "render_text", "scored_lines", "study_lines", "write_plots", "picture_paths", "picture_prefix", "require_matplotlib",
 ]

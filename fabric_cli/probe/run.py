@@ -231,7 +231,7 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
     does not make (another head's, an emergence plot) go with it; no other file is touched. A folder
     that cannot take them is an InputError."""
     path, pictures = Path(path), pictures or {}
-    before = listed_plots(path)
+    before = listed_plots(read_report(path))
     try:
         with undo_new_folders(path.parent, *(p.parent for p in pictures.values())), \
                 atomic_paths(path, *pictures.values()) as (tmp, *pic_tmps):
@@ -252,25 +252,33 @@ def save_report(report: dict, path: Path, pictures: dict[str, Path] | None = Non
 SCORES_FORMAT = "fabric-probe-scores"
 
 
-def replaced_study(path: str | os.PathLike, new: dict) -> str:
-    """What the report at `path` holds that `new`, written over it, does not: its other suites, and
-    its ablation, attribution or emergence study, or one of another head ("" when nothing, or no
-    report is there). The run's report.json is replaced by each probe of its latest checkpoint, a
-    snapshot's report by each probe of that snapshot; a study kept is a --report away."""
+def read_report(path: str | os.PathLike) -> dict | None:
+    """The JSON object at `path`, or None when it is missing, unreadable or not an object."""
     try:
-        old = json.loads(Path(path).read_text(encoding="utf-8"))
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def replaced_study(old: dict | None, new: dict) -> str:
+    """What the report `old` (read_report of the file `new` is written over) holds that `new` does
+    not: its other suites, and its ablation, attribution or emergence study, or one of another head
+    ("" when nothing, or no report was there). The run's report.json is replaced by each probe of its
+    latest checkpoint, a snapshot's report by each probe of that snapshot; a --report keeps a study."""
+    if old is None or old.get("format") != new.get("format"):
         return ""
-    if not isinstance(old, dict) or old.get("format") != new.get("format"):
-        return ""
+
     def names(r: dict) -> list:
         return [s.get("suite") for s in r.get("suites") or [] if isinstance(s, dict)]
+
+    def head(study) -> str | None:
+        return study.get("head") if isinstance(study, dict) else None
 
     lost = [s for s in names(old) if s not in names(new)]
     parts = [f"{'the suite' if len(lost) == 1 else 'the suites'} {', '.join(lost)}"] if lost else []
     for key, study in (("ablation", "the ablation"), ("attribution", "the attribution"), ("emergence", "the emergence study")):
         was, now = old.get(key), new.get(key)
-        head = lambda r: r.get("head") if isinstance(r, dict) else None  # noqa: E731
         if was and (not now or head(was) != head(now)):  # gone, or of another head now
             parts.append(study + (f" of head {head(was)}" if head(was) else ""))
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + (parts[-1] if parts else "")
@@ -347,12 +355,9 @@ def save_scores(result: ProbeResult, path: str | os.PathLike) -> Path:
     return path
 
 
-def listed_plots(path: Path) -> list[str]:
-    """The pictures a report at `path` lists as its own (none if it is missing or unreadable)."""
-    try:
-        plots = json.loads(path.read_text(encoding="utf-8")).get("plots", [])
-    except (OSError, ValueError, AttributeError):
-        return []
+def listed_plots(report: dict | None) -> list[str]:
+    """The pictures a report (read_report's) lists as its own (none for no report)."""
+    plots = (report or {}).get("plots", [])
     return [p for p in plots if isinstance(p, str) and p.endswith(".png")] if isinstance(plots, list) else []
 
 
