@@ -13,14 +13,21 @@ from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.model import GPT, MLP, KVCache, Probe
 
 
+# The paths' agreement is checked on every device torch finds here: the CPU, and on a machine with a
+# GPU (never CI's) CUDA too, in fp32 (TF32 off, torch's default for matrix products).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @pytest.fixture
 def model():
     torch.manual_seed(0)
     return GPT(preset("tiny", vocab_size=97)).eval()
 
 
-def test_probe_path_matches_fast_path(model):
-    idx = torch.randint(0, 97, (3, 16))
+@pytest.mark.parametrize("device", DEVICES)
+def test_probe_path_matches_fast_path(model, device):
+    model = model.to(device)
+    idx = torch.randint(0, 97, (3, 16), device=device)
     fast, _ = model(idx)
     probe = Probe(capture_head_outputs=True)
     slow, _ = model(idx, probe=probe)
@@ -28,17 +35,18 @@ def test_probe_path_matches_fast_path(model):
     assert len(probe.attention) == 2 and probe.attention[0].shape == (3, 2, 16, 16)
     assert probe.head_outputs[1].shape == (3, 16, 2, 8)
     att = probe.attention[0]
-    torch.testing.assert_close(att.sum(-1), torch.ones(3, 2, 16))  # rows are distributions
+    torch.testing.assert_close(att.sum(-1), torch.ones(3, 2, 16, device=device))  # rows are distributions
     assert att.triu(diagonal=1).abs().max() == 0  # causal: nothing from the future
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_kv_cache_path_matches_fast_path(bias):
+def test_kv_cache_path_matches_fast_path(bias, device):
     torch.manual_seed(0)
-    model = GPT(preset("tiny", vocab_size=97, bias=bias)).eval()  # one token at a time: GPT._decode_step
-    idx = torch.randint(0, 97, (2, 16))
+    model = GPT(preset("tiny", vocab_size=97, bias=bias)).eval().to(device)  # one token at a time: GPT._decode_step
+    idx = torch.randint(0, 97, (2, 16), device=device)
     fast, _ = model(idx)
-    cache = KVCache(model.config, batch_size=2)
+    cache = KVCache(model.config, batch_size=2, device=device)
     parts = [model(idx[:, :5], cache=cache)[0], model(idx[:, 5:9], cache=cache)[0]]  # prefill, then a chunk
     parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(9, 16)]  # one token at a time
     torch.testing.assert_close(torch.cat(parts, dim=1), fast, atol=1e-5, rtol=0)
