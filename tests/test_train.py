@@ -205,7 +205,7 @@ def test_the_summary_counts_passes_over_the_training_tokens(run):
 def test_a_busy_machine_is_named_with_the_thread_count_that_helps(monkeypatch):
     from fabric_cli.train import _busy_note
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("fabric_cli.train.usable_cpus", lambda: 2)  # the CPUs this process may use, whatever the host has
     monkeypatch.setattr(os, "getloadavg", lambda: (3.7, 2.0, 1.0))
     assert _busy_note(2) == ("note: the machine was busy (load average 3.7 on 2 cores): with other programs holding "
                              "cores, each of this run's 2 threads waits for the slowest, and --threads 1 can be many "
