@@ -90,7 +90,7 @@ class TrainResult:
             f"time          {self.seconds:.1f} s ({self.train_seconds:.1f} s of training steps; the rest evaluation and saving"
             + (f", and {self.compile_seconds:.1f} s compiling in the first step)" if self.compile_seconds else ")"),
             f"tokens/s      {self.tokens_per_s:,.0f} in the training steps" + (f" over {self.world_size} ranks" if self.world_size > 1 else ""),
-            f"model FLOP/s  {self.flops_per_s / 1e9:.2f} GFLOP/s ({self.params:,} parameters, {self.device}"
+            f"model FLOP/s  {flop_rate(self.flops_per_s)} ({self.params:,} parameters, {self.device}"
             f"{', ' + plural(self.threads, 'thread') if self.threads else ''}"
             f"{', bf16 autocast' if self.dtype == 'bfloat16' else ''})"
             + (f"; MFU {self.mfu:.1%} of the {self.gpu}'s dense bf16 peak" if self.mfu is not None else ""),
@@ -497,6 +497,16 @@ def _busy_note(threads: int) -> str | None:
     return (f"note: the machine was busy (load average {load:.1f} on {plural(cores, 'core')}): with other programs "
             f"holding cores, each of this run's {threads} threads waits for the slowest, and --threads 1 can be "
             f"many times faster")
+
+
+def flop_rate(flops_per_s: float) -> str:
+    """GFLOP/s as a CPU reaches them, TFLOP/s from a thousand of them on (a GPU's: '404.6 TFLOP/s').
+
+    Example:
+        >>> flop_rate(140.18e9), flop_rate(404.6e12)
+        ('140.18 GFLOP/s', '404.6 TFLOP/s')
+    """
+    return f"{flops_per_s / 1e9:.2f} GFLOP/s" if flops_per_s < 1e12 else f"{flops_per_s / 1e12:,.1f} TFLOP/s"
 
 
 def model_cfg_line(model: GPT) -> str:

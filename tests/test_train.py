@@ -890,7 +890,7 @@ def test_summary_gives_mfu_against_the_gpus_bf16_peak():
     r = TrainResult(step=10, max_steps=10, tokens_seen=1, train_loss=1.0, val_loss=1.0, seconds=1.0, train_seconds=1.0,
                     tokens_per_s=1.0, flops_per_s=flops, params=1, device="cuda", world_size=1, checkpoint="c",
                     gpu="NVIDIA H100 80GB HBM3", mfu=0.412)
-    assert "GFLOP/s (1 parameters, cuda); MFU 41.2% of the NVIDIA H100 80GB HBM3's dense bf16 peak" in r.summary()
+    assert "model FLOP/s  407.6 TFLOP/s (1 parameters, cuda); MFU 41.2% of the NVIDIA H100 80GB HBM3's dense bf16 peak" in r.summary()
     assert peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("NVIDIA L4") == 121e12 and peak_bf16("Tesla T4") is None
 
 
