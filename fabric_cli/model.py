@@ -4,7 +4,8 @@
 - `forward(idx, probe=Probe(...))`: the same attention computed explicitly so every head's pattern
   (and output) can be read, and any head ablated (zeroed or replaced by a given vector).
 - `forward(idx, cache=KVCache(...))`: generation; each new token costs one position (one new
-  position in eval mode takes `_decode_step`, the same arithmetic with fewer calls around it).
+  position in eval mode takes `_decode_step`, the same arithmetic with fewer calls around it; on a
+  CUDA GPU generation replays that step as a CUDA graph instead: fabric_cli.decodegraph).
 Tests hold the three to the same numbers. Parameter names follow GPT-2 / nanoGPT.
 """
 
@@ -64,6 +65,7 @@ class KVCache:
         # GPT._decode_step's per-block tensors and its LM head, gathered on first use (on the CPU
         # transposed copies: see _matmul_operand). A cache serves one model whose weights hold still.
         self.weights: list[tuple] | None = None
+        self.graph = None  # on a CUDA GPU, the decode step recorded as a graph (fabric_cli.decodegraph)
 
     def reset(self) -> None:
         self.pos = 0

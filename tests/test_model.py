@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model, read_info, save_weights
-from fabric_cli.config import PRESETS, Head, ModelConfig, parse_head, preset
+from fabric_cli.config import PRESETS, Head, ModelConfig, SampleConfig, parse_head, preset
+from fabric_cli.decodegraph import static_decode_step
 from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.generate import generate, next_logits
 from fabric_cli.model import GPT, MLP, KVCache, Probe
 
 
@@ -53,6 +55,54 @@ def test_kv_cache_path_matches_fast_path(bias, device):
     assert cache.pos == 16
     with pytest.raises(ValueError):
         model(idx[:, :1], cache=cache)  # full: the caller must slide
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_static_decode_step_matches_the_fast_path_after_a_slide_too(bias, device):
+    """The step a CUDA graph records (fabric_cli.decodegraph): the position is a tensor and attention
+    spans the whole cache under a mask, so keys left past the position by a slide must not count."""
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=97, bias=bias)).eval().to(device)
+    idx = torch.randint(0, 97, (2, 16), device=device)
+    cache = KVCache(model.config, batch_size=2, device=device)
+    positions = torch.arange(cache.max_len, device=device)
+    model(torch.randint(0, 97, (2, 16), device=device), cache=cache)  # another window fills every slot
+    cache.reset()  # a slide: the stale keys stay where they were
+    with torch.inference_mode():
+        parts = [model(idx[:, :5], cache=cache)[0]]
+        for t in range(5, 16):
+            parts.append(static_decode_step(model, idx[:, t : t + 1], torch.tensor(t, device=device), positions, cache))
+            cache.pos += 1
+    torch.testing.assert_close(torch.cat(parts, dim=1), model(idx)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_next_logits_cached_steps_match_the_fast_path(bias, device):
+    """generate's cached steps (next_logits): the same logits as the fast path, a slide included, and
+    the same greedy tokens as recomputing the window. On a GPU they replay one recorded CUDA graph."""
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=97, bias=bias)).eval().to(device)
+    idx = torch.randint(0, 97, (2, 16), device=device)
+    cache = KVCache(model.config, batch_size=2, device=device)
+    with torch.inference_mode():  # as generate runs
+        model(torch.randint(0, 97, (2, 16), device=device), cache=cache)
+        cache.reset()
+        parts = [next_logits(model, idx[:, :5], cache)]
+        parts += [next_logits(model, idx[:, t : t + 1], cache) for t in range(5, 16)]
+    assert cache.pos == 16
+    if device == "cuda":
+        assert cache.graph.failed is None and cache.graph.graph is not None  # recorded, and replayed since
+    else:
+        assert cache.graph is None  # the CPU takes GPT._decode_step
+    full = model(idx)[0].float()
+    torch.testing.assert_close(torch.stack(parts, dim=1), full[:, 4:], atol=1e-5, rtol=0)  # positions 4 to 15
+    greedy = SampleConfig(max_new_tokens=40, temperature=0)  # past the context of 16: slides
+    prompt = idx[:, :3]
+    cached = torch.stack(list(generate(model, prompt, greedy)))
+    recomputed = torch.stack(list(generate(model, prompt, SampleConfig(max_new_tokens=40, temperature=0, use_cache=False))))
+    assert torch.equal(cached, recomputed)
 
 
 def test_the_decode_step_follows_the_mlps_activation(model, monkeypatch):
@@ -224,6 +274,7 @@ LAYER = {
     "device": 2, "lexicon": 2, "grammar": 2, "runlock": 2,
     "sources": 2,
     "tokenizer": 3, "model": 3, "story": 3, "data": 3, "metrics": 3,
+    "decodegraph": 3.5,  # the model's cached step as a CUDA graph: above model, below generate
     "checkpoint": 4, "corpus": 4, "trainstep": 4, "encode": 4,
     "trainstate": 4.2,  # the training state beside a checkpoint's weights: above checkpoint
     "runplan": 4.5,  # below train (which it plans), above trainstep (whose schedule it reads)
