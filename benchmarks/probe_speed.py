@@ -25,11 +25,12 @@ import time
 
 import torch
 
-from fabric_cli.config import bundled_corpus, preset
+from fabric_cli.config import preset
 from fabric_cli.model import GPT
 from fabric_cli.probe.encode import encode_items
 from fabric_cli.probe.score import head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
+from fabric_cli.rundir import bundled_corpus
 from fabric_cli.tokenizer import train_tokenizer
 from machine import load_average, matmul_gflops, sync
 

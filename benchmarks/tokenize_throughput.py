@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from fabric_cli import encode, sources, tokenizer as tk
-from fabric_cli.config import RunPaths, TokenizeConfig
+from fabric_cli.config import TokenizeConfig
+from fabric_cli.rundir import RunPaths
 
 CHILD = """
 import json, resource, sys
 from fabric_cli import encode
-from fabric_cli.config import RunPaths, TokenizeConfig
+from fabric_cli.config import TokenizeConfig
+from fabric_cli.rundir import RunPaths
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tok = None if sys.argv[3] == "-" else sys.argv[3]
 s = encode.tokenize_corpus([sys.argv[1]], RunPaths.resolve(sys.argv[2]), TokenizeConfig(), tokenizer=tok, progress=False)

@@ -49,10 +49,11 @@ import numpy as np
 import torch
 from machine import load_average, matmul_gflops, sync
 
-from fabric_cli.config import ModelConfig, RunPaths, TrainConfig
+from fabric_cli.config import ModelConfig, TrainConfig
 from fabric_cli.device import choose_device, peak_bf16
 from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
+from fabric_cli.rundir import RunPaths
 from fabric_cli.train import train
 
 LOG_INTERVAL = 10

@@ -17,10 +17,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fabric_cli.config import DEFAULT_RUN, ModelConfig, RunPaths
+from fabric_cli.config import ModelConfig
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_path, file_sha256
 from fabric_cli.model import GPT
+from fabric_cli.rundir import DEFAULT_RUN, RunPaths
 
 FORMAT = "fabric-checkpoint"
 FORMAT_VERSION = 1

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fabric_cli.config import DEFAULT_RUN
 from fabric_cli.errors import InputError
 from fabric_cli.files import tokens_identity
+from fabric_cli.rundir import DEFAULT_RUN
 from fabric_cli.text import plural
 
 _SPLITS = {"train": 0, "val": 1}

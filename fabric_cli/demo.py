@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from fabric_cli.checkpoint import read_info
-from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, RunPaths, SampleConfig,
-                               TokenizeConfig, TrainConfig, bundled_corpus)
+from fabric_cli.config import (PRESETS, SEED_LIMIT, DemoConfig, ModelConfig, ProbeConfig, SampleConfig, TokenizeConfig,
+                               TrainConfig)
 from fabric_cli.device import choose_device
 from fabric_cli.encode import tokenize_corpus
 from fabric_cli.errors import FabricError, InputError
@@ -30,6 +30,7 @@ from fabric_cli.files import file_sha256, write_json_atomic
 from fabric_cli.generate import complete, load_engine
 from fabric_cli.probe import render_text, run_probe, save_report
 from fabric_cli.probe.emergence import UNPROVEN
+from fabric_cli.rundir import RunPaths, bundled_corpus
 from fabric_cli.text import bar, signed
 from fabric_cli.runlock import holding
 from fabric_cli.tokenizer import load_tokenizer, show_split

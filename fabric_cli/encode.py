@@ -20,9 +20,10 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from fabric_cli.config import EOT, PRESETS, RunPaths, TokenizeConfig, TrainConfig
+from fabric_cli.config import EOT, PRESETS, TokenizeConfig, TrainConfig
 from fabric_cli.errors import InputError
 from fabric_cli.files import atomic_paths, json_text, tokens_identity, undo_new_folders
+from fabric_cli.rundir import RunPaths
 from fabric_cli.runlock import holding
 from fabric_cli.sources import CHUNK_BYTES, Counts, Source, byte_bar, document_batches, resolve_sources
 from fabric_cli.text import plural

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from fabric_cli.checkpoint import check_config, nonfinite_in, read_info, resolve_checkpoint, tensor_shapes
-from fabric_cli.config import RunPaths
 from fabric_cli.errors import InputError
 from fabric_cli.metrics import EXPLODING, VANISHING, gradient_flow, read_metrics
+from fabric_cli.rundir import RunPaths
 
 COMPONENTS = ("embeddings", "attention", "feed_forward", "norms")
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Collection
 
 from fabric_cli import checkpoint as ckpt
-from fabric_cli.config import MAX_STEPS, ModelConfig, RunPaths, TrainConfig
+from fabric_cli.config import MAX_STEPS, ModelConfig, TrainConfig
 from fabric_cli.data import TokenData
 from fabric_cli.device import choose_device
 from fabric_cli.errors import CheckpointError, InputError
+from fabric_cli.rundir import RunPaths
 from fabric_cli.tokenizer import load_tokenizer, tokenizer_sha256
 from fabric_cli.trainstep import lr_at
 

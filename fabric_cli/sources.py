@@ -19,8 +19,8 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from fabric_cli.config import bundled_corpus
 from fabric_cli.errors import InputError
+from fabric_cli.rundir import bundled_corpus
 
 
 CHUNK_BYTES = 1 << 20  # read size

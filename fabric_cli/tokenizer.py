@@ -13,9 +13,10 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from fabric_cli.config import EOT, RunPaths, TokenizeConfig
+from fabric_cli.config import EOT, TokenizeConfig
 from fabric_cli.errors import InputError
 from fabric_cli.files import file_sha256
+from fabric_cli.rundir import RunPaths
 from fabric_cli.text import check_unicode
 
 BYTE_ALPHABET = 256

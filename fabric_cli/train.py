@@ -25,10 +25,11 @@ import torch
 
 from fabric_cli import checkpoint as ckpt
 from fabric_cli import trainstate
-from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.config import TrainConfig
 from fabric_cli.data import load_tokens
 from fabric_cli.device import choose_device, model_flops_utilisation, usable_cpus, use_device
 from fabric_cli.errors import InputError, TrainingError
+from fabric_cli.rundir import RunPaths
 from fabric_cli.runlock import holding
 from fabric_cli.runplan import (
     PRECISION, budget, check_budget, check_same_data, other_tokens_note, precision, resume_config, resumed_data, schedule_jump,

@@ -19,12 +19,12 @@ import pytest
 
 from fabric_cli import corpus, grammar, lexicon, story
 from fabric_cli.cli import app
-from fabric_cli.config import bundled_corpus, probes_dir
 from fabric_cli.corpus import (SUITES, corpus_length, generate_corpus, generate_suite, is_heldout_pair, parse_size,
                                write_corpus)
 from fabric_cli.errors import InputError
 from fabric_cli.lexicon import CATEGORIES, NAME_CLASS, NOUN_CLASS, PRONOUN_CLASS, mention_class
 from fabric_cli.probe.suites import parse_jsonl_line, to_json
+from fabric_cli.rundir import bundled_corpus, probes_dir
 
 WORD = re.compile(r"[A-Za-z]+")
 # every word that may follow a pronoun and belongs to one category: verbs' first words, possessions, gifts

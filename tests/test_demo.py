@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import fabric_cli.demo
 from fabric_cli.checkpoint import read_info
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths
+from fabric_cli.rundir import RunPaths
 from fabric_cli.train import train
 from test_train import interrupt
 

@@ -32,8 +32,9 @@ def test_the_readmes_python_example_runs(tmp_path, monkeypatch, capsys):
     import torch
 
     from fabric_cli.checkpoint import CheckpointInfo, save_weights
-    from fabric_cli.config import RunPaths, preset
+    from fabric_cli.config import preset
     from fabric_cli.model import GPT
+    from fabric_cli.rundir import RunPaths
     from fabric_cli.tokenizer import tokenizer_sha256, train_tokenizer
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -12,12 +12,13 @@ from tokenizers import pre_tokenizers, trainers
 from fabric_cli import generate as gen
 from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths, SampleConfig, preset
+from fabric_cli.config import SampleConfig, preset
 from fabric_cli.errors import InputError
 from fabric_cli.generate import (
     StreamDecoder, complete, draw, filter_logits, generate, load_engine, next_logits, sample_next,
 )
 from fabric_cli.model import GPT
+from fabric_cli.rundir import RunPaths
 from fabric_cli.tokenizer import eot_id, new_tokenizer, tokenizer_sha256, train_tokenizer
 
 TEXT = [

@@ -12,10 +12,11 @@ from safetensors.torch import load_file, save_file
 
 from fabric_cli.checkpoint import CheckpointInfo, save_weights
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths, TrainConfig, preset
+from fabric_cli.config import TrainConfig, preset
 from fabric_cli.inspection import gradient_flow, inspect_checkpoint
 from fabric_cli.metrics import read_metrics
 from fabric_cli.model import GPT
+from fabric_cli.rundir import RunPaths
 from fabric_cli.train import train
 from test_train import FAST, write_tokens
 

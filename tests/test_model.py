@@ -270,7 +270,7 @@ def test_checkpoint_shape_mismatch_is_named(model, tmp_path):
 # nothing imports cli, and the stages (train, probe, generate, inspect) never import each other.
 LAYER = {
     "errors": 0,
-    "config": 1, "files": 1, "text": 1,
+    "config": 1, "files": 1, "text": 1, "rundir": 1,
     "device": 2, "lexicon": 2, "grammar": 2, "runlock": 2,
     "sources": 2,
     "tokenizer": 3, "model": 3, "story": 3, "data": 3, "metrics": 3,

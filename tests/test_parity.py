@@ -20,9 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fabric_cli.train as fabric_train
-from fabric_cli.config import RunPaths, TrainConfig
+from fabric_cli.config import TrainConfig
 from fabric_cli.data import TokenData
 from fabric_cli.metrics import read_metrics
+from fabric_cli.rundir import RunPaths
 from test_train import write_tokens
 
 STEPS, LR, MIN_LR, WARMUP, DECAY, CLIP = 12, 1e-2, 1e-3, 3, 0.1, 1.0

@@ -13,8 +13,9 @@ from test_probe_world import make_tokenizer, planted_model, random_model, write_
 from typer.testing import CliRunner
 
 from fabric_cli.cli import app
-from fabric_cli.config import ProbeConfig, RunPaths, probes_dir
+from fabric_cli.config import ProbeConfig
 from fabric_cli.device import choose_device
+from fabric_cli.rundir import RunPaths, probes_dir
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +507,8 @@ def test_a_probe_folder_that_cannot_be_written_is_one_error_line(world, tmp_path
 def test_input_errors_come_before_the_model_is_loaded(world, monkeypatch, tmp_path):
     """--over-checkpoints without snapshots, a bad --prompts file, a head the model lacks, prompts with
     nothing to choose between: refused before minutes of scoring and ablation, not after them."""
-    from fabric_cli.config import ProbeConfig, RunPaths
+    from fabric_cli.config import ProbeConfig
+    from fabric_cli.rundir import RunPaths
     from fabric_cli.errors import InputError
     from fabric_cli.probe import run as run_mod
 

@@ -9,10 +9,10 @@ import re
 import pytest
 from test_probe_world import make_tokenizer
 
-from fabric_cli.config import probes_dir
 from fabric_cli.errors import InputError
 from fabric_cli.probe.encode import SpanMismatch, encode_items, span_tokens
 from fabric_cli.probe.suites import ProbeItem, load_file, load_suites, parse_jsonl_line, parse_markup_line, to_json
+from fabric_cli.rundir import probes_dir
 from fabric_cli.tokenizer import train_tokenizer
 
 

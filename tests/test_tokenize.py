@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from conftest import stories
 from fabric_cli import encode, sources, tokenizer as tk
 from fabric_cli.cli import app
-from fabric_cli.config import EOT, RunPaths, TokenizeConfig
+from fabric_cli.config import EOT, TokenizeConfig
+from fabric_cli.rundir import RunPaths
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -24,12 +24,13 @@ from safetensors.torch import load_file, save_file
 from conftest import stories
 from fabric_cli.checkpoint import read_info
 from fabric_cli.cli import app
-from fabric_cli.config import RunPaths, TrainConfig, preset
+from fabric_cli.config import TrainConfig, preset
 from fabric_cli.data import load_tokens
 from fabric_cli.errors import CheckpointError, InputError, TrainingError
 from fabric_cli.files import atomic_paths, file_sha256
 from fabric_cli.metrics import LayerGroups, read_metrics
 from fabric_cli.model import GPT
+from fabric_cli.rundir import RunPaths
 from fabric_cli.train import train
 from fabric_cli.tokenizer import train_tokenizer
 from fabric_cli.trainstep import lr_at, make_optimizer, train_step

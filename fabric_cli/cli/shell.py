@@ -15,9 +15,10 @@ import typer
 import typer.core
 
 from fabric_cli import __version__
-from fabric_cli.config import PRESETS, RunPaths
+from fabric_cli.config import PRESETS
 from fabric_cli.errors import FabricError, InputError
 from fabric_cli.files import json_text
+from fabric_cli.rundir import RunPaths
 
 
 class Terminated(KeyboardInterrupt):

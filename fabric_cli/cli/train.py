@@ -11,7 +11,8 @@ import typer
 
 from fabric_cli.cli.shell import (PRESET_HELP, SIGNAL_EXIT, JsonOpt, RunOpt, app, echo_json, err, interrupted,
                                 run_paths, stamp, threads_chosen)
-from fabric_cli.config import DEFAULT_RUN, RunPaths, TrainConfig
+from fabric_cli.config import TrainConfig
+from fabric_cli.rundir import DEFAULT_RUN, RunPaths
 
 _TRAIN = TrainConfig()
 

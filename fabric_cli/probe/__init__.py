@@ -11,7 +11,8 @@
     run.py        run_probe: all of the above for one checkpoint, as `fabric probe` does it
 
 Example:
-    >>> from fabric_cli.config import ProbeConfig, RunPaths
+    >>> from fabric_cli.config import ProbeConfig
+    >>> from fabric_cli.rundir import RunPaths
     >>> from fabric_cli.probe import run_probe, render_text
     >>> result = run_probe(ProbeConfig(head="4.7"), RunPaths.resolve("fabric-run"))  # doctest: +SKIP
     >>> print(render_text(result.report))  # doctest: +SKIP

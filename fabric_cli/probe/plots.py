@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fabric_cli.config import PROBE_PICTURES
 from fabric_cli.errors import InputError
+from fabric_cli.rundir import PROBE_PICTURES
 from fabric_cli.text import plural
 
 INSTALL = "pip install 'neural-fabric[plot]'"

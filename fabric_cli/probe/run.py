@@ -12,7 +12,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from fabric_cli.checkpoint import load_model, load_model_for, read_info
-from fabric_cli.config import Head, ModelConfig, ProbeConfig, RunPaths, parse_head
+from fabric_cli.config import Head, ModelConfig, ProbeConfig, parse_head
 from fabric_cli.device import choose_device, use_device
 from fabric_cli.errors import CheckpointError, InputError
 from fabric_cli.files import atomic_paths, file_sha256, json_text, undo_new_folders
@@ -23,6 +23,7 @@ from fabric_cli.probe.encode import Encoded, Skipped, count_kinds, encode_items,
 from fabric_cli.probe.report import FORMAT as REPORT_FORMAT, build_report
 from fabric_cli.probe.score import HeadScores, ItemScores, Twins, head_scores, make_batches, score_items
 from fabric_cli.probe.suites import ProbeItem, load_suites
+from fabric_cli.rundir import RunPaths
 from fabric_cli.tokenizer import eot_id, load_tokenizer_for, tokenizer_path_for
 
 

@@ -11,10 +11,10 @@ import stat
 import sys
 from pathlib import Path
 
-from fabric_cli.config import probes_dir
 from fabric_cli.errors import InputError
 from fabric_cli.probe.formats import _LineError, parse_jsonl_line, parse_markup_line, to_json
 from fabric_cli.probe.item import ProbeItem, Span
+from fabric_cli.rundir import probes_dir
 
 __all__ = ["ProbeItem", "Span", "available_suites", "load_suites", "load_file", "prompt_files", "parse_jsonl_line",
            "parse_markup_line", "to_json"]
