@@ -1,23 +1,47 @@
 """The cached decode step as one CUDA graph: on a GPU a whole step is replayed with one call.
 
 A decode step of a small model is about seventy kernels of a few microseconds each, and on a GPU
-its time is the launching of them from Python: 0.94 ms a token for the cpu preset on an H200,
-against 1.2 ms recomputing the whole window (benchmarks/generate_throughput.py). A CUDA graph
-records the step's kernels once and replays them together. A graph replays fixed shapes at fixed
-addresses, so the step recorded is a static one: the new position comes from a tensor on the GPU,
-its key and value are written with `index_copy_`, and attention runs over the whole cache under a
-mask of the positions filled so far. It calls the blocks' own modules, so it follows a change to
-them; tests/test_model.py holds it to the fast path on the CPU and, where a GPU is found, replayed.
+its time is the launching of them from Python: for the cpu preset on an H200, 0.94-1.21 ms a token
+(GPT._decode_step), no faster than recomputing the whole window (1.20-2.07 ms); replayed as a
+graph, 0.25 ms (benchmarks/generate_throughput.py). A CUDA graph records the step's kernels once
+and replays them together, with fixed shapes at fixed addresses, so the step recorded is a static
+one: the new position comes from a tensor on the GPU, its key and value are written with
+`index_copy_`, and attention runs over the whole cache under a mask of the positions filled so far.
+It calls the blocks' norms, Linears and MLP, and writes out the attention and the residual wiring
+as GPT._decode_step does (a change to Block's arithmetic is made in both; tests/test_model.py
+holds them to the fast path on the CPU, and the recorded graph where a GPU is found).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 import weakref
 
 import torch
 import torch.nn.functional as F
 
 from fabric_cli.model import GPT, KVCache
+
+ENABLED = True  # False: every cached step as on the CPU (benchmarks/generate_throughput.py compares)
+DEVICES = ("cuda",)  # where a cached step is recorded (the tests add "cpu", with a stand-in for the recording)
+
+# The static step reads the whole cache at every position where the eager step reads the filled
+# part: for a small cache nothing next to the launches it saves, for a large one (the gpt2 preset
+# at batch 8: 300 MB a step) more than they cost. Caches above this size take the eager step.
+MAX_CACHE_BYTES = 256 * 2**20
+
+
+def graph_step(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+    """The next logits (B, 1, vocab) of a cached decode step of idx (B, 1), replayed as a CUDA graph
+    (recorded on the cache's first step); None where no graph serves (not on a GPU, the model in
+    training mode, a large cache, or recording failed), for the caller to take the eager step."""
+    if not ENABLED or idx.device.type not in DEVICES or model.training:
+        return None
+    if cache.graph is None:
+        big = 2 * cache.k.numel() * cache.k.element_size() > MAX_CACHE_BYTES
+        cache.graph = False if big else GraphedDecode(model, cache)
+    return cache.graph(idx) if cache.graph and cache.graph.failed is None else None
 
 
 def static_decode_step(model: GPT, idx: torch.Tensor, pos: torch.Tensor, positions: torch.Tensor,
@@ -46,55 +70,73 @@ def static_decode_step(model: GPT, idx: torch.Tensor, pos: torch.Tensor, positio
 
 
 class GraphedDecode:
-    """The cached decode step of one model over one KVCache on a CUDA GPU, recorded as a graph on
-    its first call and replayed on every later one. A cache serves one model whose weights hold
-    still (as for GPT._decode_step): the graph reads them where they were when it was recorded.
-    Where recording fails (an old driver, a kernel that cannot be captured), `failed` holds why
-    and the caller takes the step without a graph."""
+    """The cached decode step of one model over one KVCache, recorded as a CUDA graph on its first
+    call and replayed on every later one. A cache serves one model whose weights hold still (as for
+    GPT._decode_step): the graph reads them where they were when it was recorded, and keeps that
+    memory alive. Where recording fails (an old driver, a kernel that cannot be recorded), or the
+    graph does not reproduce the step, `failed` says why, a warning says so once, and the caller
+    takes the eager step."""
 
     def __init__(self, model: GPT, cache: KVCache):
         device = cache.k.device
         # the cache holds this (KVCache.graph); a weak reference back lets both go, and the graph's
         # memory with them, when the caller drops the cache, without waiting for the cycle collector
         self.model, self.cache = model, weakref.proxy(cache)
-        with torch.inference_mode():
+        with torch.inference_mode(False):  # plain tensors: a caller outside inference mode writes them too
             self.idx = torch.zeros(cache.k.size(1), 1, dtype=torch.long, device=device)  # (B, 1)
             self.pos = torch.zeros((), dtype=torch.long, device=device)
             self.positions = torch.arange(cache.max_len, device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.logits: torch.Tensor | None = None  # the graph's output, overwritten by each replay
+        self.replay = None  # the recorded graph's replay
+        self.logits: torch.Tensor | None = None  # what each replay writes
+        self.weights: list[torch.Tensor] = []  # the weights' storage, alive as long as the graph reads it
         self.failed: str | None = None
 
-    @torch.inference_mode()
     def __call__(self, idx: torch.Tensor) -> torch.Tensor | None:
         """idx (B, 1) at the cache's next position -> logits (B, 1, vocab), the cache advanced by
         one; None, with the cache as it was, where the graph could not be recorded."""
+        if idx.shape != self.idx.shape:  # a graph would broadcast a single row over the batch
+            raise ValueError(f"a cached step of batch {self.idx.size(0)} was given ids of shape {tuple(idx.shape)}")
         start, end = self.cache.span(1)
         self.idx.copy_(idx)
         self.pos.fill_(start)
-        if self.graph is None:
+        if self.replay is None:
             try:
-                self._record()
+                self._record()  # replays once, checked against the step run before recording
             except RuntimeError as e:
-                self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+                self.failed = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                warnings.warn(f"generating without a CUDA graph ({self.failed}): each token's kernels are "
+                              f"launched one by one, several times slower", RuntimeWarning, stacklevel=2)
                 return None
-        self.graph.replay()
+        else:
+            self.replay()
         self.cache.pos = end
         return self.logits.clone()  # the next replay overwrites self.logits
 
     def _record(self) -> None:
-        args = (self.model, self.idx, self.pos, self.positions, self.cache)
-        device = self.idx.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            # two runs outside the graph first: kernels' first calls set things up (cuBLAS
-            # workspaces, lazy loading) that a graph cannot. They write this position's keys and
-            # values, as the replay will again.
-            for _ in range(2):
-                static_decode_step(*args)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.logits = static_decode_step(*args)
-        self.graph = graph
+        step = functools.partial(static_decode_step, self.model, self.idx, self.pos, self.positions, self.cache)
+        self.weights = [p.detach() for p in self.model.parameters()]
+        with torch.inference_mode():
+            replay, out, before = self._capture(step, self.idx.device)
+            replay()
+            if not torch.allclose(out.float(), before.float(), rtol=2e-2, atol=1e-2):
+                raise RuntimeError("the recorded graph did not reproduce the step")
+        self.replay, self.logits = replay, out
+
+    @staticmethod
+    def _capture(step, device: torch.device):
+        """Record `step` on `device` as a CUDA graph: (its replay, the tensor each replay writes, the
+        step's own output from a run before recording)."""
+        with torch.cuda.device(device):  # the device of every stream below, whichever is current
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                # two runs outside the graph first: kernels' first calls set things up (cuBLAS
+                # workspaces, lazy loading) that a graph cannot. They write this position's keys
+                # and values, as each replay does again.
+                for _ in range(2):
+                    before = step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                out = step()
+        return graph.replay, out, before

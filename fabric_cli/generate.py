@@ -26,7 +26,7 @@ import torch
 
 from fabric_cli.checkpoint import CheckpointInfo, load_model_for, read_info
 from fabric_cli.config import ModelConfig, SampleConfig
-from fabric_cli.decodegraph import GraphedDecode
+from fabric_cli.decodegraph import graph_step
 from fabric_cli.device import choose_device, physical_memory, use_device
 from fabric_cli.errors import InputError
 from fabric_cli.model import GPT, KVCache
@@ -138,23 +138,15 @@ def _forward_flops(config: ModelConfig, tokens: int) -> float:
     return 2.0 * tokens * config.matmul_params
 
 
-# On a CUDA GPU a cached decode step replays as a CUDA graph (about 70 launches made one); False
-# takes every step as the CPU does (benchmarks/generate_throughput.py compares the two).
-CUDA_GRAPHS = True
-
-
 def next_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
     """The logits of the token after `idx` (B, T) -> (B, V); a small pass runs on one thread.
 
     With `cache`, `idx` continues the cached positions (one new token per step when decoding).
     """
-    if cache is not None and idx.size(1) == 1 and idx.device.type == "cuda" and CUDA_GRAPHS and not model.training:
-        if cache.graph is None:
-            cache.graph = GraphedDecode(model, cache)
-        if cache.graph.failed is None:
-            logits = cache.graph(idx)
-            if logits is not None:
-                return logits[:, -1, :].float()
+    if cache is not None and idx.size(1) == 1:
+        logits = graph_step(model, idx, cache)  # on a GPU: one replay of a recorded CUDA graph
+        if logits is not None:
+            return logits[:, -1, :].float()
     with _threads_for(_forward_flops(model.config, idx.numel()), idx.device):
         logits, _ = model(idx, cache=cache, last_only=True)  # (B, 1, V): only the last position predicts the next token
     return logits[:, -1, :].float()  # (B, V)

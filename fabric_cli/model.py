@@ -65,7 +65,7 @@ class KVCache:
         # GPT._decode_step's per-block tensors and its LM head, gathered on first use (on the CPU
         # transposed copies: see _matmul_operand). A cache serves one model whose weights hold still.
         self.weights: list[tuple] | None = None
-        self.graph = None  # on a CUDA GPU, the decode step recorded as a graph (fabric_cli.decodegraph)
+        self.graph = None  # on a CUDA GPU, the decode step recorded as a graph (decodegraph.graph_step); False: none
 
     def reset(self) -> None:
         self.pos = 0
@@ -286,7 +286,8 @@ class GPT(nn.Module):
         the time on the cpu preset (benchmarks/generate_throughput.py); the matrices, read once a
         step, are taken in the layout the CPU reads fastest (_matmul_operand). Tests hold it to the
         fast path (tests/test_model.py): a change to Block's arithmetic other than MLP.act (a new
-        norm, RoPE, another MLP) is made here too, or those tests fail.
+        norm, RoPE, another MLP) is made here too, and in decodegraph.static_decode_step (the step
+        a GPU records), or those tests fail.
         """
         B, C = idx.size(0), self.config.n_embd
         nh, hs = self.config.n_head, self.config.head_size

@@ -1,0 +1,152 @@
+"""The CUDA-graph decode step's bookkeeping (fabric_cli.decodegraph), on the CPU.
+
+CI has no GPU, so the recording itself is stood in for (`eager_capture`: each "replay" runs the
+step into the same output tensor, as a graph writes the same memory); everything around it runs
+as on a GPU: positions, the slide, the batch check, the fallback when recording fails or a graph
+does not reproduce the step, and the memory. tests/test_model.py replays real graphs where a GPU
+is found.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+import weakref
+
+import pytest
+import torch
+
+from fabric_cli import decodegraph
+from fabric_cli.config import SampleConfig, preset
+from fabric_cli.decodegraph import GraphedDecode, graph_step
+from fabric_cli.generate import generate, next_logits
+from fabric_cli.model import GPT, KVCache
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(preset("tiny", vocab_size=97)).eval()  # context 16
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Cached steps on the CPU go through GraphedDecode, with the recording stood in for."""
+    counts = {"recorded": 0, "replayed": 0}
+
+    def eager_capture(step, device):
+        counts["recorded"] += 1
+        before, out = step(), step()
+
+        def replay():  # a graph's replay is no torch operation: no autograd, no inference-mode rules
+            counts["replayed"] += 1
+            with torch.inference_mode():
+                out.copy_(step())
+
+        return replay, out, before
+
+    monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(eager_capture))
+    return counts
+
+
+def tokens(model, prompt, use_cache, temperature):
+    cfg = SampleConfig(max_new_tokens=60, temperature=temperature, use_cache=use_cache)
+    return torch.stack(list(generate(model, prompt, cfg, torch.Generator().manual_seed(1))))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_replayed_steps_give_the_tokens_recomputing_gives(model, recorded, temperature):
+    prompt = torch.randint(0, 97, (3, 3))  # a batch of 3; 60 new tokens slide the context of 16 four times
+    assert torch.equal(tokens(model, prompt, True, temperature), tokens(model, prompt, False, temperature))
+    # recorded once for the generate call's cache, and replayed at every cached step after the
+    # first (slides rebuild the cache through the eager path, and the same graph goes on)
+    assert recorded["recorded"] == 1 and recorded["replayed"] > 40
+
+
+def test_a_failed_recording_warns_once_and_takes_the_eager_step(model, monkeypatch):
+    def fail(step, device):
+        raise RuntimeError("operation not permitted when stream is capturing\n(more detail)")
+
+    monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(fail))
+    prompt = torch.randint(0, 97, (2, 3))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cached = tokens(model, prompt, True, 1.0)
+    assert [str(w.message) for w in seen] == [
+        "generating without a CUDA graph (operation not permitted when stream is capturing): each token's kernels "
+        "are launched one by one, several times slower"]
+    assert torch.equal(cached, tokens(model, prompt, False, 1.0))
+
+
+def test_a_graph_that_does_not_reproduce_the_step_is_not_used(model, monkeypatch):
+    """An empty graph (its kernels went to another device's stream) would hand back stale logits and
+    never write the cache: the first replay is checked against the step run before recording."""
+    def empty(step, device):
+        before = step()
+        return (lambda: None), torch.zeros_like(before), before
+
+    monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(empty))
+    prompt = torch.randint(0, 97, (1, 3))
+    with pytest.warns(RuntimeWarning, match=r"without a CUDA graph \(the recorded graph did not reproduce the step\)"):
+        cached = tokens(model, prompt, True, 0.0)
+    assert torch.equal(cached, tokens(model, prompt, False, 0.0))
+
+
+def test_the_batch_must_be_the_caches(model, recorded):
+    cache = KVCache(model.config, batch_size=3)
+    with torch.inference_mode():
+        model(torch.randint(0, 97, (3, 4)), cache=cache)
+        with pytest.raises(ValueError, match=r"a cached step of batch 3 was given ids of shape \(1, 1\)"):
+            graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache)  # a graph would broadcast the row
+    assert cache.pos == 4
+
+
+def test_the_logits_and_the_position_as_the_eager_step_leaves_them(model, recorded):
+    idx = torch.randint(0, 97, (2, 9))
+    cache = KVCache(model.config, batch_size=2)
+    model(idx[:, :6], cache=cache)
+    first = next_logits(model, idx[:, 6:7], cache)  # outside inference mode: recorded, then replayed
+    second = next_logits(model, idx[:, 7:8], cache)
+    assert cache.pos == 8 and recorded == {"recorded": 1, "replayed": 2}
+    full, _ = model(idx[:, :8])
+    torch.testing.assert_close(torch.stack([first, second], dim=1), full[:, 6:8], atol=1e-5, rtol=0)
+    assert not first.is_inference()  # as the eager step's: the caller may write it in place
+    first.mul_(2.0)
+    assert not torch.equal(first, second)  # a copy, not the graph's output (which the next replay overwrites)
+
+
+def test_the_graph_goes_with_its_cache(model, recorded):
+    gc.disable()  # no cycle collector: plain reference counting frees both
+    try:
+        cache = KVCache(model.config, batch_size=1)
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+            next_logits(model, torch.zeros(1, 1, dtype=torch.long), cache)
+        gone_cache, gone_graph = weakref.ref(cache), weakref.ref(cache.graph)
+        del cache
+        assert gone_cache() is None and gone_graph() is None
+    finally:
+        gc.enable()
+
+
+def test_a_large_cache_takes_the_eager_step(model, recorded, monkeypatch):
+    """Above MAX_CACHE_BYTES the static step's reads of the whole cache cost more than the launches saved."""
+    monkeypatch.setattr(decodegraph, "MAX_CACHE_BYTES", 1000)
+    cache = KVCache(model.config, batch_size=1)  # 2 layers x 16 positions x 16 wide x 4 bytes x 2: 4 KB
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+        assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None
+        next_logits(model, torch.zeros(1, 1, dtype=torch.long), cache)
+    assert cache.graph is False and cache.pos == 4 and recorded["recorded"] == 0
+
+
+def test_no_graph_off_the_devices_or_when_turned_off(model, monkeypatch):
+    cache = KVCache(model.config, batch_size=1)
+    model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+    assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None and cache.graph is None  # the CPU
+    monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(decodegraph, "ENABLED", False)
+    assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None and cache.graph is None
