@@ -5,7 +5,8 @@
 #     GPU_CHECK_SECONDS=300 bash benchmarks/gpu_check.sh   # the whole pass's limit (default 540)
 #
 # 1. the GPU and torch;
-# 2. the model's three paths on CUDA in fp32 (tests/test_model.py runs them on every device found);
+# 2. the model's three paths on CUDA in fp32, and generation's CUDA graph replayed (tests/test_model.py
+#    runs them on every device found);
 # 3. benchmarks/train_throughput.py --device cuda: the gpt2 preset in bf16, eager, then --compile;
 # 4. benchmarks/generate_throughput.py --device cuda;
 # 5. `fabric demo --device cuda`: the whole life on the GPU, tokenizer to stories;
@@ -53,14 +54,15 @@ step() {  # step NAME SECONDS COMMAND...: run it with a time limit, log it, note
 } >"$LOGS/setup.log" 2>&1
 cat "$LOGS/setup.log"
 
-step parity 60 python3 -m pytest -q -p no:cacheprovider tests/test_model.py -k "matches_fast_path"
+step parity 60 python3 -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_decodegraph.py
 step train_eager 120 python3 benchmarks/train_throughput.py --device cuda --rounds 2 --steps 60
 step train_compile 180 python3 benchmarks/train_throughput.py --device cuda --compile --rounds 1 --steps 60
 step generate 90 python3 benchmarks/generate_throughput.py --device cuda
 step demo 150 fabric demo --run "$WORK/demo" --device cuda
 step train_cli 120 bash -c "export FABRIC_RUN='$WORK/cli'; fabric tokenize >/dev/null && fabric train --device cuda --preset small \
     --compile --steps 100 --snapshot-every 50 && fabric train --resume --steps 150 && fabric inspect"
-step pytest 120 python3 -m pytest -q -p no:cacheprovider -n 8
+XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist where the machine has it
+step pytest 120 python3 -m pytest -q -p no:cacheprovider $XDIST
 
 echo "=== summary"
 printf '%s\n' "${SUMMARY[@]}"

@@ -504,10 +504,11 @@ def flop_rate(flops_per_s: float) -> str:
     """GFLOP/s as a CPU reaches them, TFLOP/s from a thousand of them on (a GPU's: '404.6 TFLOP/s').
 
     Example:
-        >>> flop_rate(140.18e9), flop_rate(404.6e12)
-        ('140.18 GFLOP/s', '404.6 TFLOP/s')
+        >>> flop_rate(140.18e9), flop_rate(404.6e12), flop_rate(999.996e9)
+        ('140.18 GFLOP/s', '404.6 TFLOP/s', '1.0 TFLOP/s')
     """
-    return f"{flops_per_s / 1e9:.2f} GFLOP/s" if flops_per_s < 1e12 else f"{flops_per_s / 1e12:,.1f} TFLOP/s"
+    giga = round(flops_per_s / 1e9, 2)
+    return f"{giga:.2f} GFLOP/s" if giga < 1000 else f"{flops_per_s / 1e12:,.1f} TFLOP/s"
 
 
 def model_cfg_line(model: GPT) -> str:
