@@ -10,6 +10,8 @@ is found.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import warnings
 import weakref
 
@@ -150,3 +152,22 @@ def test_no_graph_off_the_devices_or_when_turned_off(model, monkeypatch):
     monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
     monkeypatch.setattr(decodegraph, "ENABLED", False)
     assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None and cache.graph is None
+
+
+def test_the_cli_prints_fabrics_warnings_as_one_line():
+    """The fallback's warning reaches a `fabric generate` user as one line, not as a file, line and
+    source line; torch's warnings keep where they come from."""
+    said = "generating without a CUDA graph (x): each token's kernels are launched one by one, several times slower"
+    code = ("import warnings, torch\n"
+            "from fabric_cli import decodegraph\n"
+            "from fabric_cli.cli import shell\n"
+            "def app():\n"
+            f"    warnings.warn_explicit({said!r}, RuntimeWarning, decodegraph.__file__, 90)\n"
+            "    warnings.warn_explicit('TypedStorage is deprecated', UserWarning, torch.__file__, 3)\n"
+            "shell.app = app\n"
+            "shell.main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"fabric: warning: {said}"
+    assert lines[1].startswith(f"{torch.__file__}:3: UserWarning: TypedStorage is deprecated")

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -241,5 +242,18 @@ PRESET_HELP = "Model size: " + "; ".join(
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
+_plain_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """fabric's own warnings as one line, as its notes are ('fabric: warning: ...'); others' (torch's)
+    with the file and line that name where they come from."""
+    if str(Path(filename).resolve()).startswith(_PACKAGE):
+        return f"fabric: warning: {message}\n"
+    return _plain_format(message, category, filename, lineno, line)
+
+
 def main() -> None:
+    warnings.formatwarning = _format_warning
     app()
