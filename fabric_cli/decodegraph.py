@@ -21,6 +21,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from fabric_cli.errors import FabricWarning
 from fabric_cli.model import GPT, KVCache
 
 ENABLED = True  # False: every cached step as on the CPU (benchmarks/generate_throughput.py compares)
@@ -31,12 +32,14 @@ DEVICES = ("cuda",)  # where a cached step is recorded (the tests add "cpu", wit
 # at batch 8: 300 MB a step) more than they cost. Caches above this size take the eager step.
 MAX_CACHE_BYTES = 256 * 2**20
 
+_FAILED: dict[str, str] = {}  # device -> why recording failed there: later caches do not try again
+
 
 def graph_step(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
     """The next logits (B, 1, vocab) of a cached decode step of idx (B, 1), replayed as a CUDA graph
     (recorded on the cache's first step); None where no graph serves (not on a GPU, the model in
     training mode, a large cache, or recording failed), for the caller to take the eager step."""
-    if not ENABLED or idx.device.type not in DEVICES or model.training:
+    if not ENABLED or idx.device.type not in DEVICES or model.training or str(idx.device) in _FAILED:
         return None
     if cache.graph is None:
         big = 2 * cache.k.numel() * cache.k.element_size() > MAX_CACHE_BYTES
@@ -74,8 +77,8 @@ class GraphedDecode:
     call and replayed on every later one. A cache serves one model whose weights hold still (as for
     GPT._decode_step): the graph reads them where they were when it was recorded, and keeps that
     memory alive. Where recording fails (an old driver, a kernel that cannot be recorded), or the
-    graph does not reproduce the step, `failed` says why, a warning says so once, and the caller
-    takes the eager step."""
+    graph does not reproduce the step, `failed` says why, a warning says so, and the caller (and
+    every later cache on that device) takes the eager step."""
 
     def __init__(self, model: GPT, cache: KVCache):
         device = cache.k.device
@@ -104,8 +107,9 @@ class GraphedDecode:
                 self._record()  # replays once, checked against the step run before recording
             except RuntimeError as e:
                 self.failed = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                _FAILED[str(self.idx.device)] = self.failed
                 warnings.warn(f"generating without a CUDA graph ({self.failed}): each token's kernels are "
-                              f"launched one by one, several times slower", RuntimeWarning, stacklevel=2)
+                              f"launched one by one, several times slower", FabricWarning, stacklevel=2)
                 return None
         else:
             self.replay()
@@ -117,6 +121,7 @@ class GraphedDecode:
         self.weights = [p.detach() for p in self.model.parameters()]
         with torch.inference_mode():
             replay, out, before = self._capture(step, self.idx.device)
+            out.fill_(float("nan"))  # a graph that recorded nothing (its kernels ran elsewhere) leaves this
             replay()
             if not torch.allclose(out.float(), before.float(), rtol=2e-2, atol=1e-2):
                 raise RuntimeError("the recorded graph did not reproduce the step")

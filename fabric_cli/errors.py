@@ -15,3 +15,7 @@ class CheckpointError(FabricError):
 
 class TrainingError(FabricError):
     """Training cannot go on (a non-finite loss, out of memory)."""
+
+
+class FabricWarning(UserWarning):
+    """Something the user should know that stops nothing (the CLI prints it as one line)."""

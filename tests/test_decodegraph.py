@@ -21,6 +21,7 @@ import torch
 from fabric_cli import decodegraph
 from fabric_cli.config import SampleConfig, preset
 from fabric_cli.decodegraph import GraphedDecode, graph_step
+from fabric_cli.errors import FabricWarning
 from fabric_cli.generate import generate, next_logits
 from fabric_cli.model import GPT, KVCache
 
@@ -48,6 +49,7 @@ def recorded(monkeypatch):
         return replay, out, before
 
     monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(decodegraph, "_FAILED", {})
     monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(eager_capture))
     return counts
 
@@ -67,32 +69,41 @@ def test_replayed_steps_give_the_tokens_recomputing_gives(model, recorded, tempe
 
 
 def test_a_failed_recording_warns_once_and_takes_the_eager_step(model, monkeypatch):
+    tries = []
+
     def fail(step, device):
+        tries.append(device)
         raise RuntimeError("operation not permitted when stream is capturing\n(more detail)")
 
     monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(decodegraph, "_FAILED", {})
     monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(fail))
     prompt = torch.randint(0, 97, (2, 3))
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         cached = tokens(model, prompt, True, 1.0)
-    assert [str(w.message) for w in seen] == [
+        again = tokens(model, prompt, True, 1.0)  # a new cache: the device is not tried again
+    assert [(w.category, str(w.message)) for w in seen] == [(FabricWarning,
         "generating without a CUDA graph (operation not permitted when stream is capturing): each token's kernels "
-        "are launched one by one, several times slower"]
-    assert torch.equal(cached, tokens(model, prompt, False, 1.0))
+        "are launched one by one, several times slower")]
+    assert len(tries) == 1 and decodegraph._FAILED == {"cpu": "operation not permitted when stream is capturing"}
+    assert torch.equal(cached, tokens(model, prompt, False, 1.0)) and torch.equal(again, cached)
 
 
 def test_a_graph_that_does_not_reproduce_the_step_is_not_used(model, monkeypatch):
-    """An empty graph (its kernels went to another device's stream) would hand back stale logits and
-    never write the cache: the first replay is checked against the step run before recording."""
+    """A graph that recorded nothing (the step's kernels went to another device's stream, and ran
+    there at once) would hand back the first step's logits at every replay and never write the
+    cache: its output is poisoned before the first replay, which is checked against the step."""
     def empty(step, device):
         before = step()
-        return (lambda: None), torch.zeros_like(before), before
+        out = step()  # run, not recorded: right this once
+        return (lambda: None), out, before
 
     monkeypatch.setattr(decodegraph, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(decodegraph, "_FAILED", {})
     monkeypatch.setattr(GraphedDecode, "_capture", staticmethod(empty))
     prompt = torch.randint(0, 97, (1, 3))
-    with pytest.warns(RuntimeWarning, match=r"without a CUDA graph \(the recorded graph did not reproduce the step\)"):
+    with pytest.warns(FabricWarning, match=r"without a CUDA graph \(the recorded graph did not reproduce the step\)"):
         cached = tokens(model, prompt, True, 0.0)
     assert torch.equal(cached, tokens(model, prompt, False, 0.0))
 
@@ -134,15 +145,35 @@ def test_the_graph_goes_with_its_cache(model, recorded):
         gc.enable()
 
 
-def test_a_large_cache_takes_the_eager_step(model, recorded, monkeypatch):
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_large_cache_takes_the_eager_step(model, recorded, monkeypatch, over):
     """Above MAX_CACHE_BYTES the static step's reads of the whole cache cost more than the launches saved."""
-    monkeypatch.setattr(decodegraph, "MAX_CACHE_BYTES", 1000)
-    cache = KVCache(model.config, batch_size=1)  # 2 layers x 16 positions x 16 wide x 4 bytes x 2: 4 KB
+    cache = KVCache(model.config, batch_size=1)  # keys and values: 2 x 2 layers x 16 positions x 16 wide x 4 bytes
+    monkeypatch.setattr(decodegraph, "MAX_CACHE_BYTES", 2 * 2 * 16 * 16 * 4 - over)
     with torch.inference_mode():
         model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
-        assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None
         next_logits(model, torch.zeros(1, 1, dtype=torch.long), cache)
-    assert cache.graph is False and cache.pos == 4 and recorded["recorded"] == 0
+    assert cache.pos == 4 and recorded["recorded"] == (1 - over)
+    assert (cache.graph is False) == bool(over)  # at the limit recorded, a byte over not
+
+
+def test_a_model_in_training_mode_takes_the_eager_step(model, recorded):
+    model.train()
+    cache = KVCache(model.config, batch_size=1)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+        assert graph_step(model, torch.zeros(1, 1, dtype=torch.long), cache) is None
+    assert cache.graph is None and recorded["recorded"] == 0
+
+
+def test_recorded_in_inference_mode_then_stepped_outside_it(model, recorded):
+    """generate records inside inference mode; a caller may step the same cache outside it."""
+    cache = KVCache(model.config, batch_size=1)
+    model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+    with torch.inference_mode():
+        next_logits(model, torch.zeros(1, 1, dtype=torch.long), cache)
+    next_logits(model, torch.ones(1, 1, dtype=torch.long), cache)
+    assert cache.pos == 5 and recorded == {"recorded": 1, "replayed": 2}
 
 
 def test_no_graph_off_the_devices_or_when_turned_off(model, monkeypatch):
@@ -161,13 +192,17 @@ def test_the_cli_prints_fabrics_warnings_as_one_line():
     code = ("import warnings, torch\n"
             "from fabric_cli import decodegraph\n"
             "from fabric_cli.cli import shell\n"
+            "from fabric_cli.errors import FabricWarning\n"
             "def app():\n"
-            f"    warnings.warn_explicit({said!r}, RuntimeWarning, decodegraph.__file__, 90)\n"
+            f"    warnings.warn_explicit({said!r}, FabricWarning, decodegraph.__file__, 90)\n"
             "    warnings.warn_explicit('TypedStorage is deprecated', UserWarning, torch.__file__, 3)\n"
+            "    # torch's C++ warnings point at the Python line that called torch, in fabric's files\n"
+            "    warnings.warn_explicit('The given NumPy array is not writable', UserWarning, decodegraph.__file__, 5)\n"
             "shell.app = app\n"
             "shell.main()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    lines = r.stderr.splitlines()
-    assert lines[0] == f"fabric: warning: {said}"
-    assert lines[1].startswith(f"{torch.__file__}:3: UserWarning: TypedStorage is deprecated")
+    lines = r.stderr.splitlines()  # Python's own format adds the source line under the file and line
+    assert lines[0] == f"fabric: warning: {said}" and sum(line.startswith("fabric:") for line in lines) == 1
+    assert f"{torch.__file__}:3: UserWarning: TypedStorage is deprecated" in lines
+    assert f"{decodegraph.__file__}:5: UserWarning: The given NumPy array is not writable" in lines

@@ -93,7 +93,7 @@ def test_next_logits_cached_steps_match_the_fast_path(bias, device):
         parts += [next_logits(model, idx[:, t : t + 1], cache) for t in range(5, 16)]
     assert cache.pos == 16
     if device == "cuda":
-        assert cache.graph.failed is None and cache.graph.graph is not None  # recorded, and replayed since
+        assert cache.graph.failed is None and cache.graph.replay is not None  # recorded, and replayed since
     else:
         assert cache.graph is None  # the CPU takes GPT._decode_step
     full = model(idx)[0].float()

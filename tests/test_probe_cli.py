@@ -508,9 +508,9 @@ def test_input_errors_come_before_the_model_is_loaded(world, monkeypatch, tmp_pa
     """--over-checkpoints without snapshots, a bad --prompts file, a head the model lacks, prompts with
     nothing to choose between: refused before minutes of scoring and ablation, not after them."""
     from fabric_cli.config import ProbeConfig
-    from fabric_cli.rundir import RunPaths
     from fabric_cli.errors import InputError
     from fabric_cli.probe import run as run_mod
+    from fabric_cli.rundir import RunPaths
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")

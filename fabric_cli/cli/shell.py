@@ -17,7 +17,7 @@ import typer.core
 
 from fabric_cli import __version__
 from fabric_cli.config import PRESETS
-from fabric_cli.errors import FabricError, InputError
+from fabric_cli.errors import FabricError, FabricWarning, InputError
 from fabric_cli.files import json_text
 from fabric_cli.rundir import RunPaths
 
@@ -242,14 +242,13 @@ PRESET_HELP = "Model size: " + "; ".join(
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
-_PACKAGE = str(Path(__file__).resolve().parent.parent)
 _plain_format = warnings.formatwarning
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    """fabric's own warnings as one line, as its notes are ('fabric: warning: ...'); others' (torch's)
-    with the file and line that name where they come from."""
-    if str(Path(filename).resolve()).startswith(_PACKAGE):
+    """fabric's own warnings (FabricWarning) as one line, as its notes are ('fabric: warning: ...');
+    others' (torch's, wherever the stack points) as Python prints them, category, file and line."""
+    if isinstance(category, type) and issubclass(category, FabricWarning):
         return f"fabric: warning: {message}\n"
     return _plain_format(message, category, filename, lineno, line)
 

@@ -12,8 +12,8 @@
 
 Example:
     >>> from fabric_cli.config import ProbeConfig
-    >>> from fabric_cli.rundir import RunPaths
     >>> from fabric_cli.probe import run_probe, render_text
+    >>> from fabric_cli.rundir import RunPaths
     >>> result = run_probe(ProbeConfig(head="4.7"), RunPaths.resolve("fabric-run"))  # doctest: +SKIP
     >>> print(render_text(result.report))  # doctest: +SKIP
 """
