@@ -144,4 +144,9 @@ class GraphedDecode:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=side):
                 out = step()
-        return graph.replay, out, before
+
+        def replay() -> None:  # on that device's current stream, where the inputs were written
+            with torch.cuda.device(device):
+                graph.replay()
+
+        return replay, out, before

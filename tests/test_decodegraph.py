@@ -9,6 +9,7 @@ is found.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import subprocess
 import sys
@@ -206,3 +207,58 @@ def test_the_cli_prints_fabrics_warnings_as_one_line():
     assert lines[0] == f"fabric: warning: {said}" and sum(line.startswith("fabric:") for line in lines) == 1
     assert f"{torch.__file__}:3: UserWarning: TypedStorage is deprecated" in lines
     assert f"{decodegraph.__file__}:5: UserWarning: The given NumPy array is not writable" in lines
+
+
+def test_the_recording_protocol_with_torch_cuda_stood_in_for(monkeypatch):
+    """GraphedDecode._capture, which only a GPU runs: on the cache's device, warm-up twice on a side
+    stream that waits for the current one, the graph recorded on that side stream, and each replay on
+    that device (left to defaults, a cache on cuda:1 while cuda:0 is current recorded an empty graph)."""
+    events = []
+
+    class Stream:
+        def __init__(self, device=None, name="side"):
+            self.name = name
+            if name == "side":
+                events.append(f"side stream on {device}")
+
+        def wait_stream(self, other):
+            events.append(f"{self.name} waits for {other.name}")
+
+    current = Stream(name="current")
+
+    @contextlib.contextmanager
+    def on_device(device):
+        events.append(f"device {device}")
+        yield
+        events.append("device done")
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        events.append(f"work on {stream.name}")
+        yield
+        events.append("stream done")
+
+    @contextlib.contextmanager
+    def recording(graph, stream=None):
+        events.append(f"record on {stream.name if stream else 'a stream of its own'}")
+        yield
+        events.append("recorded")
+
+    class Graph:
+        def replay(self):
+            events.append("replay")
+
+    for name, stand_in in (("Stream", Stream), ("current_stream", lambda device=None: current), ("device", on_device),
+                           ("stream", on_stream), ("graph", recording), ("CUDAGraph", Graph)):
+        monkeypatch.setattr(torch.cuda, name, stand_in)
+
+    def step():
+        events.append("step")
+        return torch.full((1, 1, 3), float(events.count("step")))
+
+    replay, out, before = GraphedDecode._capture(step, "cuda:1")
+    replay()
+    assert events == ["device cuda:1", "side stream on cuda:1", "side waits for current", "work on side", "step", "step",
+                      "stream done", "current waits for side", "record on side", "step", "recorded", "device done",
+                      "device cuda:1", "replay", "device done"]
+    assert (before[0, 0, 0].item(), out[0, 0, 0].item()) == (2.0, 3.0)  # the second warm-up's, the recorded run's
